@@ -1,0 +1,552 @@
+#!/usr/bin/python
+"""kvm_host_probe: read-only facts about a host's KVM and libvirt state."""
+
+# Ansible module conventions: the documentation strings come before the imports, and os.path is
+# used throughout (the code runs on the target's python3, standard library only).
+DOCUMENTATION = r"""
+---
+module: kvm_host_probe
+short_description: Gather read-only facts about KVM and libvirt on a host, in one call
+description:
+  - Reports the CPU vendor and virtualization flags, the state of the kvm kernel modules (loadable
+    or built into the kernel, read from C(/sys/module), not C(/proc/modules)), and an actual probe
+    of C(/dev/kvm) (C(KVM_GET_API_VERSION) and C(KVM_CREATE_VM) ioctls).
+  - Reports the libvirt daemon layout (modular, socket-activated monolithic, classic, none), the
+    state of the libvirt systemd units, the daemon defaults file, the daemon version and the
+    AppArmor integration points.
+  - Never changes anything; C(changed) is always false. Missing files and permission errors are
+    reported as null/false values, never as a failure.
+version_added: "0.1.0"
+author:
+  - kvmprep
+options:
+  gather:
+    description: Which groups of facts to gather.
+    type: list
+    elements: str
+    choices: [kvm, libvirt]
+    default: [kvm, libvirt]
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - Runs C(systemctl is-enabled) and C(systemctl is-active) once each for all present units, and
+    C(libvirtd --version) (or C(virtqemud --version)) once.
+  - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
+"""
+
+EXAMPLES = r"""
+- name: Probe KVM and libvirt
+  kvm_host_probe:
+  register: kvm_probe
+
+- name: KVM must be usable
+  ansible.builtin.assert:
+    that: kvm_probe.probe.kvm.usable
+    fail_msg: "/dev/kvm is not usable: {{ kvm_probe.probe.kvm.dev_kvm.error }}"
+
+- name: Only the libvirt part
+  kvm_host_probe:
+    gather: [libvirt]
+  register: libvirt_probe
+"""
+
+RETURN = r"""
+probe:
+  description: The gathered facts; only the groups asked for in I(gather) are present.
+  returned: always
+  type: dict
+  contains:
+    kvm:
+      description: CPU, kernel modules and /dev/kvm.
+      returned: when C(kvm) is gathered
+      type: dict
+      contains:
+        cpu_vendor:
+          description: C(vendor_id) of /proc/cpuinfo (GenuineIntel, AuthenticAMD...), or null.
+          type: str
+        vt_flags:
+          description: Sorted virtualization flags found (C(vmx), C(svm)); empty when none.
+          type: list
+          elements: str
+        modules:
+          description:
+            - C(loaded), C(builtin) or C(absent) for C(kvm), C(kvm_intel), C(kvm_amd), and for any
+              other C(kvm_*) module present in /sys/module (for example C(kvm_pvm)).
+          type: dict
+          sample: {"kvm": "builtin", "kvm_intel": "absent", "kvm_amd": "absent"}
+        dev_kvm:
+          description: State of /dev/kvm.
+          type: dict
+          sample:
+            exists: true
+            char_device: true
+            mode: "0660"
+            owner: root
+            group: kvm
+            api_version: 12
+            create_vm: true
+            error: null
+        usable:
+          description: True when KVM_GET_API_VERSION returned 12 and KVM_CREATE_VM succeeded.
+          type: bool
+    libvirt:
+      description: libvirt daemon layout and configuration entry points.
+      returned: when C(libvirt) is gathered
+      type: dict
+      contains:
+        systemd:
+          description: Whether systemd is the running init (/run/systemd/system exists).
+          type: bool
+        units:
+          description:
+            - For each libvirt unit, C(present) (unit file found), C(enabled) and C(active) as
+              printed by systemctl. C(unknown) when systemd is not running or systemctl could not
+              be run; C(not-found) when the unit file is absent.
+          type: dict
+          sample: {"libvirtd.service": {"present": true, "enabled": "enabled", "active": "active"}}
+        layout:
+          description:
+            - C(modular) when virtqemud (socket or service) is enabled or active and
+              libvirtd.service is neither; else C(socket) when libvirtd.socket is present and not
+              masked (monolithic libvirtd with socket activation, the TCP listener is
+              libvirtd-tcp.socket); else C(classic) when libvirtd.service or a libvirtd binary is
+              present; else C(none).
+          type: str
+        defaults_file:
+          description: The daemon defaults file found, or null.
+          type: str
+          sample: /etc/default/libvirtd
+        defaults_args:
+          description: Unquoted LIBVIRTD_ARGS (libvirtd_opts for libvirt-bin) there, or null.
+          type: str
+          sample: --timeout 120
+        daemon_version:
+          description: Version printed by C(libvirtd --version) or C(virtqemud --version).
+          type: str
+          sample: 9.0.0
+        apparmor:
+          description: AppArmor state and the libvirt-qemu abstraction's include points.
+          type: dict
+          sample:
+            enabled: true
+            parser: true
+            abstraction: true
+            dropin_dir: false
+            local_include: true
+"""
+
+import fcntl
+import grp
+import os
+import pwd
+import re
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+GATHER_CHOICES = ("kvm", "libvirt")
+KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+KVM_API_VERSION = 12
+
+UNITS = (
+    "libvirtd.service",
+    "libvirtd.socket",
+    "libvirtd-ro.socket",
+    "libvirtd-admin.socket",
+    "libvirtd-tcp.socket",
+    "libvirtd-tls.socket",
+    "virtqemud.service",
+    "virtqemud.socket",
+    "virtproxyd.service",
+    "virtproxyd.socket",
+    "virtproxyd-tcp.socket",
+    "virtproxyd-tls.socket",
+)
+UNIT_DIRS = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+ENABLED_STATES = ("enabled", "enabled-runtime", "linked", "linked-runtime", "alias")
+ACTIVE_STATES = ("active", "activating", "reloading")
+MASKED_STATES = ("masked", "masked-runtime")
+
+# (path, variable holding the daemon arguments)
+DEFAULTS_FILES = (
+    ("/etc/default/libvirtd", "LIBVIRTD_ARGS"),
+    ("/etc/default/libvirt-bin", "libvirtd_opts"),
+    ("/etc/sysconfig/libvirtd", "LIBVIRTD_ARGS"),
+)
+AA_ABSTRACTION = "/etc/apparmor.d/abstractions/libvirt-qemu"
+AA_ENABLED = "/sys/module/apparmor/parameters/enabled"
+BIN_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+LIBVIRTD_DIRS = ("/usr/sbin", "/usr/bin")
+
+
+def read_text(path):
+    """Content of a file, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# kvm
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_cpuinfo(text):
+    """Return (vendor, vt_flags) from /proc/cpuinfo text (vendor None when not found)."""
+    vendor = None
+    flags = set()
+    for line in (text or "").splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip()
+        if name == "vendor_id" and vendor is None:
+            vendor = value.strip() or None
+        elif name == "flags":
+            flags.update(f for f in value.split() if f in ("vmx", "svm"))
+    return vendor, sorted(flags)
+
+
+def module_state(name, sys_module="/sys/module"):
+    """'loaded' (loadable module), 'builtin' (built into the kernel) or 'absent'."""
+    base = os.path.join(sys_module, name)
+    if os.path.exists(os.path.join(base, "initstate")):
+        return "loaded"
+    if os.path.isdir(base):
+        return "builtin"
+    return "absent"
+
+
+def kvm_module_states(sys_module="/sys/module"):
+    """States of kvm, kvm_intel, kvm_amd, plus any other kvm_* module present."""
+    names = list(KVM_MODULES)
+    try:
+        extra = sorted(n for n in os.listdir(sys_module) if n.startswith("kvm_"))
+    except OSError:
+        extra = []
+    names.extend(n for n in extra if n not in names)
+    return {n: module_state(n, sys_module) for n in names}
+
+
+def _errtext(exc):
+    return exc.strerror or str(exc)
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, OverflowError):
+        return str(gid)
+
+
+def probe_dev_kvm(path="/dev/kvm"):
+    """Stat /dev/kvm, open it and ask for the API version and an empty VM."""
+    res = {
+        "exists": False,
+        "char_device": False,
+        "mode": None,
+        "owner": None,
+        "group": None,
+        "api_version": None,
+        "create_vm": False,
+        "error": None,
+    }
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        res["error"] = _errtext(exc)
+        return res
+    res["exists"] = True
+    res["char_device"] = stat.S_ISCHR(st.st_mode)
+    res["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
+    res["owner"] = _user_name(st.st_uid)
+    res["group"] = _group_name(st.st_gid)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        res["error"] = _errtext(exc)
+        return res
+    try:
+        res["api_version"] = fcntl.ioctl(fd, KVM_GET_API_VERSION, 0)
+        vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        if vm_fd >= 0:
+            os.close(vm_fd)
+            res["create_vm"] = True
+    except OSError as exc:
+        res["error"] = _errtext(exc)
+    finally:
+        os.close(fd)
+    return res
+
+
+def gather_kvm(cpuinfo_path="/proc/cpuinfo", sys_module="/sys/module", dev_kvm="/dev/kvm"):
+    vendor, vt_flags = parse_cpuinfo(read_text(cpuinfo_path))
+    dev = probe_dev_kvm(dev_kvm)
+    return {
+        "cpu_vendor": vendor,
+        "vt_flags": vt_flags,
+        "modules": kvm_module_states(sys_module),
+        "dev_kvm": dev,
+        "usable": bool(dev["api_version"] == KVM_API_VERSION and dev["create_vm"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirt
+# ---------------------------------------------------------------------------------------------
+
+
+def unit_present(unit, dirs=UNIT_DIRS):
+    # lexists: a masked unit is a symlink to /dev/null and still counts as present.
+    return any(os.path.lexists(os.path.join(d, unit)) for d in dirs)
+
+
+def parse_systemctl_states(units, stdout):
+    """Map units to the lines systemctl printed for them, or None if the count differs."""
+    lines = [line.strip() for line in (stdout or "").splitlines() if line.strip()]
+    if len(lines) != len(units):
+        return None
+    return {unit: lines[i] for i, unit in enumerate(units)}
+
+
+def is_enabled(state):
+    return state in ENABLED_STATES
+
+
+def is_active(state):
+    return state in ACTIVE_STATES
+
+
+def decide_layout(units, libvirtd_binary=False):
+    """Decide the libvirt daemon layout from the units dict and the presence of libvirtd.
+
+    modular: virtqemud (socket or service) enabled or active while libvirtd.service is neither;
+    socket: monolithic libvirtd with systemd socket activation (libvirtd.socket present and not
+    masked: masking the sockets is libvirt's documented way back to the classic mode);
+    classic: libvirtd.service present or a libvirtd binary exists; none otherwise.
+    """
+
+    def get(unit):
+        return units.get(unit) or {}
+
+    def on(unit):
+        u = get(unit)
+        return is_enabled(u.get("enabled")) or is_active(u.get("active"))
+
+    if (on("virtqemud.socket") or on("virtqemud.service")) and not on("libvirtd.service"):
+        return "modular"
+    sock = get("libvirtd.socket")
+    if sock.get("present") and sock.get("enabled") not in MASKED_STATES:
+        return "socket"
+    if get("libvirtd.service").get("present") or libvirtd_binary:
+        return "classic"
+    return "none"
+
+
+def _unquote_word(text):
+    """Unquote a shell assignment value (first word, quotes and backslashes removed)."""
+    out = []
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch in " \t\r\n;":
+            break
+        if ch == "'":
+            end = text.find("'", i + 1)
+            end = n if end < 0 else end
+            out.append(text[i + 1 : end])
+            i = end + 1
+        elif ch == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                if text[j] == "\\" and j + 1 < n and text[j + 1] in '\\"$`':
+                    j += 1
+                out.append(text[j])
+                j += 1
+            i = j + 1
+        elif ch == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def parse_shell_assignments(text):
+    """Active VAR=value assignments of a shell fragment, unquoted (the last one wins)."""
+    result = {}
+    rx = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+    for line in (text or "").splitlines():
+        m = rx.match(line)
+        if m:
+            result[m.group(1)] = _unquote_word(m.group(2))
+    return result
+
+
+def find_defaults(candidates=DEFAULTS_FILES):
+    """Return (path, args) of the first existing defaults file (args None when unset)."""
+    for path, var in candidates:
+        if os.path.exists(path):
+            return path, parse_shell_assignments(read_text(path)).get(var)
+    return None, None
+
+
+def parse_daemon_version(text):
+    """'libvirtd (libvirt) 9.0.0' -> '9.0.0'."""
+    m = re.search(r"(\d+\.\d+(?:\.\d+)*)", text or "")
+    return m.group(1) if m else None
+
+
+def apparmor_includes(text):
+    """Return (dropin_dir, local_include) for the libvirt-qemu abstraction's text.
+
+    AppArmor treats '#include <...>' as an include (legacy syntax), so it counts; '# include' with
+    a space is a comment.
+    """
+    dropin = local = False
+    rx = re.compile(r"^\s*(?:#include|include)\s+(?:if\s+exists\s+)?[<\"]([^>\"]+)[>\"]")
+    for line in (text or "").splitlines():
+        m = rx.match(line)
+        if not m:
+            continue
+        target = m.group(1).rstrip("/")
+        if target == "abstractions/libvirt-qemu.d":
+            dropin = True
+        elif target == "local/abstractions/libvirt-qemu":
+            local = True
+    return dropin, local
+
+
+def gather_apparmor(module, enabled_path=AA_ENABLED, abstraction=AA_ABSTRACTION):
+    text = read_text(abstraction)
+    dropin, local = apparmor_includes(text)
+    enabled = read_text(enabled_path)
+    return {
+        "enabled": bool(enabled and enabled.strip().upper().startswith("Y")),
+        "parser": module.get_bin_path("apparmor_parser", opt_dirs=BIN_DIRS) is not None,
+        "abstraction": os.path.isfile(abstraction),
+        "dropin_dir": dropin,
+        "local_include": local,
+    }
+
+
+def run(module, args):
+    """(rc, stdout) of a command given as an argument list; (None, "") when it cannot run."""
+    try:
+        rc, out, _err = module.run_command(
+            args,
+            expand_user_and_vars=False,
+            errors="surrogate_or_replace",
+            handle_exceptions=False,
+        )
+    except Exception:
+        return None, ""
+    return rc, out or ""
+
+
+def _systemctl_states(module, systemctl, verb, units):
+    """States printed by one 'systemctl VERB unit...' call (one call per unit if misaligned)."""
+    _rc, out = run(module, [systemctl, verb, *units])
+    states = parse_systemctl_states(units, out)
+    if states is not None:
+        return states
+    states = {}
+    for unit in units:
+        _rc, out = run(module, [systemctl, verb, unit])
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        states[unit] = lines[0] if lines else "unknown"
+    return states
+
+
+def gather_unit_states(module, systemd, dirs=UNIT_DIRS):
+    """present/enabled/active of every libvirt unit."""
+    units = {}
+    for unit in UNITS:
+        present = unit_present(unit, dirs)
+        state = "unknown" if present or not systemd else "not-found"
+        units[unit] = {"present": present, "enabled": state, "active": state}
+    queried = [u for u in UNITS if units[u]["present"]]
+    systemctl = module.get_bin_path("systemctl", opt_dirs=BIN_DIRS) if systemd else None
+    if not queried or systemctl is None:
+        return units
+    enabled = _systemctl_states(module, systemctl, "is-enabled", queried)
+    active = _systemctl_states(module, systemctl, "is-active", queried)
+    for unit in queried:
+        units[unit]["enabled"] = enabled.get(unit, "unknown")
+        units[unit]["active"] = active.get(unit, "unknown")
+    return units
+
+
+def daemon_version(module):
+    """Version printed by 'libvirtd --version', else 'virtqemud --version', else None."""
+    for name in ("libvirtd", "virtqemud"):
+        path = module.get_bin_path(name, opt_dirs=BIN_DIRS)
+        if path is None:
+            continue
+        rc, out = run(module, [path, "--version"])
+        version = parse_daemon_version(out) if rc == 0 else None
+        if version:
+            return version
+    return None
+
+
+def gather_libvirt(module):
+    systemd = os.path.isdir("/run/systemd/system")
+    units = gather_unit_states(module, systemd)
+    libvirtd_binary = any(os.path.exists(os.path.join(d, "libvirtd")) for d in LIBVIRTD_DIRS)
+    defaults_file, defaults_args = find_defaults()
+    return {
+        "systemd": systemd,
+        "units": units,
+        "layout": decide_layout(units, libvirtd_binary),
+        "defaults_file": defaults_file,
+        "defaults_args": defaults_args,
+        "daemon_version": daemon_version(module),
+        "apparmor": gather_apparmor(module),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "gather": {
+                "type": "list",
+                "elements": "str",
+                "choices": list(GATHER_CHOICES),
+                "default": list(GATHER_CHOICES),
+            },
+        },
+        supports_check_mode=True,
+    )
+    gather = module.params["gather"] or []
+    probe = {}
+    if "kvm" in gather:
+        probe["kvm"] = gather_kvm()
+    if "libvirt" in gather:
+        probe["libvirt"] = gather_libvirt(module)
+    module.exit_json(changed=False, probe=probe)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+#!/usr/bin/python
+# Emits Ansible warnings, so that a decision the operator must know about (emulation instead of
+# KVM, an unauthenticated listener) shows up as a [WARNING] and in kvmprep's summary, not only in
+# verbose output as a debug message would.
+DOCUMENTATION = r"""
+module: kvm_host_warn
+short_description: Report warnings without changing anything
+description: Returns each message as an Ansible warning. Never changes the host.
+options:
+  msg:
+    description: The warnings to emit.
+    type: list
+    elements: str
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Warn about an unauthenticated listener
+  kvm_host_warn:
+    msg:
+      - libvirt's TCP listener accepts connections without authentication
+"""
+
+RETURN = r"""
+warned:
+  description: The messages that were emitted.
+  type: list
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={"msg": {"type": "list", "elements": "str", "required": True}},
+        supports_check_mode=True,
+    )
+    for message in module.params["msg"]:
+        module.warn(message)
+    module.exit_json(changed=False, warned=module.params["msg"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,571 @@
+"""Tests of the kvm_host_probe module: pure functions, then end to end through Ansible."""
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBRARY = ROOT / "roles" / "kvm_host" / "library"
+
+
+def load_library_module(name):
+    """Import roles/kvm_host/library/NAME.py by path (it is not a package)."""
+    path = LIBRARY / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"kvmprep_library_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    # No __pycache__ inside roles/: it would ship with the Ansible content.
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = saved
+    return module
+
+
+probe = load_library_module("kvm_host_probe")
+
+CPUINFO_INTEL = """\
+processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic vmx smx est tm2 ssse3 sse4_1 hypervisor
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic vmx smx est tm2 ssse3 sse4_1 hypervisor
+"""
+
+CPUINFO_AMD = """\
+processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep svm extapic cr8_legacy npt
+"""
+
+# A paravirtual/nested host like the lab machine: KVM works but no vmx/svm flag is exposed.
+CPUINFO_PV = """\
+processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov hypervisor
+"""
+
+AA_DEBIAN12 = """\
+  #include <abstractions/base>
+  #include <abstractions/consoles>
+  owner /var/lib/libvirt/qemu/nvram/*_VARS.fd rwk,
+
+  # Site-specific additions and overrides. See local/README for details.
+  #include <local/abstractions/libvirt-qemu>
+"""
+
+AA_DEBIAN13 = """\
+  #include <abstractions/base>
+    include if exists <abstractions/passt>
+  include if exists <abstractions/libvirt-qemu.d>
+
+  # DEPRECATED: use abstractions/libvirt-qemu.d/ instead
+  include if exists <local/abstractions/libvirt-qemu>
+"""
+
+
+class FakeModule:
+    """Stands in for AnsibleModule: known binaries, scripted command outputs, recorded calls."""
+
+    def __init__(self, bins=None, outputs=None):
+        self.bins = bins or {}
+        self.outputs = outputs or (lambda args: (0, "", ""))
+        self.calls = []
+
+    def get_bin_path(self, name, required=False, opt_dirs=None):
+        return self.bins.get(name)
+
+    def run_command(self, args, **kwargs):
+        self.calls.append(list(args))
+        return self.outputs(list(args))
+
+
+# --- kvm ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "vendor", "flags"),
+    [
+        (CPUINFO_INTEL, "GenuineIntel", ["vmx"]),
+        (CPUINFO_AMD, "AuthenticAMD", ["svm"]),
+        (CPUINFO_PV, "AuthenticAMD", []),
+        (CPUINFO_INTEL + CPUINFO_AMD, "GenuineIntel", ["svm", "vmx"]),
+        ("processor : 0\nflags : vmxnet svm_lock\n", None, []),
+        ("", None, []),
+        (None, None, []),
+    ],
+)
+def test_parse_cpuinfo(text, vendor, flags):
+    assert probe.parse_cpuinfo(text) == (vendor, flags)
+
+
+def test_module_states_from_sysfs(tmp_path):
+    (tmp_path / "kvm" / "parameters").mkdir(parents=True)  # built in: no initstate
+    (tmp_path / "kvm_intel").mkdir()
+    (tmp_path / "kvm_intel" / "initstate").write_text("live\n")  # loadable, loaded
+    (tmp_path / "kvm_pvm" / "parameters").mkdir(parents=True)
+    (tmp_path / "kvmfoo").mkdir()
+    assert probe.module_state("kvm", str(tmp_path)) == "builtin"
+    assert probe.module_state("kvm_intel", str(tmp_path)) == "loaded"
+    assert probe.module_state("kvm_amd", str(tmp_path)) == "absent"
+    assert probe.kvm_module_states(str(tmp_path)) == {
+        "kvm": "builtin",
+        "kvm_intel": "loaded",
+        "kvm_amd": "absent",
+        "kvm_pvm": "builtin",
+    }
+    assert probe.kvm_module_states(str(tmp_path / "nowhere")) == {
+        "kvm": "absent",
+        "kvm_intel": "absent",
+        "kvm_amd": "absent",
+    }
+
+
+def test_probe_dev_kvm_missing(tmp_path):
+    res = probe.probe_dev_kvm(str(tmp_path / "kvm"))
+    assert res == {
+        "exists": False,
+        "char_device": False,
+        "mode": None,
+        "owner": None,
+        "group": None,
+        "api_version": None,
+        "create_vm": False,
+        "error": "No such file or directory",
+    }
+
+
+def test_probe_dev_kvm_not_a_kvm_device(tmp_path):
+    fake = tmp_path / "kvm"
+    fake.write_text("")
+    fake.chmod(0o640)
+    res = probe.probe_dev_kvm(str(fake))
+    assert res["exists"] is True
+    assert res["char_device"] is False
+    assert res["mode"] == "0640"
+    assert res["owner"]
+    assert res["group"]
+    assert res["api_version"] is None
+    assert res["create_vm"] is False
+    assert res["error"] == "Inappropriate ioctl for device"
+
+
+def test_probe_dev_kvm_on_dev_null():
+    res = probe.probe_dev_kvm("/dev/null")
+    assert res["char_device"] is True
+    assert res["mode"] == "0666"
+    assert res["api_version"] is None
+    assert res["error"]
+
+
+@pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK), reason="no usable /dev/kvm")
+def test_gather_kvm_on_this_machine():
+    res = probe.gather_kvm()
+    assert res["dev_kvm"]["api_version"] == 12
+    assert res["dev_kvm"]["create_vm"] is True
+    assert res["dev_kvm"]["char_device"] is True
+    assert res["usable"] is True
+    assert res["modules"]["kvm"] in ("builtin", "loaded")
+
+
+# --- libvirt --------------------------------------------------------------------------------
+
+
+def test_unit_present(tmp_path):
+    etc = tmp_path / "etc"
+    lib = tmp_path / "lib"
+    etc.mkdir()
+    lib.mkdir()
+    (lib / "libvirtd.service").write_text("[Unit]\n")
+    (etc / "libvirtd.socket").symlink_to("/dev/null")  # masked
+    (etc / "virtqemud.socket").symlink_to(tmp_path / "gone")  # dangling
+    dirs = (str(etc), str(lib))
+    assert probe.unit_present("libvirtd.service", dirs)
+    assert probe.unit_present("libvirtd.socket", dirs)
+    assert probe.unit_present("virtqemud.socket", dirs)
+    assert not probe.unit_present("virtproxyd.socket", dirs)
+
+
+def test_parse_systemctl_states():
+    units = ["a.service", "b.socket"]
+    assert probe.parse_systemctl_states(units, "enabled\nmasked\n") == {
+        "a.service": "enabled",
+        "b.socket": "masked",
+    }
+    assert probe.parse_systemctl_states(units, "enabled\n") is None
+    assert probe.parse_systemctl_states(units, None) is None
+
+
+def _unit_dirs(tmp_path, names):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in names:
+        (lib / name).write_text("[Unit]\n")
+    return (str(lib),)
+
+
+def test_gather_unit_states_one_call_per_verb(tmp_path):
+    present = ["libvirtd.service", "libvirtd.socket", "libvirtd-tcp.socket"]
+    dirs = _unit_dirs(tmp_path, present)
+    answers = {
+        "is-enabled": "enabled\nenabled\ndisabled\n",
+        "is-active": "active\nactive\ninactive\n",
+    }
+    module = FakeModule(
+        bins={"systemctl": "/bin/systemctl"},
+        outputs=lambda args: (1, answers[args[1]], ""),
+    )
+    units = probe.gather_unit_states(module, True, dirs)
+    assert module.calls == [
+        ["/bin/systemctl", "is-enabled", *present],
+        ["/bin/systemctl", "is-active", *present],
+    ]
+    assert set(units) == set(probe.UNITS)
+    assert units["libvirtd-tcp.socket"] == {
+        "present": True,
+        "enabled": "disabled",
+        "active": "inactive",
+    }
+    assert units["libvirtd.service"]["active"] == "active"
+    assert units["virtqemud.socket"] == {
+        "present": False,
+        "enabled": "not-found",
+        "active": "not-found",
+    }
+
+
+def test_gather_unit_states_falls_back_per_unit_when_output_misaligns(tmp_path):
+    dirs = _unit_dirs(tmp_path, ["libvirtd.service", "libvirtd.socket"])
+
+    def outputs(args):
+        if len(args) > 3:
+            return 1, "enabled\n", "Failed to get unit file state for libvirtd.socket"
+        return (0, "enabled\n", "") if args[2] == "libvirtd.service" else (1, "", "error")
+
+    module = FakeModule(bins={"systemctl": "/bin/systemctl"}, outputs=outputs)
+    units = probe.gather_unit_states(module, True, dirs)
+    assert units["libvirtd.service"]["enabled"] == "enabled"
+    assert units["libvirtd.socket"]["enabled"] == "unknown"
+
+
+def test_gather_unit_states_without_systemd(tmp_path):
+    dirs = _unit_dirs(tmp_path, ["libvirtd.service"])
+    module = FakeModule(bins={"systemctl": "/bin/systemctl"})
+    units = probe.gather_unit_states(module, False, dirs)
+    assert module.calls == []
+    assert units["libvirtd.service"] == {"present": True, "enabled": "unknown", "active": "unknown"}
+    assert units["virtqemud.socket"] == {
+        "present": False,
+        "enabled": "unknown",
+        "active": "unknown",
+    }
+
+
+def _units(**states):
+    """Build a units dict: name=(present, enabled, active); others absent."""
+    units = {
+        u: {"present": False, "enabled": "not-found", "active": "not-found"} for u in probe.UNITS
+    }
+    for key, (present, enabled, active) in states.items():
+        name = key.replace("__", ".").replace("_", "-")
+        units[name] = {"present": present, "enabled": enabled, "active": active}
+    return units
+
+
+DEBIAN_DEFAULT = {
+    "libvirtd__service": (True, "enabled", "active"),
+    "libvirtd__socket": (True, "enabled", "active"),
+    "libvirtd_tcp__socket": (True, "disabled", "inactive"),
+}
+
+
+@pytest.mark.parametrize(
+    ("units", "binary", "layout"),
+    [
+        # Debian 12/13 default: monolithic libvirtd with socket activation.
+        (_units(**DEBIAN_DEFAULT), True, "socket"),
+        # Fedora/RHEL 9 default: modular daemons, libvirtd disabled.
+        (
+            _units(
+                libvirtd__service=(True, "disabled", "inactive"),
+                libvirtd__socket=(True, "disabled", "inactive"),
+                virtqemud__socket=(True, "enabled", "active"),
+                virtqemud__service=(True, "enabled", "inactive"),
+            ),
+            True,
+            "modular",
+        ),
+        # virtqemud only active (socket-started), libvirtd masked.
+        (
+            _units(
+                libvirtd__service=(True, "masked", "inactive"),
+                virtqemud__service=(True, "disabled", "active"),
+            ),
+            False,
+            "modular",
+        ),
+        # A mix: virtqemud enabled but libvirtd.service still running -> not modular.
+        (
+            _units(
+                libvirtd__service=(True, "enabled", "active"),
+                libvirtd__socket=(True, "enabled", "active"),
+                virtqemud__socket=(True, "enabled", "active"),
+            ),
+            True,
+            "socket",
+        ),
+        # Sockets masked (libvirt's documented switch to the traditional mode).
+        (
+            _units(
+                libvirtd__service=(True, "enabled", "active"),
+                libvirtd__socket=(True, "masked", "inactive"),
+            ),
+            True,
+            "classic",
+        ),
+        # Older distribution: a libvirtd.service without socket units.
+        (_units(libvirtd__service=(True, "enabled", "active")), True, "classic"),
+        # No systemd at all, but the daemon is installed.
+        (_units(), True, "classic"),
+        # No systemd running: states unknown, unit files tell.
+        (
+            _units(
+                libvirtd__service=(True, "unknown", "unknown"),
+                libvirtd__socket=(True, "unknown", "unknown"),
+            ),
+            True,
+            "socket",
+        ),
+        # Nothing installed.
+        (_units(), False, "none"),
+        ({}, False, "none"),
+    ],
+)
+def test_decide_layout(units, binary, layout):
+    assert probe.decide_layout(units, binary) == layout
+
+
+def test_parse_shell_assignments():
+    text = (
+        "# comment\n"
+        '#LIBVIRTD_ARGS="--listen"\n'
+        'LIBVIRTD_ARGS="--timeout 120"\n'
+        "export libvirtd_opts='-d -l'\n"
+        'LIBVIRTD_ARGS="--timeout 120 --listen"  # last one wins\n'
+        "start_libvirtd=yes\n"
+    )
+    assert probe.parse_shell_assignments(text) == {
+        "LIBVIRTD_ARGS": "--timeout 120 --listen",
+        "libvirtd_opts": "-d -l",
+        "start_libvirtd": "yes",
+    }
+    assert probe.parse_shell_assignments(None) == {}
+
+
+def test_find_defaults(tmp_path):
+    default = tmp_path / "default-libvirtd"
+    bin_file = tmp_path / "libvirt-bin"
+    sysconfig = tmp_path / "sysconfig-libvirtd"
+    candidates = (
+        (str(default), "LIBVIRTD_ARGS"),
+        (str(bin_file), "libvirtd_opts"),
+        (str(sysconfig), "LIBVIRTD_ARGS"),
+    )
+    assert probe.find_defaults(candidates) == (None, None)
+    sysconfig.write_text('LIBVIRTD_ARGS="--listen"\n')
+    assert probe.find_defaults(candidates) == (str(sysconfig), "--listen")
+    bin_file.write_text('libvirtd_opts="-d -l"\nLIBVIRTD_ARGS="ignored"\n')
+    assert probe.find_defaults(candidates) == (str(bin_file), "-d -l")
+    default.write_text('#LIBVIRTD_ARGS="--timeout 120"\n')
+    assert probe.find_defaults(candidates) == (str(default), None)
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("libvirtd (libvirt) 9.0.0\n", "9.0.0"),
+        ("virtqemud (libvirt) 11.3.0\n", "11.3.0"),
+        ("libvirtd (libvirt) 0.8.7\n", "0.8.7"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_daemon_version(text, version):
+    assert probe.parse_daemon_version(text) == version
+
+
+def test_daemon_version_prefers_libvirtd_then_virtqemud():
+    module = FakeModule(
+        bins={"virtqemud": "/usr/sbin/virtqemud"},
+        outputs=lambda args: (0, "virtqemud (libvirt) 10.0.0\n", ""),
+    )
+    assert probe.daemon_version(module) == "10.0.0"
+    assert module.calls == [["/usr/sbin/virtqemud", "--version"]]
+    assert probe.daemon_version(FakeModule()) is None
+
+
+def test_run_never_raises():
+    class Broken(FakeModule):
+        def run_command(self, args, **kwargs):
+            raise OSError(8, "Exec format error")
+
+    assert probe.run(Broken(), ["/usr/sbin/libvirtd", "--version"]) == (None, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (AA_DEBIAN12, (False, True)),
+        (AA_DEBIAN13, (True, True)),
+        ("  # include <abstractions/libvirt-qemu.d>\n", (False, False)),
+        ('  include "abstractions/libvirt-qemu.d/"\n', (True, False)),
+        (None, (False, False)),
+    ],
+)
+def test_apparmor_includes(text, expected):
+    assert probe.apparmor_includes(text) == expected
+
+
+def test_gather_apparmor(tmp_path):
+    enabled = tmp_path / "enabled"
+    abstraction = tmp_path / "libvirt-qemu"
+    module = FakeModule(bins={"apparmor_parser": "/sbin/apparmor_parser"})
+    res = probe.gather_apparmor(module, str(enabled), str(abstraction))
+    assert res == {
+        "enabled": False,
+        "parser": True,
+        "abstraction": False,
+        "dropin_dir": False,
+        "local_include": False,
+    }
+    enabled.write_text("Y\n")
+    abstraction.write_text(AA_DEBIAN13)
+    res = probe.gather_apparmor(FakeModule(), str(enabled), str(abstraction))
+    assert res == {
+        "enabled": True,
+        "parser": False,
+        "abstraction": True,
+        "dropin_dir": True,
+        "local_include": True,
+    }
+
+
+def test_read_text_failures_are_none(tmp_path):
+    assert probe.read_text(str(tmp_path / "missing")) is None
+    assert probe.read_text(str(tmp_path)) is None
+
+
+def test_module_source_parses_as_python_3_6():
+    source = (LIBRARY / "kvm_host_probe.py").read_text()
+    ast.parse(source, feature_version=(3, 6))
+
+
+@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
+def test_documentation_is_valid_yaml(name):
+    assert yaml.safe_load(getattr(probe, name))
+
+
+# --- end to end through Ansible -------------------------------------------------------------
+
+
+@pytest.mark.ansible
+def test_ansible_end_to_end_on_this_machine(tmp_path):
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent))
+    ansible = ansible or shutil.which("ansible")
+    if ansible is None:
+        pytest.skip("the ansible command is not installed")
+    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ANSIBLE_HOME=str(tmp_path / ".ansible"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    cmd = [
+        ansible,
+        "localhost",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-M",
+        str(LIBRARY),
+        "-m",
+        "kvm_host_probe",
+        "-e",
+        f"ansible_python_interpreter={interpreter}",
+        "--check",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    data = result["probe"]
+    assert set(data) == {"kvm", "libvirt"}
+
+    kvm = data["kvm"]
+    assert set(kvm) == {"cpu_vendor", "vt_flags", "modules", "dev_kvm", "usable"}
+    assert set(kvm["vt_flags"]) <= {"vmx", "svm"}
+    assert {"kvm", "kvm_intel", "kvm_amd"} <= set(kvm["modules"])
+    assert set(kvm["modules"].values()) <= {"loaded", "builtin", "absent"}
+    if Path("/sys/module/kvm").is_dir():
+        assert kvm["modules"]["kvm"] in ("builtin", "loaded")
+    dev = kvm["dev_kvm"]
+    assert set(dev) == {
+        "exists",
+        "char_device",
+        "mode",
+        "owner",
+        "group",
+        "api_version",
+        "create_vm",
+        "error",
+    }
+    assert dev["exists"] is Path("/dev/kvm").exists()
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert dev["char_device"] is True
+        assert len(dev["mode"]) == 4
+        assert dev["api_version"] == 12
+        assert dev["create_vm"] is True
+        assert dev["error"] is None
+        assert kvm["usable"] is True
+
+    lv = data["libvirt"]
+    assert set(lv) == {
+        "systemd",
+        "units",
+        "layout",
+        "defaults_file",
+        "defaults_args",
+        "daemon_version",
+        "apparmor",
+    }
+    assert lv["systemd"] is Path("/run/systemd/system").is_dir()
+    assert set(lv["units"]) == set(probe.UNITS)
+    for unit in lv["units"].values():
+        assert set(unit) == {"present", "enabled", "active"}
+    assert lv["layout"] in ("modular", "socket", "classic", "none")
+    assert set(lv["apparmor"]) == {
+        "enabled",
+        "parser",
+        "abstraction",
+        "dropin_dir",
+        "local_include",
+    }
