@@ -1,0 +1,278 @@
+"""kvmprep's command line: argument parsing, exit codes and error reporting; nothing else.
+
+It must start fast: Ansible, ansible-runner and the modules that use them are imported
+inside the command functions, never at the top of this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from kvmprep.exitcodes import ExitStatus, KvmprepError
+
+PROG = "kvmprep"
+
+EXIT_CODES = """\
+exit codes:
+  0    ok: every host converged (with --check: nothing would fail)
+  1    usage or input error (bad option, inventory, -e value, playbook or inventory
+       syntax, no host matched); nothing was changed
+  2    a host failed (apply) or is non-compliant (check)
+  3    a host could not be reached, and none failed
+  130  interrupted (Ctrl-C); the hosts that may be partially changed are listed
+"""
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; in kvmprep's contract 2 means "a host failed"."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitStatus.USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, but the version is only looked up when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        import kvmprep
+
+        print(f"{PROG} {kvmprep.__version__}")
+        parser.exit(ExitStatus.OK)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Prepare Linux hosts as OpenNebula KVM hypervisors, with Ansible.",
+        epilog=EXIT_CODES,
+        formatter_class=formatter,
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, help="show the version and exit"
+    )
+
+    # Options every subcommand has (a future `check` adds its own next to them).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show Ansible's own output instead of the progress line (-vvv for more)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", help="show a traceback when kvmprep itself fails"
+    )
+
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    apply = commands.add_parser(
+        "apply",
+        parents=[common],
+        help="converge hosts into OpenNebula KVM hypervisors",
+        description="Converge the hosts of the kvm_hosts group: verify KVM, install and "
+        "configure libvirt and QEMU for OpenNebula. Re-running changes nothing.",
+        epilog=EXIT_CODES,
+        formatter_class=formatter,
+    )
+    apply.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        required=True,
+        metavar="INVENTORY",
+        help="Ansible inventory file or directory (repeatable)",
+    )
+    apply.add_argument(
+        "-l", "--limit", metavar="PATTERN", help="only hosts matching this Ansible host pattern"
+    )
+    apply.add_argument(
+        "-C", "--check", action="store_true", help="change nothing; report what would change"
+    )
+    apply.add_argument(
+        "-D",
+        "--diff",
+        action="store_true",
+        help="show the changes made (with --check: planned); shows Ansible's output",
+    )
+    apply.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        metavar="KEY=VALUE|@FILE",
+        help="set a variable (VALUE is read as YAML: true, 3, [a, b]) or load a YAML mapping "
+        "from FILE; repeatable, later ones win",
+    )
+    apply.set_defaults(handler=_apply)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run kvmprep and return its exit status (see ``ExitStatus``); never raises SystemExit."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return ExitStatus.USAGE
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(handler(args))
+    except KvmprepError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(exc.message)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:  # before or after the run; during it, signals cancel the run
+        _error("interrupted")
+        return ExitStatus.INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)")
+        # Not USAGE: that promises nothing was changed, which kvmprep cannot know here.
+        return ExitStatus.FAILED
+
+
+def parse_extra_vars(specs: Sequence[str]) -> dict[str, Any]:
+    """Merge ``-e`` values left to right: ``KEY=VALUE`` (VALUE as a YAML scalar), ``@FILE``
+    (a YAML mapping) or an inline YAML/JSON mapping, as ansible-playbook accepts."""
+    merged: dict[str, Any] = {}
+    for spec in specs:
+        merged.update(_parse_extra_var(spec))
+    try:
+        json.dumps(merged)
+    except (TypeError, ValueError) as exc:
+        raise KvmprepError(f"-e: a value cannot be passed to Ansible: {exc}") from exc
+    return merged
+
+
+def _parse_extra_var(spec: str) -> dict[str, Any]:
+    if spec.startswith("@"):
+        path = Path(spec[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise KvmprepError(f"-e {spec}: cannot read {path}: {reason}") from exc
+        return _mapping(_load_yaml(text, f"-e {spec}"), f"-e {spec}")
+    if spec.lstrip().startswith("{"):
+        return _mapping(_load_yaml(spec, "-e"), "-e")
+    key, sep, value = spec.partition("=")
+    key = key.strip()
+    if not sep or not _VAR_NAME.match(key):
+        raise KvmprepError(f"-e {spec!r}: expected KEY=VALUE with a variable name as KEY, or @FILE")
+    return {key: _load_yaml(value, f"-e {key}") if value.strip() else ""}
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    import yaml
+
+    # Dates stay strings (JSON has no date type and Ansible would get a string anyway).
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as exc:
+        hint = ""
+        if "!vault" in str(exc):
+            hint = " (vaulted values belong in inventory group_vars/host_vars)"
+        detail = " ".join(str(exc).split())
+        raise KvmprepError(f"{where}: not valid YAML{hint}: {detail}") from exc
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KvmprepError(
+            f"{where}: expected a YAML mapping of variables, got {type(data).__name__}"
+        )
+    bad = [str(k) for k in data if not isinstance(k, str) or not _VAR_NAME.match(k)]
+    if bad:
+        raise KvmprepError(f"{where}: not valid variable names: {', '.join(bad)}")
+    return data
+
+
+def inventory_paths(values: Sequence[str]) -> list[Path]:
+    """Check each ``-i`` before anything runs: Ansible would only warn and match no host."""
+    paths = []
+    for value in values:
+        path = Path(value).expanduser()
+        try:
+            exists = path.exists()
+        except PermissionError:  # a directory on the way cannot be searched
+            raise KvmprepError(f"inventory {value}: permission denied") from None
+        if not exists:
+            raise KvmprepError(f"inventory {value}: no such file or directory")
+        needed = os.R_OK | (os.X_OK if path.is_dir() else 0)
+        if not os.access(path, needed):
+            raise KvmprepError(f"inventory {value}: permission denied")
+        paths.append(path.resolve())
+    return paths
+
+
+def _apply(args: argparse.Namespace) -> int:
+    inventories = inventory_paths(args.inventory)
+    extravars = parse_extra_vars(args.extra_vars or [])
+
+    from kvmprep import content, runner, summary
+    from kvmprep.progress import Progress, use_color
+
+    playbook = content.playbook("apply")
+    color = use_color(sys.stderr)
+    # Ansible renders the diffs, so --diff shows its output, as -v does, instead of progress.
+    show_ansible = bool(args.verbose or args.diff)
+    progress = None if show_ansible else Progress.for_stream(sys.stderr)
+    if progress is not None:
+        progress.start(f"{playbook.name} on {', '.join(p.name for p in inventories)}")
+    try:
+        with runner.cancel_on_signals() as cancelled:
+            result = runner.run_playbook(
+                playbook,
+                inventories,
+                roles_path=content.roles_path(),
+                limit=args.limit,
+                check=args.check,
+                diff=args.diff,
+                extravars=extravars,
+                verbosity=args.verbose,
+                output=sys.stderr if show_ansible else None,
+                color=color,
+                observer=progress,
+                cancel=cancelled.is_set,
+            )
+    finally:
+        if progress is not None:
+            progress.close()
+    if result.input_error and not result.interrupted:
+        raise KvmprepError(f"nothing was run: {result.error}", ExitStatus.USAGE)
+    if show_ansible:
+        print(file=sys.stderr)  # set the summary apart from Ansible's recap
+    summary.render_summary(result, sys.stderr, color=color)
+    return result.exit_status
+
+
+def _error(message: str) -> None:
+    first, *rest = message.splitlines() or [""]
+    lines = [f"{PROG}: error: {first}", *(f"    {line}" for line in rest)]
+    print("\n".join(lines), file=sys.stderr)

@@ -1,0 +1,46 @@
+"""Locate the Ansible content (playbooks, roles, example inventory) that kvmprep runs.
+
+A wheel carries it inside the package (``kvmprep/_content``, see ``force-include`` in
+pyproject.toml); a source checkout or an editable install has it at the repository root,
+next to the package directory. Nothing here guesses install prefixes.
+"""
+
+from importlib.resources import files
+from pathlib import Path
+
+from kvmprep.exitcodes import ExitStatus, KvmprepError
+
+# The file that proves a directory is kvmprep's content root, not some other playbooks/.
+_MARKER = Path("playbooks") / "apply.yml"
+
+
+def content_root() -> Path:
+    """Return the directory holding ``playbooks/``, ``roles/`` and ``inventory/``."""
+    package = files("kvmprep")
+    # Ansible needs real files; a zipped install would give a Traversable that is not a Path.
+    if isinstance(package, Path):
+        candidates = (package / "_content", package.parent)
+        for candidate in candidates:
+            if (candidate / _MARKER).is_file():
+                return candidate
+        searched = ", ".join(str(c) for c in candidates)
+    else:
+        searched = f"{package} (not a directory on disk)"
+    raise KvmprepError(
+        f"kvmprep's Ansible content ({_MARKER}) was not found in {searched}; "
+        "reinstall kvmprep from a wheel or run it from a complete source checkout",
+        ExitStatus.USAGE,
+    )
+
+
+def playbook(name: str) -> Path:
+    """Return the absolute path of ``playbooks/<name>.yml``."""
+    path = content_root() / "playbooks" / f"{name}.yml"
+    if not path.is_file():
+        raise KvmprepError(f"playbook {name!r} not found at {path}", ExitStatus.USAGE)
+    return path
+
+
+def roles_path() -> Path:
+    """Return the directory Ansible should search for kvmprep's roles."""
+    return content_root() / "roles"

@@ -1,0 +1,545 @@
+"""Run a playbook through ansible-runner and turn its events into per-host results.
+
+This is the only module that talks to ansible-runner, and it imports it inside
+``run_playbook`` so that the data types below stay cheap to import (``kvmprep --help``
+must not pay for Ansible).
+
+How secrets are kept out of the artifacts (read from ansible-runner 2.4.3's source):
+
+* Without ``suppress_env_files``, ``utils.dump_artifacts`` writes ``extravars``, ``envvars``,
+  ``passwords``, ``settings``, ``ssh_key`` and ``cmdline`` as files under
+  ``<private_data_dir>/env/``.
+* With ``suppress_env_files=True`` nothing is written there, but a dict passed as
+  ``extravars=`` is then rendered into the command itself (``-e {"key": value}``, see
+  ``RunnerConfig.generate_ansible_command``): visible in ``ps`` and saved verbatim in
+  ``<artifact_dir>/<ident>/command``.
+* That ``command`` file also records the whole child environment, and for a non-container
+  run ansible-runner seeds that environment from ``os.environ.copy()``: ``envvars=`` can add
+  or change variables but never remove one (cloud tokens, passwords in the operator's shell).
+
+So kvmprep (1) passes ``suppress_env_files=True``, (2) writes the extra vars itself into
+``<private_data_dir>/env/extravars`` (mode 0600 in a 0700 temp dir, deleted after the run),
+which ansible-runner turns into ``-e @<path>`` (a path, not the values), (3) builds the
+runner with ``interface.init_runner`` (what ``ansible_runner.run`` does) so it can reduce the
+prepared environment to an allow-list before the process starts and the ``command`` file is
+written, and (4) keeps facts in memory (the default fact cache is a ``fact_cache/`` dir in
+the artifacts, with each host's environment). Events and ``stdout`` still contain whatever
+tasks print: secrets need ``no_log``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import sysconfig
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+from kvmprep.exitcodes import ExitStatus, KvmprepError
+
+# Artifacts of this many runs are kept; older ones are removed by ansible-runner.
+ROTATE_ARTIFACTS = 20
+
+# ansible-runner only checks the cancel callback when its pexpect loop wakes up; the default
+# (5 s) makes Ctrl-C feel ignored.
+_PEXPECT_TIMEOUT_S = 0.5
+
+# Without counting hosts (which needs an inventory parse, i.e. another Ansible start-up),
+# 20 is the fork count: Ansible never starts more workers than there are hosts anyway.
+_DEFAULT_FORKS = "20"
+
+# Defaults for ansible-playbook, each unless the operator set it (environment or ansible.cfg).
+_DEFAULTS = {
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
+    "ANSIBLE_FORKS": _DEFAULT_FORKS,
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    # ansible-runner sets False when the variable is unset (AWX's choice); kvmprep keeps
+    # Ansible's own default, so an unknown or changed host key stops the run.
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
+}
+_DEFAULTS_IN_CFG = {
+    "ANSIBLE_PIPELINING": (
+        ("defaults", "pipelining"),
+        ("connection", "pipelining"),
+        ("ssh_connection", "pipelining"),
+    ),
+    "ANSIBLE_SSH_ARGS": (("ssh_connection", "ssh_args"),),
+    "ANSIBLE_FORKS": (("defaults", "forks"),),
+    "ANSIBLE_RETRY_FILES_ENABLED": (("defaults", "retry_files_enabled"),),
+    "ANSIBLE_HOST_KEY_CHECKING": (("defaults", "host_key_checking"),),
+    "ANSIBLE_ROLES_PATH": (("defaults", "roles_path"),),
+}
+
+# Variables from the caller's environment that reach ansible-playbook besides ANSIBLE_*:
+# what SSH (agent, Kerberos), Python (locale, temp dir) and the terminal need.
+_PASSTHROUGH = frozenset(
+    {
+        "HOME",
+        "PATH",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TMPDIR",
+        "TZ",
+        "SSH_AUTH_SOCK",
+        "KRB5CCNAME",
+        "NO_COLOR",
+    }
+)
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_MAX_MESSAGE_CHARS = 2000
+
+
+class HostStatus(StrEnum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "FAILED"
+    UNREACHABLE = "UNREACHABLE"
+
+
+@dataclass
+class HostState:
+    """What is known about one host: live counts during the run, Ansible's stats after it."""
+
+    name: str
+    ok: int = 0
+    changed: int = 0
+    failures: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+    failed_task: str | None = None
+    message: str | None = None
+    task_in_progress: str | None = None
+
+    @property
+    def status(self) -> HostStatus:
+        # Same precedence as ExitStatus.for_hosts: a failure is the more actionable signal.
+        if self.failures:
+            return HostStatus.FAILED
+        if self.unreachable:
+            return HostStatus.UNREACHABLE
+        if self.changed:
+            return HostStatus.CHANGED
+        return HostStatus.OK
+
+
+@dataclass
+class RunState:
+    """The ansible-runner event handler: folds events into per-host state, as ansible-navigator.
+
+    ``playbook_on_stats`` is the final truth; the per-event counts before it only feed the
+    progress display (a failure later rescued by a block is not a host failure).
+    """
+
+    observer: Callable[[RunState], None] | None = None
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    task_number: int = 0
+    task_name: str | None = None
+    stats_seen: bool = False
+    handler_error: BaseException | None = None
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        # An exception escaping here would unwind ansible-runner's loop while ansible-playbook
+        # keeps running; record it instead and let run_playbook raise it after the run.
+        try:
+            self._handle(event)
+            if self.observer is not None:
+                self.observer(self)
+        except Exception as exc:
+            if self.handler_error is None:
+                self.handler_error = exc
+        return True  # keep every event in the artifact dir
+
+    def host(self, name: str) -> HostState:
+        return self.hosts.setdefault(name, HostState(name))
+
+    def _handle(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event", "")
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self.task_number += 1
+            self.task_name = _task_name(data)
+        elif kind == "runner_on_start":
+            self.host(data["host"]).task_in_progress = _task_name(data)
+        elif kind == "runner_on_ok":
+            host = self._finish(data)
+            host.ok += 1
+            if (data.get("res") or {}).get("changed"):
+                host.changed += 1
+        elif kind == "runner_on_failed":
+            host = self._finish(data)
+            if data.get("ignore_errors"):
+                host.ignored += 1
+            else:
+                host.failures += 1
+                host.failed_task = _task_name(data)
+                host.message = failure_message(data.get("res") or {})
+        elif kind == "runner_on_skipped":
+            self._finish(data).skipped += 1
+        elif kind == "runner_on_unreachable":
+            host = self._finish(data)
+            host.unreachable += 1
+            host.failed_task = _task_name(data)
+            host.message = failure_message(data.get("res") or {})
+        elif kind == "playbook_on_stats":
+            self._apply_stats(data)
+
+    def _finish(self, data: Mapping[str, Any]) -> HostState:
+        host = self.host(data["host"])
+        host.task_in_progress = None
+        return host
+
+    def _apply_stats(self, data: Mapping[str, Any]) -> None:
+        self.stats_seen = True
+        columns = {
+            "ok": "ok",
+            "changed": "changed",
+            "failures": "failures",
+            "dark": "unreachable",
+            "skipped": "skipped",
+            "rescued": "rescued",
+            "ignored": "ignored",
+        }
+        names: set[str] = set(data.get("processed") or {})
+        for key in columns:
+            names.update(data.get(key) or {})
+        for name in names:
+            host = self.host(name)
+            for key, attribute in columns.items():
+                setattr(host, attribute, int((data.get(key) or {}).get(name, 0)))
+            host.task_in_progress = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    hosts: tuple[HostState, ...]
+    artifact_dir: Path
+    runner_status: str
+    rc: int
+    check_mode: bool = False
+    interrupted: bool = False
+    #: Set when the run produced no host result (syntax error, bad inventory, no host
+    #: matched) or ended in an error Ansible did not attribute to a host.
+    error: str | None = None
+
+    def host(self, name: str) -> HostState:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def input_error(self) -> bool:
+        """The run failed before any host ran: nothing was changed."""
+        return self.error is not None and not self.hosts_processed
+
+    @property
+    def hosts_processed(self) -> bool:
+        return any(h.ok or h.failures or h.unreachable or h.skipped for h in self.hosts)
+
+    @property
+    def partially_changed(self) -> list[str]:
+        """Hosts an interruption may have left half-configured."""
+        return [h.name for h in self.hosts if h.changed or h.task_in_progress]
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        if self.interrupted:
+            return ExitStatus.INTERRUPTED
+        if self.input_error:
+            return ExitStatus.USAGE
+        status = ExitStatus.for_hosts(
+            any_failed=any(h.failures for h in self.hosts),
+            any_unreachable=any(h.unreachable for h in self.hosts),
+        )
+        if status is ExitStatus.OK and self.error is not None:
+            return ExitStatus.FAILED
+        return status
+
+
+def run_playbook(
+    playbook: Path,
+    inventories: Sequence[Path],
+    *,
+    roles_path: Path | None = None,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    extravars: Mapping[str, Any] | None = None,
+    verbosity: int = 0,
+    output: TextIO | None = None,
+    color: bool = False,
+    observer: Callable[[RunState], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Run ``playbook`` against ``inventories`` and return what happened to each host.
+
+    ``output`` receives Ansible's own output (e.g. ``sys.stderr`` with ``-v``); ``None`` keeps
+    it quiet (it is still saved in the artifact dir). ``color`` lets Ansible colour it.
+    ``observer`` is called with the live ``RunState`` after each event; ``cancel`` is polled
+    and, once true, ansible-runner kills ansible-playbook (the run is then ``interrupted``).
+    """
+    from ansible_runner.interface import init_runner
+
+    environ = os.environ if environ is None else environ
+    artifact_root = artifact_root_dir(environ)
+    try:
+        artifact_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KvmprepError(
+            f"cannot create the artifact dir {artifact_root}: {exc.strerror}"
+        ) from exc
+    ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
+    state = RunState(observer=observer)
+    cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
+    cwd = Path.cwd()
+    env = ansible_environment(environ, roles_path=roles_path, color=color, cwd=cwd)
+    private_data_dir = Path(tempfile.mkdtemp(prefix="kvmprep-"))
+    try:
+        if extravars:
+            _write_private(private_data_dir / "env" / "extravars", json.dumps(dict(extravars)))
+        runner = init_runner(
+            private_data_dir=str(private_data_dir),
+            # Run where the operator is, as ansible-playbook would: ./ansible.cfg and relative
+            # paths in ANSIBLE_* variables keep working (the default is the temp dir).
+            project_dir=str(cwd),
+            artifact_dir=str(artifact_root),
+            ident=ident,
+            rotate_artifacts=ROTATE_ARTIFACTS,
+            playbook=str(playbook.resolve()),
+            inventory=[str(Path(i).resolve()) for i in inventories],
+            limit=limit,
+            cmdline=cmdline or None,
+            verbosity=verbosity or None,
+            quiet=output is None,
+            suppress_env_files=True,
+            envvars=env,
+            settings={"pexpect_timeout": _PEXPECT_TIMEOUT_S},
+            # ansible-runner's default "jsonfile" keeps every host's facts (its environment
+            # included) in the artifacts; kvmprep needs none after the run.
+            fact_cache_type="memory",
+            event_handler=state,
+            cancel_callback=cancel or (lambda: False),
+        )
+        _restrict_environment(runner.config, allowed=env)
+        # ansible-runner prints Ansible's output on sys.stdout; stdout is for machine output.
+        with contextlib.redirect_stdout(output) if output else contextlib.nullcontext():
+            runner_status, rc = runner.run()
+    finally:
+        shutil.rmtree(private_data_dir, ignore_errors=True)
+    if state.handler_error is not None:
+        raise state.handler_error
+    artifact_dir = Path(runner.config.artifact_dir)
+    return RunResult(
+        hosts=tuple(state.hosts.values()),
+        artifact_dir=artifact_dir,
+        runner_status=runner_status,
+        rc=int(rc if rc is not None else -1),
+        check_mode=check,
+        interrupted=bool(runner.canceled or runner_status == "canceled"),
+        error=_run_error(state, runner_status, artifact_dir),
+    )
+
+
+def artifact_root_dir(environ: Mapping[str, str]) -> Path:
+    """Where run artifacts are kept: ``$KVMPREP_ARTIFACT_DIR`` or the XDG state dir."""
+    if override := environ.get("KVMPREP_ARTIFACT_DIR"):
+        return Path(override).expanduser()
+    state_home = environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if not Path(state_home).is_absolute():
+        state_home = str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state_home) / "kvmprep" / "runs"
+
+
+def ansible_environment(
+    environ: Mapping[str, str],
+    *,
+    roles_path: Path | None = None,
+    color: bool = False,
+    cwd: Path | None = None,
+) -> dict[str, str]:
+    """The environment of ansible-playbook: an allow-list of the caller's plus kvmprep's defaults.
+
+    A default never overrides what the operator chose, in the environment or in the
+    ansible.cfg Ansible will read (an environment variable would beat that file). The roles
+    path is prepended so kvmprep's roles win while the operator's stay reachable.
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    env = {
+        key: value
+        for key, value in environ.items()
+        if key.startswith(("ANSIBLE_", "LC_")) or key in _PASSTHROUGH
+    }
+    # Use the ansible-playbook installed next to this interpreter even when the venv is not
+    # activated (pipx, /opt/kvmprep/bin/kvmprep).
+    scripts = sysconfig.get_path("scripts")
+    env["PATH"] = os.pathsep.join(p for p in (scripts, env.get("PATH", os.defpath)) if p)
+    # A value from ansible.cfg is repeated in the environment, where it is needed: an
+    # ANSIBLE_* variable beats the file, and ansible-runner would otherwise force its own
+    # ANSIBLE_HOST_KEY_CHECKING=False over it.
+    chosen = _ansible_cfg_settings(_ansible_cfg_path(env, cwd))
+    for key, value in _DEFAULTS.items():
+        env.setdefault(key, chosen.get(key, value))
+    if roles_path is not None:
+        theirs = env.get("ANSIBLE_ROLES_PATH") or chosen.get("ANSIBLE_ROLES_PATH")
+        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(p for p in (str(roles_path), theirs) if p)
+    # ansible-playbook runs on a pty, so it would colour its output (and the saved stdout)
+    # even when nobody sees it on a terminal.
+    if not color or environ.get("NO_COLOR"):
+        env.setdefault("ANSIBLE_NOCOLOR", "True")
+    return env
+
+
+def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
+    """The values an ansible.cfg gives to kvmprep's defaults."""
+    if path is None:
+        return {}
+    # Parsed as Ansible parses it (inline comments after ';', no interpolation).
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=False, inline_comment_prefixes=(";",)
+    )
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}  # Ansible reports a broken ansible.cfg itself
+    found = {}
+    for key, options in _DEFAULTS_IN_CFG.items():
+        for section, option in options:
+            if parser.has_option(section, option):
+                found[key] = parser.get(section, option)
+    if "ANSIBLE_ROLES_PATH" in found:
+        # Relative entries are relative to the file in ansible.cfg, not in the environment.
+        found["ANSIBLE_ROLES_PATH"] = os.pathsep.join(
+            str(path.parent / Path(entry).expanduser())
+            for entry in found["ANSIBLE_ROLES_PATH"].split(os.pathsep)
+            if entry
+        )
+    return found
+
+
+def _ansible_cfg_path(env: Mapping[str, str], cwd: Path) -> Path | None:
+    """The ansible.cfg Ansible will read: ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc."""
+    candidates = []
+    if configured := env.get("ANSIBLE_CONFIG"):
+        path = cwd / Path(configured).expanduser()
+        candidates.append(path / "ansible.cfg" if path.is_dir() else path)
+    with contextlib.suppress(OSError):
+        # Ansible ignores ./ansible.cfg in a world-writable directory.
+        if not cwd.stat().st_mode & 0o002:
+            candidates.append(cwd / "ansible.cfg")
+    if home := env.get("HOME"):
+        candidates.append(Path(home) / ".ansible.cfg")
+    candidates.append(Path("/etc/ansible/ansible.cfg"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[threading.Event]:
+    """Turn SIGINT/SIGTERM into a flag for ``run_playbook(cancel=flag.is_set)``.
+
+    ansible-playbook runs in its own session on a pty, so Ctrl-C does not reach it: without
+    this it would carry on changing hosts after kvmprep died.
+    """
+    flag = threading.Event()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda _signum, _frame: flag.set())
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def failure_message(res: Mapping[str, Any]) -> str:
+    """The most useful one-paragraph explanation in a failed or unreachable task result."""
+    if "censored" in res:  # no_log: keep Ansible's notice, never the data
+        return str(res["censored"])
+    message = str(res.get("msg") or res.get("message") or res.get("reason") or "").strip()
+    if not message:
+        failed_items = [r for r in res.get("results") or [] if isinstance(r, Mapping)]
+        for item in failed_items:
+            if item.get("failed") or item.get("unreachable"):
+                return failure_message(item)
+    stderr = str(res.get("stderr") or "").strip()
+    if stderr and (not message or message == "non-zero return code"):
+        message = f"{message}: {stderr}" if message else stderr
+    if not message and res.get("rc") is not None:
+        message = f"exit status {res['rc']}"
+    message = message or "failed (no message)"
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return message
+
+
+def _task_name(data: Mapping[str, Any]) -> str:
+    return str(data.get("task") or data.get("name") or data.get("task_action") or "?").strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write(text)
+
+
+def _restrict_environment(config: Any, *, allowed: Mapping[str, str]) -> None:
+    """Drop from the prepared child environment what ansible-runner copied from ours.
+
+    Keeps what it added or changed itself (its callback plugin, AWX_ISOLATED_DATA_DIR, ...).
+    """
+    config.env = {
+        key: value
+        for key, value in config.env.items()
+        if key in allowed or os.environ.get(key) != value
+    }
+
+
+def _run_error(state: RunState, runner_status: str, artifact_dir: Path) -> str | None:
+    """Explain a run that ended without an answer per host, from Ansible's own output."""
+    if runner_status == "canceled":
+        return None
+    lines = _output_lines(artifact_dir / "stdout")
+    if not state.stats_seen:
+        return _error_excerpt(lines) or f"ansible-playbook ended with status {runner_status}"
+    if not any(h.ok or h.failures or h.unreachable or h.skipped for h in state.hosts.values()):
+        warnings = [line for line in lines if line.startswith("[WARNING]")]
+        return "\n".join(["no host matched the play (check the inventory and --limit)", *warnings])
+    if runner_status != "successful" and not any(
+        h.failures or h.unreachable for h in state.hosts.values()
+    ):
+        return _error_excerpt(lines) or f"ansible-playbook ended with status {runner_status}"
+    return None
+
+
+def _output_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.rstrip() for line in _ANSI_ESCAPE.sub("", text).splitlines() if line.strip()]
+
+
+def _error_excerpt(lines: Sequence[str], limit: int = 12) -> str:
+    """The last error Ansible printed and what follows it, or the tail of the output."""
+    starts = [i for i, line in enumerate(lines) if line.startswith(("[ERROR]", "ERROR!"))]
+    excerpt = lines[starts[-1] :] if starts else lines[-6:]
+    return "\n".join(excerpt[:limit])

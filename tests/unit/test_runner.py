@@ -1,0 +1,288 @@
+"""run_playbook against real ansible-playbook runs on this machine (local connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kvmprep.exitcodes import ExitStatus
+from kvmprep.runner import (
+    HostStatus,
+    RunResult,
+    RunState,
+    ansible_environment,
+    artifact_root_dir,
+    cancel_on_signals,
+    failure_message,
+)
+
+# Matches the sha1 asserted in fixtures/extravars.yml.
+CANARY = "kvmprep-canary-5e3cr3t-71d2"
+
+Run = Callable[..., RunResult]
+ansible = pytest.mark.ansible
+
+
+@pytest.fixture(scope="module")
+def ok_run(run_fixture: Run) -> RunResult:
+    return run_fixture("ok.yml")
+
+
+@pytest.fixture(scope="module")
+def fail_one_run(run_fixture: Run) -> RunResult:
+    return run_fixture("fail_one.yml")
+
+
+@pytest.fixture(scope="module")
+def extravars_run(run_fixture: Run) -> RunResult:
+    # In the real process environment: ansible-runner seeds the child's from os.environ.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KVMPREP_TEST_UNRELATED_SECRET", CANARY)
+        env.setenv("ANSIBLE_TIMEOUT", "17")
+        return run_fixture(
+            "extravars.yml", extravars={"flag": True, "count": 3, "secret_token": CANARY}
+        )
+
+
+@ansible
+def test_all_ok_counts_changes(ok_run: RunResult) -> None:
+    assert ok_run.exit_status is ExitStatus.OK
+    assert [h.name for h in ok_run.hosts] == ["localhost", "second"]
+    for host in ok_run.hosts:
+        assert (host.ok, host.changed, host.failures, host.unreachable) == (3, 1, 0, 0)
+        assert host.status is HostStatus.CHANGED
+    assert ok_run.artifact_dir.is_dir()
+    assert "-ok-" in ok_run.artifact_dir.name  # <UTC time>-<playbook>-<random>: sortable
+
+
+@ansible
+def test_failing_host_is_named_and_the_other_completes(fail_one_run: RunResult) -> None:
+    assert fail_one_run.exit_status is ExitStatus.FAILED
+    second = fail_one_run.host("second")
+    assert second.status is HostStatus.FAILED
+    assert second.failed_task == "Break the second host"
+    assert second.message == "boom on purpose"
+    other = fail_one_run.host("localhost")
+    assert other.status is HostStatus.CHANGED
+    assert (other.failures, other.changed, other.skipped) == (0, 1, 1)
+
+
+@ansible
+def test_ignored_and_rescued_failures_are_not_host_failures(run_fixture: Run) -> None:
+    result = run_fixture("recoverable.yml")
+    assert result.exit_status is ExitStatus.OK
+    for host in result.hosts:
+        assert (host.failures, host.ignored, host.rescued) == (0, 1, 1)
+        assert host.status is HostStatus.OK
+
+
+@ansible
+def test_unreachable_host_exits_3(run_fixture: Run) -> None:
+    result = run_fixture("ok.yml", "inventory_unreachable.ini")
+    assert result.exit_status is ExitStatus.UNREACHABLE
+    closed = result.host("closed")
+    assert closed.status is HostStatus.UNREACHABLE
+    assert closed.failed_task == "Reach the host"
+    assert "port 1" in (closed.message or "")
+    assert result.host("localhost").status is HostStatus.CHANGED
+
+
+@ansible
+def test_check_flag_runs_in_check_mode(run_fixture: Run) -> None:
+    assert run_fixture("check_mode.yml", check=True).exit_status is ExitStatus.OK
+    without = run_fixture("check_mode.yml")
+    assert without.exit_status is ExitStatus.FAILED
+    assert without.host("localhost").message == "not in check mode"
+
+
+@ansible
+def test_extravars_reach_the_play(extravars_run: RunResult) -> None:
+    assert extravars_run.exit_status is ExitStatus.OK, extravars_run
+
+
+@ansible
+def test_secrets_stay_out_of_the_artifacts(extravars_run: RunResult) -> None:
+    files = [p for p in extravars_run.artifact_dir.parent.rglob("*") if p.is_file()]
+    assert any(p.name == "command" for p in files)
+    leaks = [p for p in files if CANARY.encode() in p.read_bytes()]
+    assert leaks == []
+    assert not (extravars_run.artifact_dir / "fact_cache").exists()
+    command = json.loads((extravars_run.artifact_dir / "command").read_text())
+    # Extra vars reach ansible-playbook as a file path, and that file is gone after the run.
+    extravars_file = command["command"][command["command"].index("-e") + 1]
+    assert extravars_file.startswith("@")
+    assert not Path(extravars_file[1:]).exists()
+    # Only allow-listed variables reach the child; the operator's ANSIBLE_* values win.
+    assert "KVMPREP_TEST_UNRELATED_SECRET" not in command["env"]
+    assert command["env"]["ANSIBLE_TIMEOUT"] == "17"
+    assert command["env"]["ANSIBLE_PIPELINING"] == "True"
+
+
+@ansible
+def test_syntax_error_is_an_input_error(run_fixture: Run) -> None:
+    result = run_fixture("syntax_error.yml")
+    assert result.exit_status is ExitStatus.USAGE
+    assert result.input_error
+    assert "syntax_error.yml" in (result.error or "")
+    assert "YAML" in (result.error or "")
+
+
+@ansible
+def test_no_host_matched_is_an_input_error(run_fixture: Run) -> None:
+    result = run_fixture("ok.yml", limit="no-such-host")
+    assert result.exit_status is ExitStatus.USAGE
+    assert "no hosts" in (result.error or "").lower() or "no host" in (result.error or "")
+
+
+@ansible
+def test_cancel_stops_the_run_and_names_touched_hosts(run_fixture: Run) -> None:
+    live: dict[str, RunState] = {}
+
+    def observe(state: RunState) -> None:
+        live["state"] = state
+
+    def waiting() -> bool:
+        hosts = live["state"].hosts.values() if live else ()
+        return any(h.task_in_progress == "Wait a long time" for h in hosts)
+
+    result = run_fixture("slow.yml", observer=observe, cancel=waiting)
+    assert result.exit_status is ExitStatus.INTERRUPTED
+    assert result.interrupted
+    assert sorted(result.partially_changed) == ["localhost", "second"]
+
+
+def test_sigint_sets_the_cancel_flag() -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    with cancel_on_signals() as cancelled:
+        assert not cancelled.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert cancelled.wait(timeout=5)
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_event_handler_follows_ansible_navigator_rules() -> None:
+    state = RunState()
+    events = [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Install"}},
+        {"event": "runner_on_start", "event_data": {"host": "a", "task": "Install"}},
+        {"event": "runner_on_start", "event_data": {"host": "b", "task": "Install"}},
+        {"event": "runner_on_ok", "event_data": {"host": "a", "res": {"changed": True}}},
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "b", "task": "Install", "ignore_errors": True, "res": {}},
+        },
+        {"event": "playbook_on_task_start", "event_data": {"task": "Configure"}},
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "b", "task": "Configure", "res": {"msg": "bad"}},
+        },
+    ]
+    for event in events:
+        assert state(event) is True  # every event stays in the artifacts
+    assert state.task_number == 2
+    assert state.task_name == "Configure"
+    a, b = state.hosts["a"], state.hosts["b"]
+    assert (a.ok, a.changed, a.task_in_progress) == (1, 1, None)
+    assert (b.ignored, b.failures, b.failed_task, b.message) == (1, 1, "Configure", "bad")
+    # The stats are the final truth: b's failure was rescued.
+    stats = {"ok": {"a": 1, "b": 1}, "changed": {"a": 1}, "rescued": {"b": 1}, "processed": {}}
+    state({"event": "playbook_on_stats", "event_data": stats})
+    assert (b.failures, b.rescued, b.status) == (0, 1, HostStatus.OK)
+    assert state.stats_seen
+
+
+def test_event_handler_never_raises() -> None:
+    state = RunState()
+    assert state({"event": "runner_on_ok", "event_data": {}}) is True  # no host: KeyError
+    assert isinstance(state.handler_error, KeyError)
+
+
+@pytest.mark.parametrize(
+    ("res", "expected"),
+    [
+        ({"msg": "boom"}, "boom"),
+        ({"censored": "the output has been hidden", "msg": "x"}, "the output has been hidden"),
+        ({"msg": "non-zero return code", "stderr": "E: gone"}, "non-zero return code: E: gone"),
+        ({"results": [{"failed": False}, {"failed": True, "msg": "item 2"}]}, "item 2"),
+        ({"rc": 3}, "exit status 3"),
+        ({}, "failed (no message)"),
+    ],
+)
+def test_failure_message(res: dict[str, object], expected: str) -> None:
+    assert failure_message(res) == expected
+
+
+def test_exit_status_prefers_failed_over_unreachable(tmp_path: Path) -> None:
+    from kvmprep.runner import HostState
+
+    hosts = (HostState("a", failures=1), HostState("b", unreachable=1))
+    result = RunResult(hosts=hosts, artifact_dir=tmp_path, runner_status="failed", rc=2)
+    assert result.exit_status is ExitStatus.FAILED
+    only_dark = RunResult(hosts=hosts[1:], artifact_dir=tmp_path, runner_status="failed", rc=4)
+    assert only_dark.exit_status is ExitStatus.UNREACHABLE
+
+
+def test_ansible_environment_is_an_allow_list(tmp_path: Path) -> None:
+    environ = {
+        "HOME": "/home/op",
+        "PATH": "/usr/bin",
+        "SSH_AUTH_SOCK": "/run/agent",
+        "AWS_SECRET_ACCESS_KEY": "nope",
+        "ANSIBLE_FORKS": "7",
+        "ANSIBLE_ROLES_PATH": "/op/roles",
+        "NO_COLOR": "1",
+    }
+    env = ansible_environment(environ, roles_path=tmp_path, color=True, cwd=tmp_path)
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["SSH_AUTH_SOCK"] == "/run/agent"
+    assert env["ANSIBLE_FORKS"] == "7"  # the operator's value is kept
+    assert env["ANSIBLE_ROLES_PATH"] == f"{tmp_path}{os.pathsep}/op/roles"
+    assert env["ANSIBLE_NOCOLOR"] == "True"
+    assert env["ANSIBLE_SSH_ARGS"] == "-o ControlMaster=auto -o ControlPersist=60s"
+    assert env["PATH"].endswith("/usr/bin")
+    default = ansible_environment({"PATH": "/usr/bin"}, color=True, cwd=tmp_path)
+    assert default["ANSIBLE_FORKS"] == "20"
+    assert default["ANSIBLE_HOST_KEY_CHECKING"] == "True"  # not ansible-runner's False
+    assert "ANSIBLE_NOCOLOR" not in default
+
+
+def test_ansible_cfg_choices_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "ansible.cfg").write_text(
+        "[defaults]\n"
+        "forks = 3\n"
+        "host_key_checking = False ; a throwaway lab\n"
+        "roles_path = my-roles:/shared/roles\n"
+        "[ssh_connection]\n"
+        "ssh_args = -o ControlMaster=no\n"
+    )
+    content_roles = tmp_path / "content" / "roles"
+    env = ansible_environment(
+        {"HOME": str(tmp_path / "home")}, roles_path=content_roles, cwd=tmp_path
+    )
+    assert env["ANSIBLE_FORKS"] == "3"
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "False"
+    assert env["ANSIBLE_SSH_ARGS"] == "-o ControlMaster=no"
+    assert env["ANSIBLE_PIPELINING"] == "True"
+    assert env["ANSIBLE_ROLES_PATH"].split(os.pathsep) == [
+        str(content_roles),
+        str(tmp_path / "my-roles"),
+        "/shared/roles",
+    ]
+    # The environment beats ansible.cfg, as in Ansible.
+    env = ansible_environment({"ANSIBLE_FORKS": "9"}, cwd=tmp_path)
+    assert env["ANSIBLE_FORKS"] == "9"
+
+
+def test_artifact_root_dir() -> None:
+    assert artifact_root_dir({"KVMPREP_ARTIFACT_DIR": "/x/runs"}) == Path("/x/runs")
+    assert artifact_root_dir({"XDG_STATE_HOME": "/state", "HOME": "/h"}) == Path(
+        "/state/kvmprep/runs"
+    )
+    expected = Path("/h/.local/state/kvmprep/runs")
+    assert artifact_root_dir({"HOME": "/h"}) == expected
+    assert artifact_root_dir({"XDG_STATE_HOME": "relative", "HOME": "/h"}) == expected
