@@ -22,11 +22,13 @@ PROG = "kvmprep"
 
 EXIT_CODES = """\
 exit codes:
-  0    ok: every host converged (with --check: nothing would fail)
+  0    ok: every host converged (with --check: nothing would fail); check: every
+       control PASS, WARN or SKIP
   1    usage or input error (bad option, inventory, -e value, playbook or inventory
        syntax, no host matched); nothing was changed
-  2    a host failed (apply) or is non-compliant (check)
-  3    a host could not be reached, and none failed
+  2    a host failed (apply) or is non-compliant (check: a FAIL; with --strict a WARN)
+  3    a host could not be reached (check: or a control could not be evaluated, ERROR),
+       and none failed
   130  interrupted (Ctrl-C); the hosts that may be partially changed are listed
 """
 
@@ -115,6 +117,60 @@ def build_parser() -> argparse.ArgumentParser:
         "from FILE; repeatable, later ones win",
     )
     apply.set_defaults(handler=_apply)
+
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="audit hosts against the control catalog (changes nothing)",
+        description="Audit the hosts of the kvm_hosts group (this machine without -i) against "
+        "kvmprep's controls: one read-only module call per host, judged on this machine. "
+        "The report goes to stderr, --format json to stdout.",
+        epilog=EXIT_CODES,
+        formatter_class=formatter,
+    )
+    check.add_argument(
+        "-i",
+        "--inventory",
+        action="append",
+        metavar="INVENTORY",
+        help="Ansible inventory file or directory (repeatable); default: this machine, "
+        "over a local connection",
+    )
+    check.add_argument(
+        "-l", "--limit", metavar="PATTERN", help="only hosts matching this Ansible host pattern"
+    )
+    check.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table (terminal, on stderr) or json (schema kvmprep.check/1, on stdout)",
+    )
+    check.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=Path,
+        help="write the report to FILE; the terminal keeps the summary",
+    )
+    check.add_argument(
+        "-q", "--quiet", action="store_true", help="show only the controls that did not pass"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="count WARN as non-compliant (exit status 2)"
+    )
+    check.set_defaults(handler=_check)
+
+    controls = commands.add_parser(
+        "controls",
+        help="list the controls that check evaluates",
+        description="List the control catalog: id, severity and title (json: also the "
+        "rationale, detection and remediation).",
+    )
+    controls.add_argument("--format", choices=("table", "json"), default="table")
+    controls.add_argument(
+        "--debug", action="store_true", help="show a traceback when kvmprep itself fails"
+    )
+    controls.set_defaults(handler=_controls)
     return parser
 
 
@@ -270,6 +326,79 @@ def _apply(args: argparse.Namespace) -> int:
         print(file=sys.stderr)  # set the summary apart from Ansible's recap
     summary.render_summary(result, sys.stderr, color=color)
     return result.exit_status
+
+
+def _check(args: argparse.Namespace) -> int:
+    inventories = inventory_paths(args.inventory) if args.inventory else None
+    if args.output is not None and not args.output.expanduser().parent.is_dir():
+        raise KvmprepError(f"--output {args.output}: no such directory")
+
+    from kvmprep import check, runner
+    from kvmprep.progress import Progress, use_color
+    from kvmprep.report import json as json_report
+    from kvmprep.report import table
+
+    color = use_color(sys.stderr)
+    progress = None if args.verbose else Progress.for_stream(sys.stderr)
+    if progress is not None:
+        where = ", ".join(p.name for p in inventories) if inventories else "this machine"
+        progress.start(f"check on {where}")
+    try:
+        with runner.cancel_on_signals() as cancelled:
+            outcome = check.run_check(
+                inventories,
+                limit=args.limit,
+                verbosity=args.verbose,
+                output=sys.stderr if args.verbose else None,
+                color=color,
+                observer=progress,
+                cancel=cancelled.is_set,
+            )
+    finally:
+        if progress is not None:
+            progress.close()
+    run = outcome.run
+    if run.interrupted:
+        _error("interrupted; nothing was changed (check only reads)")
+        return ExitStatus.INTERRUPTED
+    if run.input_error:
+        raise KvmprepError(f"nothing was run: {run.error}", ExitStatus.USAGE)
+    reports = outcome.reports
+    status = check.exit_status(reports, strict=args.strict)
+
+    if args.output is not None:
+        path = args.output.expanduser()
+        try:
+            with path.open("w", encoding="utf-8") as stream:
+                if args.format == "json":
+                    json_report.render_json(reports, stream, strict=args.strict, exit_status=status)
+                else:
+                    table.render_table(reports, stream, quiet=args.quiet, strict=args.strict)
+        except OSError as exc:
+            raise KvmprepError(f"--output {args.output}: {exc.strerror}") from exc
+        table.render_summary(reports, sys.stderr, color=color, strict=args.strict)
+        print(f"report written to {path}", file=sys.stderr)
+    elif args.format == "json":
+        json_report.render_json(reports, sys.stdout, strict=args.strict, exit_status=status)
+        table.render_summary(reports, sys.stderr, color=color, strict=args.strict)
+    else:
+        table.render_table(reports, sys.stderr, color=color, quiet=args.quiet, strict=args.strict)
+    if run.error:
+        print(f"Ansible reported an error not attributed to a host:\n{run.error}", file=sys.stderr)
+    return status
+
+
+def _controls(args: argparse.Namespace) -> int:
+    from kvmprep.controls.catalog import CATALOG
+
+    if args.format == "json":
+        from kvmprep.report import json as json_report
+
+        json_report.render_catalog(CATALOG, sys.stdout)
+        return ExitStatus.OK
+    for control in CATALOG:
+        print(f"{control.id:<8} {control.severity:<8} {control.title}")
+    return ExitStatus.OK
 
 
 def _error(message: str) -> None:

@@ -44,3 +44,8 @@ def playbook(name: str) -> Path:
 def roles_path() -> Path:
     """Return the directory Ansible should search for kvmprep's roles."""
     return content_root() / "roles"
+
+
+def library_path() -> Path:
+    """Return the directory holding kvmprep's Ansible modules (kvm_host_probe, ...)."""
+    return content_root() / "roles" / "kvm_host" / "library"

@@ -81,6 +81,7 @@ _DEFAULTS_IN_CFG = {
     "ANSIBLE_RETRY_FILES_ENABLED": (("defaults", "retry_files_enabled"),),
     "ANSIBLE_HOST_KEY_CHECKING": (("defaults", "host_key_checking"),),
     "ANSIBLE_ROLES_PATH": (("defaults", "roles_path"),),
+    "ANSIBLE_LIBRARY": (("defaults", "library"),),
 }
 
 # Variables from the caller's environment that reach ansible-playbook besides ANSIBLE_*:
@@ -150,7 +151,11 @@ class RunState:
     """
 
     observer: Callable[[RunState], None] | None = None
+    #: Names of the tasks whose result (``res``) is kept per host, e.g. a facts probe.
+    capture: frozenset[str] = frozenset()
     hosts: dict[str, HostState] = field(default_factory=dict)
+    #: host -> task name -> the task's result, for the tasks named in ``capture``.
+    results: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
     task_number: int = 0
     task_name: str | None = None
     stats_seen: bool = False
@@ -181,6 +186,7 @@ class RunState:
             self.host(data["host"]).task_in_progress = _task_name(data)
         elif kind == "runner_on_ok":
             host = self._finish(data)
+            self._capture(data)
             host.ok += 1
             if (data.get("res") or {}).get("changed"):
                 host.changed += 1
@@ -201,6 +207,11 @@ class RunState:
             host.message = failure_message(data.get("res") or {})
         elif kind == "playbook_on_stats":
             self._apply_stats(data)
+
+    def _capture(self, data: Mapping[str, Any]) -> None:
+        name = _task_name(data)
+        if name in self.capture:
+            self.results.setdefault(data["host"], {})[name] = data.get("res") or {}
 
     def _finish(self, data: Mapping[str, Any]) -> HostState:
         host = self.host(data["host"])
@@ -239,6 +250,8 @@ class RunResult:
     #: Set when the run produced no host result (syntax error, bad inventory, no host
     #: matched) or ended in an error Ansible did not attribute to a host.
     error: str | None = None
+    #: host -> task name -> result of the tasks asked for with ``capture``.
+    task_results: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def host(self, name: str) -> HostState:
         return next(h for h in self.hosts if h.name == name)
@@ -287,6 +300,8 @@ def run_playbook(
     observer: Callable[[RunState], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     environ: Mapping[str, str] | None = None,
+    library_path: Path | None = None,
+    capture: Sequence[str] = (),
 ) -> RunResult:
     """Run ``playbook`` against ``inventories`` and return what happened to each host.
 
@@ -294,6 +309,8 @@ def run_playbook(
     it quiet (it is still saved in the artifact dir). ``color`` lets Ansible colour it.
     ``observer`` is called with the live ``RunState`` after each event; ``cancel`` is polled
     and, once true, ansible-runner kills ansible-playbook (the run is then ``interrupted``).
+    ``library_path`` is searched first for modules; the results of the tasks named in
+    ``capture`` are returned per host in ``task_results``.
     """
     from ansible_runner.interface import init_runner
 
@@ -306,10 +323,12 @@ def run_playbook(
             f"cannot create the artifact dir {artifact_root}: {exc.strerror}"
         ) from exc
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
-    state = RunState(observer=observer)
+    state = RunState(observer=observer, capture=frozenset(capture))
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
-    env = ansible_environment(environ, roles_path=roles_path, color=color, cwd=cwd)
+    env = ansible_environment(
+        environ, roles_path=roles_path, library_path=library_path, color=color, cwd=cwd
+    )
     private_data_dir = Path(tempfile.mkdtemp(prefix="kvmprep-"))
     try:
         if extravars:
@@ -354,6 +373,7 @@ def run_playbook(
         check_mode=check,
         interrupted=bool(runner.canceled or runner_status == "canceled"),
         error=_run_error(state, runner_status, artifact_dir),
+        task_results=state.results,
     )
 
 
@@ -372,6 +392,7 @@ def ansible_environment(
     environ: Mapping[str, str],
     *,
     roles_path: Path | None = None,
+    library_path: Path | None = None,
     color: bool = False,
     cwd: Path | None = None,
 ) -> dict[str, str]:
@@ -400,6 +421,9 @@ def ansible_environment(
     if roles_path is not None:
         theirs = env.get("ANSIBLE_ROLES_PATH") or chosen.get("ANSIBLE_ROLES_PATH")
         env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(p for p in (str(roles_path), theirs) if p)
+    if library_path is not None:
+        theirs = env.get("ANSIBLE_LIBRARY") or chosen.get("ANSIBLE_LIBRARY")
+        env["ANSIBLE_LIBRARY"] = os.pathsep.join(p for p in (str(library_path), theirs) if p)
     # ansible-playbook runs on a pty, so it would colour its output (and the saved stdout)
     # even when nobody sees it on a terminal.
     if not color or environ.get("NO_COLOR"):
@@ -424,13 +448,14 @@ def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
         for section, option in options:
             if parser.has_option(section, option):
                 found[key] = parser.get(section, option)
-    if "ANSIBLE_ROLES_PATH" in found:
-        # Relative entries are relative to the file in ansible.cfg, not in the environment.
-        found["ANSIBLE_ROLES_PATH"] = os.pathsep.join(
-            str(path.parent / Path(entry).expanduser())
-            for entry in found["ANSIBLE_ROLES_PATH"].split(os.pathsep)
-            if entry
-        )
+    for key in ("ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY"):
+        if key in found:
+            # Relative entries are relative to the file in ansible.cfg, not the environment.
+            found[key] = os.pathsep.join(
+                str(path.parent / Path(entry).expanduser())
+                for entry in found[key].split(os.pathsep)
+                if entry
+            )
     return found
 
 

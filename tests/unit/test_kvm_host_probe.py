@@ -448,6 +448,7 @@ def test_gather_apparmor(tmp_path):
         "abstraction": False,
         "dropin_dir": False,
         "local_include": False,
+        "rules": [],
     }
     enabled.write_text("Y\n")
     abstraction.write_text(AA_DEBIAN13)
@@ -458,6 +459,7 @@ def test_gather_apparmor(tmp_path):
         "abstraction": True,
         "dropin_dir": True,
         "local_include": True,
+        "rules": [],
     }
 
 
@@ -518,7 +520,7 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
     assert result.get("failed") is not True, result
     assert result["changed"] is False
     data = result["probe"]
-    assert set(data) == {"kvm", "libvirt"}
+    assert set(data) == {"kvm", "libvirt", "errors"}
 
     kvm = data["kvm"]
     assert set(kvm) == {"cpu_vendor", "vt_flags", "modules", "dev_kvm", "usable"}
@@ -568,4 +570,183 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
         "abstraction",
         "dropin_dir",
         "local_include",
+        "rules",
     }
+
+
+# --- config, accounts, packages, listen, devices ---------------------------------------------
+
+QEMU_CONF = """\
+# dynamic_ownership = 1
+#user = "root"
+user = "oneadmin"
+group = 'oneadmin'   # trailing comment
+dynamic_ownership = 0
+security_driver = [ "apparmor",
+                    "selinux" ]
+broken = "unterminated
+cgroup_device_acl = [
+    "/dev/null", "/dev/full",
+    # a comment inside the list
+    "/dev/kvm"
+]
+dynamic_ownership = 0 ;
+"""
+
+
+def test_parse_conf_active_keys():
+    keys, invalid = probe.parse_conf(QEMU_CONF)
+    assert keys == {
+        "user": "oneadmin",
+        "group": "oneadmin",
+        "dynamic_ownership": 0,
+        "security_driver": ["apparmor", "selinux"],
+        "cgroup_device_acl": ["/dev/null", "/dev/full", "/dev/kvm"],
+    }
+    assert invalid == ["broken"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1", 1), ("-5 # x", -5), ('"none"', "none"), ("[]", []), ('["a" , "b",]', ["a", "b"])],
+)
+def test_parse_conf_value(text, value):
+    assert probe.parse_conf_value(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "yes", '"a" b', "[a]", '["a" "b"]', "[", "1 2"])
+def test_parse_conf_value_rejects(text):
+    with pytest.raises(ValueError, match=r"expecting|not closed"):
+        probe.parse_conf_value(text)
+
+
+def test_gather_config_reports_unreadable_files(tmp_path):
+    good = tmp_path / "qemu.conf"
+    good.write_text("dynamic_ownership = 0\n")
+    locked = tmp_path / "libvirtd.conf"
+    locked.mkdir()  # reading a directory fails like an unreadable file, also as root
+    errors = []
+    res = probe.gather_config(
+        errors,
+        (("qemu.conf", str(good)), ("libvirtd.conf", str(locked)), ("x", str(tmp_path / "no"))),
+    )
+    assert res["qemu.conf"]["keys"] == {"dynamic_ownership": 0}
+    assert res["libvirtd.conf"]["keys"] is None
+    assert res["libvirtd.conf"]["error"] == "Is a directory"
+    assert res["x"] == {
+        "path": str(tmp_path / "no"),
+        "exists": False,
+        "keys": None,
+        "invalid": [],
+        "error": None,
+    }
+    assert errors == [f"{locked}: Is a directory"]
+
+
+def test_gather_accounts(tmp_path):
+    import collections
+
+    Pw = collections.namedtuple("Pw", "pw_name pw_uid pw_gid pw_dir pw_shell")
+    Gr = collections.namedtuple("Gr", "gr_name gr_gid gr_mem")
+    users = {"oneadmin": Pw("oneadmin", 9869, 9869, str(tmp_path), "/bin/bash")}
+    groups = [
+        Gr("oneadmin", 9869, []),
+        Gr("kvm", 993, ["oneadmin"]),
+        Gr("libvirt", 994, ["root"]),
+    ]
+
+    def getpwnam(name):
+        return users[name]
+
+    res = probe.gather_accounts(
+        "oneadmin", ["kvm", "libvirt", "libvirtd"], getpwnam, lambda: groups
+    )
+    assert res["user"] == {
+        "name": "oneadmin",
+        "uid": 9869,
+        "gid": 9869,
+        "primary_group": "oneadmin",
+        "home": str(tmp_path),
+        "shell": "/bin/bash",
+    }
+    assert res["user_groups"] == ["kvm", "oneadmin"]
+    assert res["groups"] == {
+        "kvm": {"gid": 993, "members": ["oneadmin"]},
+        "libvirt": {"gid": 994, "members": ["root"]},
+        "libvirtd": None,
+    }
+    assert res["home"]["exists"] is True
+    assert res["home"]["mode"] is not None
+
+    res = probe.gather_accounts("nobody-here", ["kvm"], getpwnam, lambda: groups)
+    assert res["user"] is None
+    assert res["home"] is None
+    assert res["user_groups"] == []
+
+
+def test_find_qemu_and_programs(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, mode in (("qemu-system-x86_64", 0o755), ("qemu-img", 0o755), ("ruby", 0o644)):
+        (bin_dir / name).write_text("")
+        (bin_dir / name).chmod(mode)
+    dirs = [str(tmp_path / "missing"), str(bin_dir)]
+    assert probe.find_qemu_system(dirs) == [str(bin_dir / "qemu-system-x86_64")]
+    assert probe.find_program("qemu-img", dirs) == str(bin_dir / "qemu-img")
+    assert probe.find_program("ruby", dirs) is None  # not executable
+    assert probe.search_dirs("/a:/b::/a")[:2] == ["/a", "/b"]
+    assert "/usr/libexec" in probe.search_dirs("")
+
+
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:407D 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0100007F:4082 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1
+   2: 0100007F:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1
+   3: 0A00000A:407D 0B00000A:D431 01 00000000:00000000 00:00000000 00000000     0        0 4 1
+"""
+PROC_NET_TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:407D 00000000000000000000000000000000:0000 0A
+   1: 00000000000000000000000001000000:4082 00000000000000000000000000000000:0000 0A
+"""
+
+
+def test_parse_proc_net_tcp():
+    assert probe.parse_proc_net_tcp(PROC_NET_TCP, "ipv4", byteorder="little") == [
+        {"address": "0.0.0.0", "port": 16509, "family": "ipv4"},
+        {"address": "127.0.0.1", "port": 16514, "family": "ipv4"},
+    ]
+    assert probe.parse_proc_net_tcp(PROC_NET_TCP6, "ipv6", byteorder="little") == [
+        {"address": "::", "port": 16509, "family": "ipv6"},
+        {"address": "::1", "port": 16514, "family": "ipv6"},
+    ]
+    assert probe.parse_proc_net_tcp("", "ipv4") == []
+    assert probe.parse_proc_net_tcp("hdr\n 0: zz:407D 0 0A\n", "ipv4") == []
+
+
+def test_gather_listen(tmp_path):
+    tcp = tmp_path / "tcp"
+    tcp.write_text(PROC_NET_TCP)
+    errors = []
+    res = probe.gather_listen(errors, ((str(tcp), "ipv4"), (str(tmp_path / "tcp6"), "ipv6")))
+    assert res["error"] is None
+    assert len(res["sockets"]) == 2
+    assert errors == []  # no tcp6 (IPv6 disabled) is not an error when tcp was read
+    res = probe.gather_listen(errors, ((str(tmp_path / "none"), "ipv4"),))
+    assert res["sockets"] is None
+    assert "No such file or directory" in res["error"]
+    assert errors == [res["error"]]
+
+
+def test_gather_devices(tmp_path):
+    res = probe.gather_devices(("/dev/null", str(tmp_path / "tun")))
+    assert res["/dev/null"]["char_device"] is True
+    assert res["/dev/null"]["mode"] == "0666"
+    assert res[str(tmp_path / "tun")]["exists"] is False
+    assert res[str(tmp_path / "tun")]["error"] == "No such file or directory"
+
+
+def test_apparmor_owner_rules():
+    text = "  owner /var/lib/one/** rw,\n# owner /x/** rw,\n  /y/** r,\n owner /z/** rwk,\n"
+    assert probe.apparmor_owner_rules(text) == ["owner /var/lib/one/** rw,", "owner /z/** rwk,"]

@@ -14,8 +14,13 @@ description:
   - Reports the libvirt daemon layout (modular, socket-activated monolithic, classic, none), the
     state of the libvirt systemd units, the daemon defaults file, the daemon version and the
     AppArmor integration points.
+  - With C(config), C(accounts), C(packages), C(listen) and C(devices) it also reports the active
+    keys of the libvirt configuration files, the oneadmin account and its groups, the installed
+    daemon, QEMU and driver tools, the TCP listeners on libvirt's ports, and /dev/net/tun and
+    /dev/vhost-net; everything C(kvmprep check) judges, in one call.
   - Never changes anything; C(changed) is always false. Missing files and permission errors are
-    reported as null/false values, never as a failure.
+    reported as null/false values, never as a failure; what could not be read is listed in
+    C(probe.errors) with the reason (for example permission denied when not run as root).
 version_added: "0.1.0"
 author:
   - kvmprep
@@ -24,8 +29,23 @@ options:
     description: Which groups of facts to gather.
     type: list
     elements: str
-    choices: [kvm, libvirt]
+    choices: [kvm, libvirt, config, accounts, packages, listen, devices]
     default: [kvm, libvirt]
+  user:
+    description: The account QEMU runs as and OpenNebula uses (for the C(accounts) group).
+    type: str
+    default: oneadmin
+  groups:
+    description: Groups whose existence and members the C(accounts) group reports.
+    type: list
+    elements: str
+    default: [kvm, libvirt, libvirtd]
+  expect:
+    description:
+      - What the controller expects (inventory values such as the oneadmin uid); not used on the
+        host, returned unchanged as C(expect) so that the judgement uses the same values.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -136,18 +156,72 @@ probe:
             abstraction: true
             dropin_dir: false
             local_include: true
+            rules:
+              - file: /etc/apparmor.d/local/abstractions/libvirt-qemu
+                rule: "owner /var/lib/one/** rw,"
+    config:
+      description:
+        - For qemu.conf, libvirtd.conf, virtqemud.conf and virtproxyd.conf, C(path), C(exists),
+          C(keys) (the active settings, parsed as int, str or list of str; null when the file cannot
+          be read), C(invalid) (keys whose value does not parse) and C(error).
+      returned: when C(config) is gathered
+      type: dict
+      sample:
+        qemu.conf:
+          path: /etc/libvirt/qemu.conf
+          exists: true
+          keys: {"dynamic_ownership": 0, "user": "oneadmin"}
+          invalid: []
+          error: null
+    accounts:
+      description:
+        - C(user) (name, uid, gid, primary group, home, shell; null when absent), C(user_groups)
+          (every group the user is in, primary included), C(groups) (gid and members of each of
+          I(groups), null when absent) and C(home) (the home directory's owner, group and mode).
+      returned: when C(accounts) is gathered
+      type: dict
+    packages:
+      description:
+        - C(daemon_version) (libvirtd, else virtqemud), C(qemu_system) (sorted paths of
+          qemu-system-* and qemu-kvm found), and the paths of C(qemu_img), C(ruby), C(rsync)
+          (null when not found).
+      returned: when C(packages) is gathered
+      type: dict
+    listen:
+      description:
+        - C(sockets), the TCP sockets in LISTEN state on ports 16509 (tcp) and 16514 (tls), from
+          /proc/net/tcp and /proc/net/tcp6, as C(address), C(port), C(family); null with C(error)
+          when neither file can be read.
+      returned: when C(listen) is gathered
+      type: dict
+    devices:
+      description: Like C(kvm.dev_kvm) without the ioctls, for /dev/net/tun and /dev/vhost-net.
+      returned: when C(devices) is gathered
+      type: dict
+    errors:
+      description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
+      returned: always
+      type: list
+      elements: str
+expect:
+  description: The I(expect) option, unchanged.
+  returned: always
+  type: dict
 """
 
 import fcntl
 import grp
+import ipaddress
 import os
 import pwd
 import re
 import stat
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 
-GATHER_CHOICES = ("kvm", "libvirt")
+GATHER_CHOICES = ("kvm", "libvirt", "config", "accounts", "packages", "listen", "devices")
+DEFAULT_GATHER = ("kvm", "libvirt")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
@@ -187,15 +261,22 @@ AA_ABSTRACTION = "/etc/apparmor.d/abstractions/libvirt-qemu"
 AA_ENABLED = "/sys/module/apparmor/parameters/enabled"
 BIN_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 LIBVIRTD_DIRS = ("/usr/sbin", "/usr/bin")
+# "not asked yet", as opposed to None, "asked and not installed"
+UNSET = object()
 
 
 def read_text(path):
     """Content of a file, or None when it cannot be read."""
+    return read_text_why(path)[0]
+
+
+def read_text_why(path):
+    """(content, None), or (None, the reason it cannot be read)."""
     try:
         with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return None
+            return handle.read().decode("utf-8", "replace"), None
+    except OSError as exc:
+        return None, _errtext(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,16 +519,40 @@ def apparmor_includes(text):
     return dropin, local
 
 
-def gather_apparmor(module, enabled_path=AA_ENABLED, abstraction=AA_ABSTRACTION):
+def apparmor_owner_rules(text):
+    """The active 'owner PATH/** rw...,' rules of an AppArmor fragment."""
+    rx = re.compile(r"^\s*(owner\s+\S+/\*\*\s+[rwkl]*w[rwkl]*\s*,)")
+    return [m.group(1) for m in (rx.match(line) for line in (text or "").splitlines()) if m]
+
+
+def gather_apparmor(module, enabled_path=AA_ENABLED, abstraction=AA_ABSTRACTION, errors=None):
     text = read_text(abstraction)
     dropin, local = apparmor_includes(text)
     enabled = read_text(enabled_path)
+    rules = []
+    dropin_dir = abstraction + ".d"
+    try:
+        dropins = sorted(os.path.join(dropin_dir, n) for n in os.listdir(dropin_dir))
+    except OSError:
+        dropins = []
+    local_file = os.path.join(
+        os.path.dirname(os.path.dirname(abstraction)),
+        "local",
+        "abstractions",
+        os.path.basename(abstraction),
+    )
+    for path in [abstraction, local_file, *dropins]:
+        content, why = read_text_why(path)
+        if content is None and errors is not None and os.path.exists(path):
+            errors.append("%s: %s" % (path, why))
+        rules.extend({"file": path, "rule": r} for r in apparmor_owner_rules(content))
     return {
         "enabled": bool(enabled and enabled.strip().upper().startswith("Y")),
         "parser": module.get_bin_path("apparmor_parser", opt_dirs=BIN_DIRS) is not None,
         "abstraction": os.path.isfile(abstraction),
         "dropin_dir": dropin,
         "local_include": local,
+        "rules": rules,
     }
 
 
@@ -511,7 +616,7 @@ def daemon_version(module):
     return None
 
 
-def gather_libvirt(module):
+def gather_libvirt(module, version=UNSET, errors=None):
     systemd = os.path.isdir("/run/systemd/system")
     units = gather_unit_states(module, systemd)
     libvirtd_binary = any(os.path.exists(os.path.join(d, "libvirtd")) for d in LIBVIRTD_DIRS)
@@ -522,9 +627,301 @@ def gather_libvirt(module):
         "layout": decide_layout(units, libvirtd_binary),
         "defaults_file": defaults_file,
         "defaults_args": defaults_args,
-        "daemon_version": daemon_version(module),
-        "apparmor": gather_apparmor(module),
+        "daemon_version": daemon_version(module) if version is UNSET else version,
+        "apparmor": gather_apparmor(module, errors=errors),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# config: the active keys of the libvirt configuration files
+# ---------------------------------------------------------------------------------------------
+
+CONF_FILES = (
+    ("qemu.conf", "/etc/libvirt/qemu.conf"),
+    ("libvirtd.conf", "/etc/libvirt/libvirtd.conf"),
+    ("virtqemud.conf", "/etc/libvirt/virtqemud.conf"),
+    ("virtproxyd.conf", "/etc/libvirt/virtproxyd.conf"),
+)
+_CONF_KEY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_CONF_STRING = re.compile(r"\s*(\"[^\"\n]*\"|'[^'\n]*')")
+_CONF_INT = re.compile(r"\s*([-+]?\d+)")
+_CONF_END = re.compile(r"\s*;?\s*(#.*)?$", re.S)
+
+
+def parse_conf_value(text):
+    """A libvirt value (int, "string" or [list of strings]); raises ValueError when invalid.
+
+    Kept small on purpose (kvm_host_conf.py has the full parser; modules cannot import each
+    other): triple-quoted strings and nested lists are not used in qemu.conf/libvirtd.conf.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or _CONF_END.match(text, end + 1) is None:
+            raise ValueError("list is not closed with ]")
+        body = text[1:end]
+        items = []
+        pos = 0
+        while True:
+            m = _CONF_STRING.match(body, pos)
+            if m is None:
+                if body[pos:].strip():
+                    raise ValueError("expecting a quoted string in the list")
+                break
+            items.append(m.group(1)[1:-1])
+            pos = m.end()
+            rest = body[pos:].lstrip()
+            if not rest:
+                break
+            if not rest.startswith(","):
+                raise ValueError("expecting a separator in list")
+            pos = len(body) - len(rest) + 1
+        return items
+    m = _CONF_STRING.match(text) or _CONF_INT.match(text)
+    if m is None or _CONF_END.match(text, m.end()) is None:
+        raise ValueError("expecting a value")
+    value = m.group(1)
+    return int(value) if value[0] not in "\"'" else value[1:-1]
+
+
+def parse_conf(text):
+    """(keys, invalid): the active settings of a libvirt config file (the last one wins)."""
+    keys = {}
+    invalid = []
+    pending = None
+    for line in (text or "").splitlines():
+        if pending is not None:  # a list spanning lines
+            pending[1].append(line.split("#", 1)[0] if '"' not in line else line)
+            if "]" not in line:
+                continue
+            key, parts = pending
+            pending = None
+            value_text = " ".join(parts)
+        else:
+            m = _CONF_KEY.match(line)
+            if not m:
+                continue
+            key, value_text = m.group(1), m.group(2)
+            if value_text.lstrip().startswith("[") and "]" not in value_text:
+                pending = (key, [value_text])
+                continue
+        try:
+            keys[key] = parse_conf_value(value_text)
+            if key in invalid:
+                invalid.remove(key)
+        except ValueError:
+            keys.pop(key, None)
+            invalid.append(key)
+    if pending is not None:
+        invalid.append(pending[0])
+    return keys, invalid
+
+
+def gather_config(errors, files=CONF_FILES):
+    result = {}
+    for name, path in files:
+        entry = {
+            "path": path,
+            "exists": os.path.exists(path),
+            "keys": None,
+            "invalid": [],
+            "error": None,
+        }
+        if entry["exists"]:
+            text, why = read_text_why(path)
+            if text is None:
+                entry["error"] = why
+                errors.append("%s: %s" % (path, why))
+            else:
+                entry["keys"], entry["invalid"] = parse_conf(text)
+        result[name] = entry
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# accounts
+# ---------------------------------------------------------------------------------------------
+
+
+def stat_path(path):
+    """exists, char_device, owner, group, mode and error of a path (no following of nothing)."""
+    res = {
+        "path": path,
+        "exists": False,
+        "char_device": False,
+        "owner": None,
+        "group": None,
+        "mode": None,
+        "error": None,
+    }
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        res["error"] = _errtext(exc)
+        return res
+    res.update(
+        exists=True,
+        char_device=stat.S_ISCHR(st.st_mode),
+        owner=_user_name(st.st_uid),
+        group=_group_name(st.st_gid),
+        mode="%04o" % stat.S_IMODE(st.st_mode),
+    )
+    return res
+
+
+def gather_accounts(user, groups, getpwnam=pwd.getpwnam, getgrall=grp.getgrall):
+    try:
+        entry = getpwnam(user)
+    except KeyError:
+        entry = None
+    all_groups = getgrall()
+    by_name = {g.gr_name: g for g in all_groups}
+    result = {"user": None, "user_groups": [], "groups": {}, "home": None}
+    for name in groups:
+        g = by_name.get(name)
+        result["groups"][name] = (
+            None if g is None else {"gid": g.gr_gid, "members": sorted(g.gr_mem)}
+        )
+    if entry is None:
+        return result
+    primary = next((g.gr_name for g in all_groups if g.gr_gid == entry.pw_gid), None)
+    result["user"] = {
+        "name": entry.pw_name,
+        "uid": entry.pw_uid,
+        "gid": entry.pw_gid,
+        "primary_group": primary,
+        "home": entry.pw_dir,
+        "shell": entry.pw_shell,
+    }
+    names = {g.gr_name for g in all_groups if user in g.gr_mem}
+    if primary is not None:
+        names.add(primary)
+    result["user_groups"] = sorted(names)
+    result["home"] = stat_path(entry.pw_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# packages
+# ---------------------------------------------------------------------------------------------
+
+QEMU_DIRS = ("/usr/libexec",)  # RHEL's qemu-kvm lives there
+
+
+def search_dirs(path_env):
+    dirs = []
+    for d in (path_env or "").split(os.pathsep) + BIN_DIRS + list(QEMU_DIRS):
+        if d and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def find_qemu_system(dirs):
+    """Sorted paths of the executable qemu-system-* (and qemu-kvm) in dirs."""
+    found = set()
+    seen = set()
+    for d in dirs:
+        # /bin is /usr/bin on merged-/usr systems: list each real directory once.
+        real = os.path.realpath(d)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("qemu-system-") or name == "qemu-kvm":
+                path = os.path.join(d, name)
+                if os.path.isfile(path) and os.access(path, os.X_OK):
+                    found.add(path)
+    return sorted(found)
+
+
+def find_program(name, dirs):
+    for d in dirs:
+        path = os.path.join(d, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def gather_packages(module, version=UNSET):
+    dirs = search_dirs(os.environ.get("PATH"))
+    return {
+        "daemon_version": daemon_version(module) if version is UNSET else version,
+        "qemu_system": find_qemu_system(dirs),
+        "qemu_img": find_program("qemu-img", dirs),
+        "ruby": find_program("ruby", dirs),
+        "rsync": find_program("rsync", dirs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# listen: TCP listeners on libvirt's ports
+# ---------------------------------------------------------------------------------------------
+
+LIBVIRT_PORTS = (16509, 16514)
+TCP_LISTEN = "0A"
+
+
+def _proc_net_address(text, byteorder=sys.byteorder):
+    """The address of /proc/net/tcp{,6}: 32-bit words printed in host byte order."""
+    raw = b""
+    for i in range(0, len(text), 8):
+        word = bytes.fromhex(text[i : i + 8])
+        raw += word[::-1] if byteorder == "little" else word
+    return str(ipaddress.ip_address(raw))
+
+
+def parse_proc_net_tcp(text, family, ports=LIBVIRT_PORTS, byteorder=sys.byteorder):
+    """Sockets in LISTEN state on one of ports, from /proc/net/tcp or /proc/net/tcp6 text."""
+    sockets = []
+    for line in (text or "").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != TCP_LISTEN:
+            continue
+        address, _sep, port_hex = fields[1].partition(":")
+        try:
+            port = int(port_hex, 16)
+            if port not in ports:
+                continue
+            if len(address) != (8 if family == "ipv4" else 32):
+                continue
+            host = _proc_net_address(address, byteorder)
+        except ValueError:
+            continue
+        sockets.append({"address": host, "port": port, "family": family})
+    return sockets
+
+
+def gather_listen(errors, files=(("/proc/net/tcp", "ipv4"), ("/proc/net/tcp6", "ipv6"))):
+    sockets = []
+    read_any = False
+    reasons = []
+    for path, family in files:
+        text, why = read_text_why(path)
+        if text is None:
+            # No tcp6 on a kernel without IPv6 is normal; only say why when nothing was read.
+            reasons.append("%s: %s" % (path, why))
+            continue
+        read_any = True
+        sockets.extend(parse_proc_net_tcp(text, family))
+    if not read_any:
+        errors.extend(reasons)
+        return {"sockets": None, "error": "; ".join(reasons)}
+    return {"sockets": sockets, "error": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# devices
+# ---------------------------------------------------------------------------------------------
+
+DEVICES = ("/dev/net/tun", "/dev/vhost-net")
+
+
+def gather_devices(paths=DEVICES):
+    return {path: stat_path(path) for path in paths}
 
 
 def main():
@@ -534,18 +931,39 @@ def main():
                 "type": "list",
                 "elements": "str",
                 "choices": list(GATHER_CHOICES),
-                "default": list(GATHER_CHOICES),
+                "default": list(DEFAULT_GATHER),
             },
+            "user": {"type": "str", "default": "oneadmin"},
+            "groups": {
+                "type": "list",
+                "elements": "str",
+                "default": ["kvm", "libvirt", "libvirtd"],
+            },
+            "expect": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
     gather = module.params["gather"] or []
+    errors = []
     probe = {}
+    # Both groups report the daemon version: run "libvirtd --version" once.
+    version = daemon_version(module) if {"libvirt", "packages"} & set(gather) else UNSET
     if "kvm" in gather:
         probe["kvm"] = gather_kvm()
     if "libvirt" in gather:
-        probe["libvirt"] = gather_libvirt(module)
-    module.exit_json(changed=False, probe=probe)
+        probe["libvirt"] = gather_libvirt(module, version, errors)
+    if "config" in gather:
+        probe["config"] = gather_config(errors)
+    if "accounts" in gather:
+        probe["accounts"] = gather_accounts(module.params["user"], module.params["groups"])
+    if "packages" in gather:
+        probe["packages"] = gather_packages(module, version)
+    if "listen" in gather:
+        probe["listen"] = gather_listen(errors)
+    if "devices" in gather:
+        probe["devices"] = gather_devices()
+    probe["errors"] = errors
+    module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 
 
 if __name__ == "__main__":

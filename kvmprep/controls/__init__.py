@@ -1,0 +1,1 @@
+"""The controls of ``kvmprep check``: a catalog (data) and pure functions that judge facts."""

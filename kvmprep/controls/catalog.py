@@ -1,0 +1,180 @@
+"""The control catalog: what each control enforces, how it is detected and how it is fixed.
+
+IDs are stable (DESIGN.md); only the controls implemented so far are registered here.
+"""
+
+from __future__ import annotations
+
+from kvmprep.controls import accounts, apparmor, kvm, libvirt, packages
+from kvmprep.controls.model import Control, Severity
+
+CATALOG: tuple[Control, ...] = (
+    Control(
+        id="KVM-001",
+        title="CPU virtualization extensions",
+        severity=Severity.HIGH,
+        rationale="CPU with VT extensions (Intel VT-x or AMD-V)",
+        detection="vmx/svm in /proc/cpuinfo, and KVM_GET_API_VERSION + KVM_CREATE_VM on "
+        "/dev/kvm; no flag but a working /dev/kvm (nested or paravirtual) is a WARN",
+        remediation="enable virtualization in the firmware (or nested virtualization on the "
+        "parent hypervisor); apply loads kvm_intel/kvm_amd and fails while /dev/kvm is unusable",
+        judge=kvm.cpu_extensions,
+    ),
+    Control(
+        id="KVM-002",
+        title="kvm kernel modules",
+        severity=Severity.HIGH,
+        rationale="kvm modules kvm.ko and kvm-intel.ko or kvm-amd.ko loaded",
+        detection="/sys/module/kvm and a vendor backend /sys/module/kvm_* (loaded or built in; "
+        "not /proc/modules, absent on monolithic kernels)",
+        remediation="apply runs `modprobe kvm_intel` (vmx) or `modprobe kvm_amd` (svm)",
+        judge=kvm.kvm_modules,
+    ),
+    Control(
+        id="KVM-003",
+        title="/dev/kvm device group and mode",
+        severity=Severity.HIGH,
+        rationale="QEMU runs as oneadmin (a member of kvm) and must open /dev/kvm",
+        detection="stat /dev/kvm: a character device, group kvm_host_kvm_device_group (kvm), "
+        "mode kvm_host_kvm_device_mode (0660)",
+        remediation="apply installs /etc/udev/rules.d/65-kvmprep-kvm.rules "
+        '(KERNEL=="kvm", GROUP="kvm", MODE="0660") and sets the group and mode of /dev/kvm now',
+        judge=kvm.dev_kvm,
+    ),
+    Control(
+        id="KVM-005",
+        title="network devices for VMs",
+        severity=Severity.MEDIUM,
+        rationale="VMs get their NICs from tap devices, accelerated by vhost-net",
+        detection="/dev/net/tun is a character device (FAIL if not); /dev/vhost-net too (WARN)",
+        remediation="load the tun and vhost_net modules (`modprobe tun vhost_net`) and list "
+        "them in /etc/modules-load.d/; in a container pass the devices through",
+        judge=kvm.net_devices,
+    ),
+    Control(
+        id="PKG-001",
+        title="libvirt daemon version",
+        severity=Severity.HIGH,
+        rationale="libvirt >= 0.4.0; libvirt 0.8.7 is known to break the KVM driver",
+        detection="`libvirtd --version` (else `virtqemud --version`)",
+        remediation="apply installs the distribution's libvirt (libvirt-daemon-system, "
+        "libvirt-daemon-driver-qemu, libvirt-clients on Debian); replace a 0.8.7 release",
+        judge=packages.libvirt_version,
+    ),
+    Control(
+        id="PKG-002",
+        title="QEMU, qemu-img and driver tools",
+        severity=Severity.HIGH,
+        rationale="qemu tools; the OpenNebula driver remotes are Ruby scripts copied with rsync",
+        detection="qemu-system-* (or qemu-kvm), qemu-img, ruby and rsync in PATH, /usr/sbin, "
+        "/usr/bin, /sbin, /bin, /usr/libexec",
+        remediation="apply installs qemu-system-<arch>, qemu-utils, ruby and rsync (Debian "
+        "names; RHEL names from vars/RedHat.yml)",
+        judge=packages.qemu_and_tools,
+    ),
+    Control(
+        id="LV-001",
+        title="qemu.conf dynamic_ownership = 0",
+        severity=Severity.HIGH,
+        rationale="dynamic_ownership = 0: OpenNebula owns the images, QEMU must not chown them",
+        detection="the active dynamic_ownership key of /etc/libvirt/qemu.conf (unset means 1)",
+        remediation="apply sets `dynamic_ownership = 0` in /etc/libvirt/qemu.conf (key-level "
+        "edit with a backup) and restarts libvirt",
+        judge=libvirt.dynamic_ownership,
+    ),
+    Control(
+        id="LV-002",
+        title="qemu.conf user and group = oneadmin",
+        severity=Severity.HIGH,
+        rationale="user = oneadmin, group = oneadmin in qemu.conf",
+        detection="the active user and group keys of /etc/libvirt/qemu.conf",
+        remediation='apply sets `user = "oneadmin"` and `group = "oneadmin"` in '
+        "/etc/libvirt/qemu.conf and restarts libvirt",
+        judge=libvirt.qemu_user,
+    ),
+    Control(
+        id="LV-003",
+        title="libvirt daemon enabled and running",
+        severity=Severity.HIGH,
+        rationale="the libvirt daemon runs QEMU for OpenNebula, after every boot",
+        detection="systemctl is-enabled/is-active of the libvirt units; layout socket "
+        "(libvirtd.socket, libvirtd-ro.socket), classic (libvirtd.service) or modular "
+        "(virtqemud.socket); virtqemud and libvirtd both on is a FAIL. Under socket activation "
+        "an idle libvirtd.service may be inactive (--timeout)",
+        remediation="apply enables and starts the layout's units (`systemctl enable --now "
+        "libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket` for socket activation); "
+        "for a mix, disable the layout you do not use",
+        judge=libvirt.daemon_layout,
+    ),
+    Control(
+        id="LV-005",
+        title="migration listener",
+        severity=Severity.HIGH,
+        rationale="listen_tcp = 1 and libvirtd -l: hosts accept live migrations",
+        detection="for kvm_host_migration_transport tcp (tls): libvirtd-tcp.socket "
+        "(virtproxyd-tcp.socket when modular) enabled and active, or listen_tcp = 1 and "
+        "--listen for the classic daemon; AND a TCP socket in LISTEN on 16509 (16514) in "
+        "/proc/net/tcp{,6}",
+        remediation="apply enables and starts libvirtd-tcp.socket (socket activation), or sets "
+        "listen_tcp = 1 in libvirtd.conf and --listen in /etc/default/libvirtd (classic)",
+        judge=libvirt.listener,
+    ),
+    Control(
+        id="LV-006",
+        title="no unauthenticated TCP listener",
+        severity=Severity.CRITICAL,
+        rationale="the seed's listen_tcp exposes libvirt; it must not be open without auth",
+        detection='auth_tcp = "none" in libvirtd.conf (virtproxyd.conf when modular) while a '
+        "TCP socket listens on 16509 on a non-loopback address",
+        remediation='apply sets auth_tcp = "sasl" and a SASL user (kvm_host_libvirt_tcp_auth); '
+        "or set kvm_host_migration_transport: tls or ssh",
+        judge=libvirt.unauthenticated_tcp,
+    ),
+    Control(
+        id="LV-007",
+        title="no --listen with socket activation",
+        severity=Severity.HIGH,
+        rationale="libvirtd -l is for the classic daemon; a socket-activated libvirtd refuses it",
+        detection="LIBVIRTD_ARGS in /etc/default/libvirtd (libvirtd_opts in libvirt-bin, "
+        "/etc/sysconfig/libvirtd) when the layout is socket activation",
+        remediation="apply removes --listen/-l from LIBVIRTD_ARGS (the listener is "
+        "libvirtd-tcp.socket) and restarts libvirt",
+        judge=libvirt.listen_with_socket_activation,
+    ),
+    Control(
+        id="USR-001",
+        title="oneadmin account",
+        severity=Severity.HIGH,
+        rationale="user/group oneadmin, the same uid/gid on every host (shared datastores)",
+        detection="getpwnam(oneadmin): uid/gid kvm_host_oneadmin_uid/gid (9869), home "
+        "kvm_host_oneadmin_home (/var/lib/one) existing and owned by oneadmin",
+        remediation="apply creates group oneadmin (gid 9869) and user oneadmin (uid 9869, home "
+        "/var/lib/one, mode 0750); an existing account with other ids must be renumbered by hand",
+        judge=accounts.oneadmin_account,
+    ),
+    Control(
+        id="USR-002",
+        title="oneadmin in the kvm and libvirt groups",
+        severity=Severity.HIGH,
+        rationale="oneadmin in the libvirtd and kvm groups",
+        detection="the groups of oneadmin (primary and supplementary) include kvm and the "
+        "distribution's libvirt group (libvirt or libvirtd, or kvm_host_libvirt_group)",
+        remediation="apply adds oneadmin to the groups (`usermod -aG kvm,libvirt oneadmin`)",
+        judge=accounts.oneadmin_groups,
+    ),
+    Control(
+        id="AA-001",
+        title="AppArmor datastore rule",
+        severity=Severity.MEDIUM,
+        rationale="apparmor: `owner /var/lib/one/** rw,` for libvirt-qemu",
+        detection="only where AppArmor is enabled and the libvirt-qemu abstraction exists: an "
+        "`owner <datastores>/** rw,` rule in it, its local include or its .d drop-ins",
+        remediation="apply writes the rule to abstractions/libvirt-qemu.d/kvmprep-oneadmin"
+        " (Debian 13) or local/abstractions/libvirt-qemu (Debian 12), checked by apparmor_parser",
+        judge=apparmor.datastore_rule,
+    ),
+)
+
+
+def by_id(control_id: str) -> Control:
+    return next(c for c in CATALOG if c.id == control_id)

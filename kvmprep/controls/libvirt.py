@@ -1,0 +1,254 @@
+"""Judges of the libvirt controls: qemu.conf, the daemon layout and the migration listener.
+
+The layout decides what is effective: under socket activation systemd owns the sockets
+(``listen_tcp`` is ignored, ``--listen`` is fatal); only the classic daemon reads both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kvmprep.controls.model import Expect, Result, fact
+
+ENABLED = ("enabled", "enabled-runtime", "linked", "linked-runtime", "alias", "static")
+ACTIVE = ("active", "activating", "reloading")
+PORTS = {"tcp": 16509, "tls": 16514}
+# libvirt's built-in default when auth_tcp is not set (libvirtd.conf documents it).
+DEFAULT_AUTH_TCP = "sasl"
+
+# What `apply` converges to per layout (roles/kvm_host/vars/main.yml, __kvm_host_layouts).
+REQUIRED_UNITS = {
+    "socket": ("libvirtd.socket", "libvirtd-ro.socket"),
+    "classic": ("libvirtd.service",),
+    "modular": ("virtqemud.socket",),
+}
+LISTENER_UNITS = {
+    "socket": {"tcp": "libvirtd-tcp.socket", "tls": "libvirtd-tls.socket"},
+    "modular": {"tcp": "virtproxyd-tcp.socket", "tls": "virtproxyd-tls.socket"},
+}
+
+
+def _qemu_conf(facts: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Result | None]:
+    """The parsed qemu.conf keys, or the result to give when they cannot be had."""
+    entry = fact(facts, "config", "qemu.conf")
+    if not entry.get("exists"):
+        return None, Result.fail(f"{entry['path']} not found (libvirt's QEMU driver missing)")
+    if entry.get("keys") is None:
+        return None, Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
+    return entry["keys"], None
+
+
+def _not_parsed(facts: Mapping[str, Any], name: str, keys: Sequence[str]) -> list[str]:
+    invalid = fact(facts, "config", name).get("invalid") or []
+    return [k for k in keys if k in invalid]
+
+
+def dynamic_ownership(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-001."""
+    keys, problem = _qemu_conf(facts)
+    if problem is not None:
+        return problem
+    assert keys is not None
+    if _not_parsed(facts, "qemu.conf", ["dynamic_ownership"]):
+        return Result.fail("dynamic_ownership in qemu.conf does not parse")
+    value = keys.get("dynamic_ownership")
+    if value == 0:
+        return Result.passed("dynamic_ownership = 0")
+    if value is None:
+        return Result.fail("dynamic_ownership is not set (libvirt's default is 1)")
+    return Result.fail(f"dynamic_ownership = {value}")
+
+
+def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-002."""
+    keys, problem = _qemu_conf(facts)
+    if problem is not None:
+        return problem
+    assert keys is not None
+    want = {"user": expect.oneadmin_user, "group": expect.oneadmin_group}
+    broken = _not_parsed(facts, "qemu.conf", list(want))
+    wrong = [
+        f"{key} = {keys[key]!r}" if key in keys else f"{key} not set"
+        for key, value in want.items()
+        if key not in broken and keys.get(key) != value
+    ]
+    wrong += [f"{key} does not parse" for key in broken]
+    if wrong:
+        return Result.fail(
+            f"{', '.join(wrong)} (want {expect.oneadmin_user}:{expect.oneadmin_group})"
+        )
+    return Result.passed(f"user = {keys['user']!r}, group = {keys['group']!r}")
+
+
+def _state(units: Mapping[str, Any], unit: str, what: str) -> str:
+    return str((units.get(unit) or {}).get(what) or "unknown")
+
+
+def _on(units: Mapping[str, Any], unit: str) -> bool:
+    return _state(units, unit, "enabled") in ENABLED or _state(units, unit, "active") in ACTIVE
+
+
+def _unit_problems(units: Mapping[str, Any], names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(problems, unknown): units not enabled+active, and units systemctl could not tell."""
+    problems, unknown = [], []
+    for unit in names:
+        enabled, active = _state(units, unit, "enabled"), _state(units, unit, "active")
+        if "unknown" in (enabled, active):
+            unknown.append(unit)
+            continue
+        bad = [s for s, ok in ((enabled, enabled in ENABLED), (active, active in ACTIVE)) if not ok]
+        if bad:
+            problems.append(f"{unit} {'/'.join(bad)}")
+    return problems, unknown
+
+
+def daemon_layout(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-003. Under socket activation libvirtd.service may be inactive (--timeout): the
+    sockets are what must be enabled and active."""
+    lv = fact(facts, "libvirt")
+    units = fact(lv, "units")
+    layout = fact(lv, "layout")
+    if layout == "none":
+        return Result.fail("no libvirt daemon installed")
+    if not lv.get("systemd"):
+        return Result.skip("systemd is not the running init: unit states cannot be judged")
+    modular_on = [u for u in ("virtqemud.socket", "virtqemud.service") if _on(units, u)]
+    monolithic_on = [u for u in ("libvirtd.service", "libvirtd.socket") if _on(units, u)]
+    if modular_on and monolithic_on:
+        return Result.fail(
+            f"mixed layout: {', '.join(modular_on)} and {', '.join(monolithic_on)} both "
+            "enabled or active; keep one"
+        )
+    required = REQUIRED_UNITS.get(layout)
+    if required is None:
+        return Result.error(f"unknown libvirt layout {layout!r}")
+    problems, unknown = _unit_problems(units, required)
+    if layout == "socket" and _state(units, "libvirtd.service", "enabled").startswith("masked"):
+        problems.append("libvirtd.service masked")
+    if problems:
+        return Result.fail(f"{layout} layout: {', '.join(problems)}")
+    if unknown:
+        return Result.error(f"systemctl could not tell the state of {', '.join(unknown)}")
+    return Result.passed(f"{layout} layout: {', '.join(required)} enabled and active")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def _listening(facts: Mapping[str, Any], port: int) -> tuple[list[str] | None, Result | None]:
+    listen = fact(facts, "listen")
+    sockets = listen.get("sockets")
+    if sockets is None:
+        return None, Result.error(f"cannot read the listening sockets: {listen.get('error')}")
+    found = [s for s in sockets if s.get("port") == port]
+    return [_endpoint(s) for s in found], None
+
+
+def _endpoint(sock: Mapping[str, Any]) -> str:
+    address = str(sock.get("address"))
+    return f"[{address}]:{sock.get('port')}" if ":" in address else f"{address}:{sock.get('port')}"
+
+
+def _daemon_conf(facts: Mapping[str, Any], layout: str) -> Mapping[str, Any]:
+    """The config entry of the daemon that owns the network listener."""
+    return fact(facts, "config", "virtproxyd.conf" if layout == "modular" else "libvirtd.conf")
+
+
+def _words(args: str | None) -> list[str]:
+    return (args or "").split()
+
+
+def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-005. Configured is not enough: a socket must be listening on the port."""
+    transport = expect.migration_transport
+    if transport not in PORTS:
+        return Result.skip(f"migration transport {transport}: no libvirt listener is used")
+    port = PORTS[transport]
+    lv = fact(facts, "libvirt")
+    layout = fact(lv, "layout")
+    if layout == "none":
+        return Result.fail("no libvirt daemon installed")
+    endpoints, problem = _listening(facts, port)
+    problems: list[str] = []
+    unit = LISTENER_UNITS.get(layout, {}).get(transport)
+    if unit is not None:
+        if not lv.get("systemd"):
+            return Result.skip(
+                "systemd is not the running init: the listener unit cannot be judged"
+            )
+        unit_problems, unknown = _unit_problems(fact(lv, "units"), [unit])
+        if unknown:
+            return Result.error(f"systemctl could not tell the state of {unit}")
+        problems += unit_problems
+        what = unit
+    else:  # classic: listen_tcp/listen_tls in libvirtd.conf and --listen in the defaults file
+        entry = _daemon_conf(facts, layout)
+        if entry.get("exists") and entry.get("keys") is None:
+            return Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
+        key = f"listen_{transport}"
+        value = (entry.get("keys") or {}).get(key, 0)
+        if value != 1:
+            problems.append(f"{key} = {value}")
+        if not {"--listen", "-l"} & set(_words(lv.get("defaults_args"))):
+            problems.append(f"no --listen in {lv.get('defaults_file') or 'the daemon defaults'}")
+        what = f"{key} = 1, --listen"
+    if problem is not None:
+        return problem
+    assert endpoints is not None
+    if not endpoints:
+        problems.append(f"nothing listens on TCP port {port}")
+    if problems:
+        return Result.fail(", ".join(problems))
+    return Result.passed(f"{what}; listening on {', '.join(endpoints)}")
+
+
+def unauthenticated_tcp(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-006. auth_tcp = "none" is only a problem where someone else can reach the port."""
+    port = PORTS["tcp"]
+    listen = fact(facts, "listen")
+    sockets = listen.get("sockets")
+    if sockets is None:
+        return Result.error(f"cannot read the listening sockets: {listen.get('error')}")
+    exposed = [
+        _endpoint(s)
+        for s in sockets
+        if s.get("port") == port and not _is_loopback(str(s.get("address")))
+    ]
+    if not exposed:
+        return Result.passed(f"no TCP listener on a non-loopback address (port {port})")
+    entry = _daemon_conf(facts, str(fact(facts, "libvirt", "layout")))
+    if entry.get("exists") and entry.get("keys") is None:
+        why = f"cannot read {entry['path']}: {entry.get('error')}"
+        return Result.error(f"listening on {', '.join(exposed)} and {why}")
+    auth = (entry.get("keys") or {}).get("auth_tcp", DEFAULT_AUTH_TCP)
+    if auth != "none":
+        return Result.passed(f'auth_tcp = "{auth}" on {", ".join(exposed)}')
+    message = (
+        f'auth_tcp = "none" and listening on {", ".join(exposed)}: '
+        "whoever reaches the port controls the VMs"
+    )
+    if expect.libvirt_tcp_allow_unauthenticated:
+        return Result.warn(f"{message} (allowed by kvm_host_libvirt_tcp_allow_unauthenticated)")
+    return Result.fail(message)
+
+
+def listen_with_socket_activation(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-007. libvirtd refuses to start with --listen when systemd passes it the sockets."""
+    lv = fact(facts, "libvirt")
+    layout = fact(lv, "layout")
+    if layout != "socket":
+        return Result.skip(f"libvirtd is not socket-activated here ({layout} layout)")
+    args = lv.get("defaults_args")
+    if {"--listen", "-l"} & set(_words(args)):
+        return Result.fail(
+            f"{lv.get('defaults_file')} passes {args!r} to a socket-activated libvirtd"
+        )
+    return Result.passed("no --listen in the daemon arguments")

@@ -1,0 +1,1 @@
+"""Renderers of ``kvmprep check`` reports: ``table`` (terminal) and ``json`` (machine)."""

@@ -1,0 +1,86 @@
+"""The terminal report, in the style of virt-host-validate: one line per control per host."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TextIO
+
+from kvmprep.controls.evaluate import HostReport, Verdict, host_verdict
+from kvmprep.controls.model import Status
+from kvmprep.progress import BOLD_RED, GREEN, RED, YELLOW, paint
+
+STATUS_COLOR = {
+    Status.PASS: GREEN,
+    Status.WARN: YELLOW,
+    Status.FAIL: BOLD_RED,
+    Status.SKIP: "2",  # dim
+    Status.ERROR: RED,
+}
+VERDICT_COLOR = {
+    Verdict.COMPLIANT: GREEN,
+    Verdict.NON_COMPLIANT: BOLD_RED,
+    Verdict.NOT_EVALUATED: RED,
+}
+# Wide enough for the longest title, so that the statuses line up.
+TITLE_WIDTH = 44
+
+
+def control_lines(report: HostReport, *, color: bool = False, quiet: bool = False) -> list[str]:
+    """``  KVM-001  CPU virtualization extensions ....... WARN (hint)`` for each control."""
+    if report.error:
+        return [f"  {paint('ERROR', RED, color=color)} {report.error}"]
+    lines = []
+    for result in report.results:
+        if quiet and result.status is Status.PASS:
+            continue
+        title = f"{result.control.title} ".ljust(TITLE_WIDTH, ".")
+        status = paint(str(result.status), STATUS_COLOR[result.status], color=color)
+        hint = f" ({result.message})" if result.message else ""
+        lines.append(f"  {result.control.id:<8} {title} {status}{hint}")
+    return lines
+
+
+def host_summary(report: HostReport, *, color: bool = False, strict: bool = False) -> str:
+    verdict = host_verdict(report, strict=strict)
+    counts = ", ".join(
+        f"{report.count(status)} {status}" for status in Status if report.count(status)
+    )
+    return f"{report.name}: {paint(verdict, VERDICT_COLOR[verdict], color=color)} ({counts})"
+
+
+def fleet_summary(
+    reports: Sequence[HostReport], *, color: bool = False, strict: bool = False
+) -> str:
+    verdicts = [host_verdict(r, strict=strict) for r in reports]
+    parts = [
+        paint(f"{verdicts.count(v)} {v}", VERDICT_COLOR[v], color=color)
+        for v in (Verdict.COMPLIANT, Verdict.NON_COMPLIANT, Verdict.NOT_EVALUATED)
+        if verdicts.count(v)
+    ]
+    hosts = f"{len(reports)} host{'s' if len(reports) != 1 else ''}"
+    return f"fleet: {hosts}, {', '.join(parts) or 'nothing evaluated'}"
+
+
+def render_table(
+    reports: Sequence[HostReport],
+    stream: TextIO,
+    *,
+    color: bool = False,
+    quiet: bool = False,
+    strict: bool = False,
+) -> None:
+    """Every host's control lines and summary line, then the fleet line."""
+    for report in reports:
+        lines = control_lines(report, color=color, quiet=quiet)
+        if lines:
+            stream.write(f"{report.name}\n" + "".join(f"{line}\n" for line in lines))
+    render_summary(reports, stream, color=color, strict=strict)
+
+
+def render_summary(
+    reports: Sequence[HostReport], stream: TextIO, *, color: bool = False, strict: bool = False
+) -> None:
+    """Only the per-host summary lines and the fleet line."""
+    lines = [host_summary(r, color=color, strict=strict) for r in reports]
+    lines.append(fleet_summary(reports, color=color, strict=strict))
+    stream.write("".join(f"{line}\n" for line in lines))

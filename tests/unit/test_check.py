@@ -1,0 +1,192 @@
+"""kvmprep check: the report renderers, the exit status, the runner's part, and a real run."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+from test_controls import load
+
+from kvmprep import check, content, runner
+from kvmprep.cli import main
+from kvmprep.controls.catalog import CATALOG
+from kvmprep.controls.evaluate import HostReport, evaluate_host
+from kvmprep.controls.model import Expect
+from kvmprep.exitcodes import ExitStatus
+from kvmprep.report import json as json_report
+from kvmprep.report import table
+
+IDS = [c.id for c in CATALOG]
+
+
+def _report(name: str, host: str | None = None) -> HostReport:
+    return evaluate_host(host or name, load(name), Expect())
+
+
+def _unreachable(host: str) -> HostReport:
+    return evaluate_host(host, None, error="unreachable: ssh: connect timed out")
+
+
+# --- exit status ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("names", "strict", "status"),
+    [
+        (["debian12-converged"], False, ExitStatus.OK),
+        (["debian12-converged"], True, ExitStatus.FAILED),  # KVM-001/KVM-005 WARN
+        (["debian12-converged", "debian12-drift"], False, ExitStatus.FAILED),
+        (["debian12-unprivileged"], False, ExitStatus.UNREACHABLE),  # ERROR, no FAIL
+        (["debian12-unprivileged", "libvirt-0.8.7"], False, ExitStatus.FAILED),
+        (["debian12-converged", None], False, ExitStatus.UNREACHABLE),
+        (["debian12-drift", None], False, ExitStatus.FAILED),
+    ],
+)
+def test_exit_status(names: list[str | None], strict: bool, status: ExitStatus) -> None:
+    reports = [_report(n, f"h{i}") if n else _unreachable(f"h{i}") for i, n in enumerate(names)]
+    assert check.exit_status(reports, strict=strict) is status
+
+
+# --- table ---------------------------------------------------------------------------------
+
+
+def test_table_lines_and_summaries() -> None:
+    out = io.StringIO()
+    reports = [_report("debian12-converged", "dev12"), _report("debian12-drift", "dev12b")]
+    table.render_table(reports, out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "dev12"
+    assert lines[1] == (
+        "  KVM-001  CPU virtualization extensions .............. WARN (no vmx/svm in "
+        "/proc/cpuinfo, but /dev/kvm creates VMs (nested or paravirtual KVM))"
+    )
+    assert sum(1 for line in lines if line.startswith("  ")) == 2 * len(IDS)
+    assert lines[-3] == "dev12: compliant (12 PASS, 2 WARN, 1 SKIP)"
+    assert lines[-2] == "dev12b: non-compliant (9 PASS, 2 WARN, 3 FAIL, 1 SKIP)"
+    assert lines[-1] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_table_quiet_colour_and_unreachable() -> None:
+    out = io.StringIO()
+    reports = [_report("debian12-drift", "a"), _unreachable("b")]
+    table.render_table(reports, out, quiet=True, color=True)
+    text = out.getvalue()
+    assert "....... PASS" not in text
+    assert "LV-001" in text
+    assert "\x1b[1;31mFAIL\x1b[0m" in text
+    assert "b\n  \x1b[31mERROR\x1b[0m unreachable: ssh: connect timed out\n" in text
+    assert "1 not evaluated" in text
+
+
+# --- json ----------------------------------------------------------------------------------
+
+
+def test_json_document() -> None:
+    reports = [_report("debian12-drift", "a"), _unreachable("b")]
+    doc = json_report.document(reports, exit_status=2)
+    assert doc["schema"] == "kvmprep.check/1"
+    assert list(doc["hosts"]["a"]["controls"]) == IDS
+    assert doc["hosts"]["a"]["controls"]["LV-001"]["status"] == "FAIL"
+    assert doc["hosts"]["a"]["verdict"] == "non-compliant"
+    assert doc["hosts"]["b"]["error"].startswith("unreachable")
+    assert doc["summary"] == {
+        "hosts": 2,
+        "compliant": [],
+        "non_compliant": ["a"],
+        "not_evaluated": ["b"],
+        "counts": {"PASS": 9, "WARN": 2, "FAIL": 3, "SKIP": 1, "ERROR": len(IDS)},
+    }
+    out = io.StringIO()
+    json_report.render_json(reports, out, exit_status=2)
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(doc))
+
+
+# --- runner: the facts of one task, the module path ------------------------------------------
+
+
+def test_run_state_keeps_the_result_of_captured_tasks() -> None:
+    state = runner.RunState(capture=frozenset({"probe"}))
+    state({"event": "runner_on_ok", "event_data": {"host": "a", "task": "probe", "res": {"x": 1}}})
+    state({"event": "runner_on_ok", "event_data": {"host": "a", "task": "other", "res": {}}})
+    assert state.results == {"a": {"probe": {"x": 1}}}
+
+
+def test_library_path_is_prepended(tmp_path: Path) -> None:
+    env = runner.ansible_environment(
+        {"ANSIBLE_LIBRARY": "/mine"}, library_path=Path("/kvmprep/lib"), cwd=tmp_path
+    )
+    assert env["ANSIBLE_LIBRARY"] == "/kvmprep/lib:/mine"
+    assert "ANSIBLE_LIBRARY" not in runner.ansible_environment({}, cwd=tmp_path)
+    assert (content.library_path() / "kvm_host_probe.py").is_file()
+
+
+def test_reports_from_a_run_without_facts(tmp_path: Path) -> None:
+    result = runner.RunResult(
+        hosts=(runner.HostState("down", unreachable=1, message="timed out"),),
+        artifact_dir=tmp_path,
+        runner_status="failed",
+        rc=4,
+    )
+    (report,) = check.reports_from_run(result)
+    assert report.error == "unreachable: timed out"
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+def test_controls_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["controls", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in doc["controls"]] == IDS
+    assert main(["controls"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("KVM-001  high")
+
+
+def test_check_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--format", "xml"]) == ExitStatus.USAGE
+    assert main(["check", "-i", "/nonexistent"]) == ExitStatus.USAGE
+    assert main(["check", "-o", "/nonexistent/dir/report.json"]) == ExitStatus.USAGE
+
+
+@pytest.mark.ansible
+def test_check_this_machine_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real run on this machine (local connection): the JSON agrees with the exit status."""
+    status = main(["check", "--format", "json"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    (host,) = doc["hosts"].values()
+    assert list(host["controls"]) == IDS
+    statuses = {c["status"] for c in host["controls"].values()}
+    if "FAIL" in statuses:
+        assert status == ExitStatus.FAILED
+    elif "ERROR" in statuses:
+        assert status == ExitStatus.UNREACHABLE
+    else:
+        assert status == ExitStatus.OK
+    assert doc["exit_status"] == status
+    assert "fleet: 1 host" in captured.err
+    # --output: the file gets the report, the terminal only the summary.
+    out = tmp_path / "report.txt"
+    assert main(["check", "--output", str(out), "--quiet"]) == status
+    err = capsys.readouterr().err
+    assert "KVM-002" not in err
+    assert f"report written to {out}" in err
+    assert "fleet: 1 host" in out.read_text()
+
+
+@pytest.mark.ansible
+def test_check_unreachable_host(capsys: pytest.CaptureFixture[str]) -> None:
+    inventory = FIXTURES / "inventory_unreachable.ini"
+    status = main(["check", "-i", str(inventory), "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    closed = doc["hosts"]["closed"]
+    assert closed["verdict"] == "not evaluated"
+    assert closed["error"].startswith("unreachable: ")
+    assert {c["status"] for c in closed["controls"].values()} == {"ERROR"}
+    # The local host is still audited; its FAIL, if any, outweighs the unreachable host.
+    local_failed = doc["hosts"]["localhost"]["verdict"] == "non-compliant"
+    assert status == (ExitStatus.FAILED if local_failed else ExitStatus.UNREACHABLE)

@@ -1,0 +1,296 @@
+"""The controls' judges, against facts recorded on real hosts and edited variants of them.
+
+Recorded with kvm_host_probe (all gather groups): debian12/13-converged on the lab's
+converged Debian 12 and 13 containers, lab-host-no-libvirt on the lab machine itself (KVM
+built in with the kvm_pvm paravirtual backend, no vmx/svm flag, no libvirt, no systemd).
+The others are debian12-converged with one drift each (see their names).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+from conftest import FIXTURES, REPO_ROOT
+
+from kvmprep.controls import accounts, apparmor, kvm, libvirt, packages
+from kvmprep.controls.catalog import CATALOG, by_id
+from kvmprep.controls.evaluate import evaluate_host
+from kvmprep.controls.model import Expect, Result, Status
+
+FACTS = FIXTURES / "facts"
+P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
+IDS = [c.id for c in CATALOG]
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FACTS / f"{name}.json").read_text())
+
+
+CONVERGED = dict(zip(IDS, [W, P, P, W, P, P, P, P, P, P, P, P, P, P, S], strict=True))
+
+EXPECTED: dict[str, dict[str, Status]] = {
+    "debian12-converged": CONVERGED,
+    "debian13-converged": CONVERGED,
+    "lab-host-no-libvirt": dict(
+        zip(IDS, [W, P, F, W, F, F, F, F, F, F, P, S, F, F, S], strict=True)
+    ),
+    "debian12-drift": {**CONVERGED, "LV-001": F, "USR-002": F, "LV-005": F},
+    "debian12-socket-listen": {**CONVERGED, "LV-007": F},
+    "debian12-auth-none": {**CONVERGED, "LV-006": F},
+    "libvirt-0.8.7": {**CONVERGED, "PKG-001": F},
+    "debian12-unprivileged": {**CONVERGED, "KVM-001": E, "LV-001": E, "LV-002": E, "LV-006": E},
+    "debian12-mixed-daemons": {**CONVERGED, "LV-003": F},
+    "debian12-idle-socket-activated": CONVERGED,
+}
+
+
+def test_every_fixture_is_tested() -> None:
+    assert {p.stem for p in FACTS.glob("*.json")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_statuses(name: str) -> None:
+    report = evaluate_host(name, load(name), Expect())
+    got = {r.control.id: r.status for r in report.results}
+    assert got == EXPECTED[name], {r.control.id: r.message for r in report.results}
+    assert all(r.message for r in report.results if r.status is not Status.PASS)
+
+
+def test_catalog_is_complete_data() -> None:
+    assert len(IDS) == len(set(IDS))
+    for control in CATALOG:
+        assert all(control.as_dict().values()), control.id
+    assert by_id("LV-006").severity == "critical"
+
+
+def test_expect_defaults_match_the_role_defaults() -> None:
+    defaults = yaml.safe_load((REPO_ROOT / "roles/kvm_host/defaults/main.yml").read_text())
+    assert Expect.from_vars(defaults) == Expect()
+    check_yml = (REPO_ROOT / "playbooks/check.yml").read_text()
+    for name in Expect.__dataclass_fields__:
+        assert f"kvm_host_{name}:" in check_yml, name
+
+
+def test_expect_from_inventory_values() -> None:
+    expect = Expect.from_vars(
+        {
+            "kvm_host_oneadmin_uid": "1000",
+            "kvm_host_libvirt_tcp_allow_unauthenticated": "true",
+            "kvm_host_migration_transport": None,  # unset in the inventory
+            "kvm_host_libvirt_sasl_password": "never-used",
+        }
+    )
+    assert expect.oneadmin_uid == 1000
+    assert expect.libvirt_tcp_allow_unauthenticated is True
+    assert expect.migration_transport == "tcp"
+
+
+def test_a_judge_that_breaks_is_an_error_not_a_crash() -> None:
+    facts = load("debian12-converged")
+    del facts["listen"]
+    facts["kvm"] = "garbage"
+    report = evaluate_host("h", facts)
+    got = {r.control.id: r for r in report.results}
+    assert got["LV-005"].status is E
+    assert got["LV-005"].message == "fact listen was not gathered"
+    assert got["KVM-001"].status is E
+
+
+def test_unreachable_host_has_every_control_as_error() -> None:
+    report = evaluate_host("h", None, error="unreachable: timed out")
+    assert [r.control.id for r in report.results] == IDS
+    assert {r.status for r in report.results} == {E}
+    assert report.error == "unreachable: timed out"
+
+
+# --- KVM ---------------------------------------------------------------------------------
+
+
+def _kvm(**changes: Any) -> dict[str, Any]:
+    facts = load("debian12-converged")
+    facts["kvm"].update(changes)
+    return facts
+
+
+def test_kvm_001() -> None:
+    assert kvm.cpu_extensions(_kvm(vt_flags=["vmx"]), Expect()) == Result.passed("vmx")
+    result = kvm.cpu_extensions(_kvm(), Expect())
+    assert result.status is W
+    assert "paravirtual" in result.message
+    broken = _kvm(usable=False)
+    broken["kvm"]["dev_kvm"].update(exists=False, error="No such file or directory")
+    result = kvm.cpu_extensions(broken, Expect())
+    assert result.status is F
+    assert "No such file or directory" in result.message
+
+
+def test_kvm_002() -> None:
+    absent = {"kvm": "absent", "kvm_intel": "absent", "kvm_amd": "absent"}
+    assert kvm.kvm_modules(_kvm(modules=absent), Expect()).status is F
+    no_backend = {**absent, "kvm": "loaded"}
+    assert "no vendor backend" in kvm.kvm_modules(_kvm(modules=no_backend), Expect()).message
+    loaded = {**absent, "kvm": "loaded", "kvm_intel": "loaded"}
+    assert kvm.kvm_modules(_kvm(modules=loaded), Expect()) == Result.passed(
+        "kvm (loaded), kvm_intel (loaded)"
+    )
+
+
+def test_kvm_003_follows_the_inventory() -> None:
+    facts = load("debian12-converged")
+    assert kvm.dev_kvm(facts, Expect(kvm_device_mode="0666")).status is F
+    facts["kvm"]["dev_kvm"]["char_device"] = False
+    assert kvm.dev_kvm(facts, Expect()).status is F
+
+
+def test_kvm_005_missing_tun_fails() -> None:
+    facts = load("debian12-converged")
+    facts["devices"]["/dev/net/tun"].update(exists=False, error="No such file or directory")
+    assert kvm.net_devices(facts, Expect()).status is F
+    facts = load("debian12-converged")
+    facts["devices"]["/dev/vhost-net"].update(exists=True, char_device=True)
+    assert kvm.net_devices(facts, Expect()).status is P
+
+
+# --- packages ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [("0.4.0", P), ("0.3.9", F), ("0.8.7", F), ("0.8.8", P), ("9.0.0", P), ("10", P), ("x", E)],
+)
+def test_pkg_001(version: str, status: Status) -> None:
+    facts = {"packages": {"daemon_version": version}}
+    assert packages.libvirt_version(facts, Expect()).status is status
+
+
+def test_pkg_002_names_what_is_missing() -> None:
+    facts = load("lab-host-no-libvirt")
+    assert packages.qemu_and_tools(facts, Expect()) == Result.fail(
+        "missing: qemu-system-*, qemu-img, ruby"
+    )
+
+
+# --- libvirt -------------------------------------------------------------------------------
+
+
+def test_lv_001_002_values() -> None:
+    facts = load("debian12-converged")
+    keys = facts["config"]["qemu.conf"]["keys"]
+    del keys["dynamic_ownership"]
+    assert "not set" in libvirt.dynamic_ownership(facts, Expect()).message
+    keys["user"] = "root"
+    result = libvirt.qemu_user(facts, Expect())
+    assert result.status is F
+    assert "user = 'root'" in result.message
+    assert libvirt.qemu_user(load("debian12-converged"), Expect(oneadmin_user="one")).status is F
+    facts["config"]["qemu.conf"]["invalid"] = ["dynamic_ownership"]
+    assert "does not parse" in libvirt.dynamic_ownership(facts, Expect()).message
+
+
+def test_lv_003_socket_units_must_be_up() -> None:
+    facts = load("debian12-converged")
+    facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="disabled", active="inactive")
+    result = libvirt.daemon_layout(facts, Expect())
+    assert result == Result.fail("socket layout: libvirtd.socket disabled/inactive")
+    facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="unknown", active="unknown")
+    assert libvirt.daemon_layout(facts, Expect()).status is E
+
+
+def test_lv_003_classic_and_modular() -> None:
+    facts = load("debian12-converged")
+    facts["libvirt"]["layout"] = "classic"
+    facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="masked", active="inactive")
+    assert libvirt.daemon_layout(facts, Expect()).status is P
+    facts["libvirt"]["units"]["libvirtd.service"].update(active="failed")
+    assert libvirt.daemon_layout(facts, Expect()).status is F
+    modular = load("debian12-converged")
+    modular["libvirt"]["layout"] = "modular"
+    for unit in ("libvirtd.service", "libvirtd.socket"):
+        modular["libvirt"]["units"][unit].update(enabled="disabled", active="inactive")
+    modular["libvirt"]["units"]["virtqemud.socket"] = {
+        "present": True,
+        "enabled": "enabled",
+        "active": "active",
+    }
+    assert libvirt.daemon_layout(modular, Expect()).status is P
+
+
+def test_lv_005_classic_needs_listen_tcp_and_the_option() -> None:
+    facts = load("debian12-converged")
+    facts["libvirt"]["layout"] = "classic"
+    result = libvirt.listener(facts, Expect())
+    assert result == Result.fail("listen_tcp = 0, no --listen in /etc/default/libvirtd")
+    facts["config"]["libvirtd.conf"]["keys"]["listen_tcp"] = 1
+    facts["libvirt"]["defaults_args"] = "--listen"
+    assert libvirt.listener(facts, Expect()).status is P
+
+
+def test_lv_005_transport() -> None:
+    facts = load("debian12-converged")
+    assert libvirt.listener(facts, Expect(migration_transport="ssh")).status is S
+    result = libvirt.listener(facts, Expect(migration_transport="tls"))
+    assert result.status is F
+    assert "libvirtd-tls.socket disabled/inactive" in result.message
+    assert "16514" in result.message
+    facts["listen"] = {"sockets": None, "error": "/proc/net/tcp: Permission denied"}
+    assert libvirt.listener(facts, Expect()).status is E
+
+
+def test_lv_006_loopback_and_opt_in() -> None:
+    facts = load("debian12-auth-none")
+    assert libvirt.unauthenticated_tcp(facts, Expect()).status is F
+    opted_in = Expect(libvirt_tcp_allow_unauthenticated=True)
+    assert libvirt.unauthenticated_tcp(facts, opted_in).status is W
+    for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        facts["listen"]["sockets"] = [{"address": address, "family": "ipv4", "port": 16509}]
+        assert libvirt.unauthenticated_tcp(facts, Expect()).status is P, address
+    facts["listen"]["sockets"] = [{"address": "::", "family": "ipv6", "port": 16509}]
+    del facts["config"]["libvirtd.conf"]["keys"]["auth_tcp"]  # libvirt's default: sasl
+    assert libvirt.unauthenticated_tcp(facts, Expect()).status is P
+
+
+def test_lv_007_only_for_socket_activation() -> None:
+    facts = load("debian12-socket-listen")
+    assert (
+        "--listen --timeout 120" in libvirt.listen_with_socket_activation(facts, Expect()).message
+    )
+    facts["libvirt"]["layout"] = "classic"
+    assert libvirt.listen_with_socket_activation(facts, Expect()).status is S
+
+
+# --- accounts, AppArmor --------------------------------------------------------------------
+
+
+def test_usr_001_ids_and_home() -> None:
+    facts = load("debian12-converged")
+    result = accounts.oneadmin_account(facts, Expect(oneadmin_uid=1000, oneadmin_gid=1000))
+    assert result == Result.fail("uid 9869 (want 1000), gid 9869 (want 1000)")
+    facts["accounts"]["home"]["owner"] = "root"
+    assert "owned by root" in accounts.oneadmin_account(facts, Expect()).message
+
+
+def test_usr_002_libvirtd_group_name() -> None:
+    facts = load("debian12-converged")
+    groups = facts["accounts"]["groups"]
+    groups["libvirtd"], groups["libvirt"] = groups["libvirt"], None
+    facts["accounts"]["user_groups"] = ["kvm", "libvirtd", "oneadmin"]
+    assert accounts.oneadmin_groups(facts, Expect()) == Result.passed("in kvm, libvirtd")
+    assert accounts.oneadmin_groups(facts, Expect(libvirt_group="libvirt")).status is F
+
+
+def test_aa_001() -> None:
+    facts = load("debian12-converged")
+    assert apparmor.datastore_rule(facts, Expect()).status is S
+    aa = facts["libvirt"]["apparmor"]
+    aa["enabled"] = True
+    assert apparmor.datastore_rule(facts, Expect()).status is P  # apply wrote it anyway
+    rules, aa["rules"] = aa["rules"], []
+    assert apparmor.datastore_rule(facts, Expect()).status is F
+    aa["rules"] = rules
+    assert apparmor.datastore_rule(facts, Expect()).status is P
+    assert apparmor.datastore_rule(facts, Expect(apparmor_datastore_path="/srv/one")).status is F
+    aa["abstraction"] = False
+    assert apparmor.datastore_rule(facts, Expect()).status is S

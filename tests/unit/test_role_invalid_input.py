@@ -1,0 +1,57 @@
+"""The kvm_host role refuses bad or unsafe input before its first change, through the same
+`kvmprep apply` users run. Each case fails in argument validation or preflight, so these runs
+touch nothing on this machine (and run in check mode besides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvmprep.cli import main
+from kvmprep.exitcodes import ExitStatus
+
+INVENTORY = Path(__file__).parent / "fixtures" / "inventory_local.ini"
+
+pytestmark = pytest.mark.ansible
+
+
+def apply(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    args = ["apply", "-i", str(INVENTORY), "--check"]
+    for item in extra:
+        args += ["-e", item]
+    status = main(args)
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["kvm_host_migration_transport=udp"], "kvm_host_migration_transport"),
+        (["kvm_host_oneadmin_uid=many"], "kvm_host_oneadmin_uid"),
+        (["kvm_host_libvirt_layout=systemd"], "kvm_host_libvirt_layout"),
+    ],
+)
+def test_argument_specs_reject_bad_values(capsys, extra, expected) -> None:
+    status, err = apply(capsys, "kvm_host_libvirt_sasl_password=x", *extra)
+    assert status == ExitStatus.FAILED
+    assert expected in err
+    assert "Validating arguments" in err
+
+
+def test_tcp_without_sasl_password_is_refused(capsys) -> None:
+    status, err = apply(capsys)
+    assert status == ExitStatus.FAILED
+    assert "kvm_host_libvirt_sasl_password is empty" in err
+
+
+def test_unauthenticated_tcp_needs_the_explicit_opt_in(capsys) -> None:
+    status, err = apply(capsys, "kvm_host_libvirt_tcp_auth=none")
+    assert status == ExitStatus.FAILED
+    assert "kvm_host_libvirt_tcp_allow_unauthenticated" in err
+
+
+def test_tls_without_certificates_is_refused(capsys) -> None:
+    status, err = apply(capsys, "kvm_host_migration_transport=tls")
+    assert status == ExitStatus.FAILED
+    assert "kvm_host_libvirt_tls_ca_cert" in err
