@@ -4,6 +4,10 @@ authenticated TCP listener."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -190,3 +194,39 @@ def test_domain_live_migrates_there_and_back(lab_domain):
     migrate(second, HOSTS[0])
     assert domain_state(first) == "running"
     assert domain_state(second) == "absent"
+
+
+# --- the CLI users run, against the converged lab ------------------------------------------
+
+
+def kvmprep(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("kvmprep")), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_kvmprep_apply_again_changes_nothing():
+    result = kvmprep("apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"])
+    assert result.returncode == 0, result.stderr
+    rows = {
+        cells[0]: cells
+        for cells in (line.split() for line in result.stderr.splitlines())
+        if cells and cells[0] in HOSTS
+    }
+    assert set(rows) == set(HOSTS), result.stderr
+    for cells in rows.values():
+        # HOST OK CHANGED FAILED UNREACHABLE SKIPPED STATUS
+        assert cells[2] == "0", result.stderr
+        assert cells[3] == "0", result.stderr
+
+
+def test_kvmprep_check_finds_the_converged_hosts_compliant():
+    result = kvmprep("check", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema"] == "kvmprep.check/1"
+    assert set(report["hosts"]) == set(HOSTS)
+    for name in HOSTS:
+        host = report["hosts"][name]
+        assert host["verdict"] == "compliant", host
+        for control in ("LV-001", "LV-002", "LV-005", "LV-006", "USR-001", "USR-002"):
+            assert host["controls"][control]["status"] == "PASS", (name, control, host)
