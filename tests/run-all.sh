@@ -15,7 +15,7 @@ step "system packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  podman runc netavark aardvark-dns conmon debootstrap ca-certificates python3-venv \
+  podman runc netavark aardvark-dns conmon debootstrap ca-certificates python3-venv chromium \
   >/dev/null
 
 step "python packages (venv $venv)"
@@ -36,13 +36,23 @@ if [ "$rc" -eq 5 ]; then echo "no unit tests were collected" >&2; exit 1; fi
 
 step "lab images"
 lab/build-images bookworm trixie
-mkdir -p "$KVMPREP_LAB_CACHE/bookworm" "$KVMPREP_LAB_CACHE/trixie"
+scenarios=(default classic-tls)
+for scenario in "${scenarios[@]}"; do
+  mkdir -p "$KVMPREP_LAB_CACHE/$scenario/bookworm" "$KVMPREP_LAB_CACHE/$scenario/trixie"
+done
 
 cleanup() {
-  molecule destroy -s default >/dev/null 2>&1 || true
-  podman network rm -f kvmprep-lab >/dev/null 2>&1 || true
+  for scenario in "${scenarios[@]}"; do
+    molecule destroy -s "$scenario" >/dev/null 2>&1 || true
+  done
+  podman network rm -f kvmprep-lab kvmprep-lab-tls >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-step "molecule scenario default (Debian 12 + Debian 13, live migration)"
-molecule test -s default
+# default: socket-activated libvirtd, TCP listener with SASL. classic-tls: libvirtd as a classic
+# daemon (--listen), TLS listener with x509 certificates. Both: Debian 12 + Debian 13 hosts, a KVM
+# domain run by oneadmin live-migrating between them.
+for scenario in "${scenarios[@]}"; do
+  step "molecule scenario $scenario"
+  molecule test -s "$scenario"
+done

@@ -37,7 +37,8 @@ def _source_files(top: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("hatchling", reason="building the wheel needs hatchling")
+    import hatchling  # noqa: F401  (the test extra installs it; a missing one must fail)
+
     out = tmp_path_factory.mktemp("wheel")
     # No build isolation: hatchling from this environment, no package index needed (~3 s).
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
