@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kvmprep import content, runner
-from kvmprep.controls.evaluate import HostReport, evaluate_host
+from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
 from kvmprep.controls.model import Expect, Status
 from kvmprep.exitcodes import ExitStatus
 
@@ -74,18 +74,18 @@ def run_check(
 
 
 def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
-    reports = []
+    """Judge every host of the run together: fleet controls compare them."""
+    inputs = []
     for host in sorted(result.hosts, key=lambda h: h.name):
         res: Mapping[str, Any] | None = (result.task_results.get(host.name) or {}).get(PROBE_TASK)
         if res is None or not isinstance(res.get("probe"), Mapping):
             why = host.message or "the facts probe did not run"
             prefix = "unreachable" if host.unreachable else "probe failed"
-            reports.append(evaluate_host(host.name, None, error=f"{prefix}: {why}"))
+            inputs.append(HostInput(host.name, None, error=f"{prefix}: {why}"))
             continue
-        reports.append(
-            evaluate_host(host.name, res["probe"], Expect.from_vars(res.get("expect") or {}))
-        )
-    return tuple(reports)
+        expect = Expect.from_vars(res.get("expect") or {})
+        inputs.append(HostInput(host.name, res["probe"], expect))
+    return evaluate_fleet(inputs)
 
 
 def exit_status(reports: Sequence[HostReport], *, strict: bool = False) -> ExitStatus:

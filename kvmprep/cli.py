@@ -14,9 +14,12 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from kvmprep.exitcodes import ExitStatus, KvmprepError
+
+if TYPE_CHECKING:
+    from kvmprep.controls.evaluate import HostReport
 
 PROG = "kvmprep"
 
@@ -31,6 +34,9 @@ exit codes:
        and none failed
   130  interrupted (Ctrl-C); the hosts that may be partially changed are listed
 """
+
+#: ``check --format``: the terminal table, then the machine or document formats.
+REPORT_FORMATS = ("table", "json", "junit", "html")
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -124,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit hosts against the control catalog (changes nothing)",
         description="Audit the hosts of the kvm_hosts group (this machine without -i) against "
         "kvmprep's controls: one read-only module call per host, judged on this machine. "
-        "The report goes to stderr, --format json to stdout.",
+        "The report goes to stderr, --format json, junit and html to stdout.",
         epilog=EXIT_CODES,
         formatter_class=formatter,
     )
@@ -141,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--format",
-        choices=("table", "json"),
+        choices=REPORT_FORMATS,
         default="table",
-        help="table (terminal, on stderr) or json (schema kvmprep.check/1, on stdout)",
+        help="table (terminal, on stderr), json (schema kvmprep.check/1), junit (JUnit XML "
+        "for CI) or html (a self-contained fleet report); json, junit and html go to stdout",
     )
     check.add_argument(
         "-o",
@@ -335,7 +342,6 @@ def _check(args: argparse.Namespace) -> int:
 
     from kvmprep import check, runner
     from kvmprep.progress import Progress, use_color
-    from kvmprep.report import json as json_report
     from kvmprep.report import table
 
     color = use_color(sys.stderr)
@@ -370,22 +376,42 @@ def _check(args: argparse.Namespace) -> int:
         path = args.output.expanduser()
         try:
             with path.open("w", encoding="utf-8") as stream:
-                if args.format == "json":
-                    json_report.render_json(reports, stream, strict=args.strict, exit_status=status)
-                else:
-                    table.render_table(reports, stream, quiet=args.quiet, strict=args.strict)
+                _render_report(args, reports, stream, status)
         except OSError as exc:
             raise KvmprepError(f"--output {args.output}: {exc.strerror}") from exc
         table.render_summary(reports, sys.stderr, color=color, strict=args.strict)
         print(f"report written to {path}", file=sys.stderr)
-    elif args.format == "json":
-        json_report.render_json(reports, sys.stdout, strict=args.strict, exit_status=status)
-        table.render_summary(reports, sys.stderr, color=color, strict=args.strict)
-    else:
+    elif args.format == "table":
         table.render_table(reports, sys.stderr, color=color, quiet=args.quiet, strict=args.strict)
+    else:
+        _render_report(args, reports, sys.stdout, status)
+        table.render_summary(reports, sys.stderr, color=color, strict=args.strict)
     if run.error:
         print(f"Ansible reported an error not attributed to a host:\n{run.error}", file=sys.stderr)
     return status
+
+
+def _render_report(
+    args: argparse.Namespace, reports: Sequence[HostReport], stream: TextIO, status: int
+) -> None:
+    """The report of ``check`` in ``--format``, to ``stream`` (a file or stdout)."""
+    # Each renderer is imported only when chosen: the table is all most runs need.
+    if args.format == "json":
+        from kvmprep.report import json as json_report
+
+        json_report.render_json(reports, stream, strict=args.strict, exit_status=status)
+    elif args.format == "junit":
+        from kvmprep.report import junit
+
+        junit.render_junit(reports, stream, strict=args.strict)
+    elif args.format == "html":
+        from kvmprep.report import html
+
+        html.render_html(reports, stream, strict=args.strict)
+    else:
+        from kvmprep.report import table
+
+        table.render_table(reports, stream, quiet=args.quiet, strict=args.strict)
 
 
 def _controls(args: argparse.Namespace) -> int:
@@ -397,7 +423,7 @@ def _controls(args: argparse.Namespace) -> int:
         json_report.render_catalog(CATALOG, sys.stdout)
         return ExitStatus.OK
     for control in CATALOG:
-        print(f"{control.id:<8} {control.severity:<8} {control.title}")
+        print(f"{control.id:<9} {control.severity:<8} {control.title}")
     return ExitStatus.OK
 
 

@@ -5,7 +5,7 @@ IDs are stable (DESIGN.md); only the controls implemented so far are registered 
 
 from __future__ import annotations
 
-from kvmprep.controls import accounts, apparmor, kvm, libvirt, packages
+from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
 from kvmprep.controls.model import Control, Severity
 
 CATALOG: tuple[Control, ...] = (
@@ -40,6 +40,19 @@ CATALOG: tuple[Control, ...] = (
         remediation="apply installs /etc/udev/rules.d/65-kvmprep-kvm.rules "
         '(KERNEL=="kvm", GROUP="kvm", MODE="0660") and sets the group and mode of /dev/kvm now',
         judge=kvm.dev_kvm,
+    ),
+    Control(
+        id="KVM-004",
+        title="/dev/kvm usable by the QEMU user",
+        severity=Severity.HIGH,
+        rationale="QEMU runs as oneadmin (user = oneadmin in qemu.conf) and must open /dev/kvm",
+        detection="as root, a child process drops to oneadmin's uid, gid and supplementary "
+        "groups, opens /dev/kvm and asks KVM_GET_API_VERSION (12), reporting through a pipe "
+        "(killed after 5 s); not root and not oneadmin: ERROR (needs root)",
+        remediation="apply installs /etc/udev/rules.d/65-kvmprep-kvm.rules "
+        '(KERNEL=="kvm", GROUP="kvm", MODE="0660"), sets the group and mode of /dev/kvm now and '
+        "adds oneadmin to kvm (`usermod -aG kvm oneadmin`)",
+        judge=kvm.dev_kvm_for_user,
     ),
     Control(
         id="KVM-005",
@@ -107,6 +120,21 @@ CATALOG: tuple[Control, ...] = (
         judge=libvirt.daemon_layout,
     ),
     Control(
+        id="LV-004",
+        title="oneadmin can use qemu:///system",
+        severity=Severity.HIGH,
+        rationale="oneadmin in the libvirtd group: the drivers run virsh as oneadmin",
+        detection="owner, group and mode of /run/libvirt/libvirt-sock (virtqemud-sock when "
+        "modular): world read-write, or a group of oneadmin with rw; then auth_unix_rw of "
+        'libvirtd.conf (virtqemud.conf): "none" passes, "polkit" (the default) needs a polkit '
+        "rule for org.libvirt.unix.manage naming a group of oneadmin, else WARN",
+        remediation='apply sets unix_sock_group = "libvirt", unix_sock_rw_perms = "0770", '
+        'auth_unix_rw = "none" in libvirtd.conf (virtqemud.conf when modular), writes '
+        "/etc/systemd/system/libvirtd.socket.d/kvmprep.conf (virtqemud.socket.d when modular: "
+        "SocketGroup=libvirt, SocketMode=0660), adds oneadmin to libvirt and restarts libvirt",
+        judge=access.qemu_system_access,
+    ),
+    Control(
         id="LV-005",
         title="migration listener",
         severity=Severity.HIGH,
@@ -142,6 +170,18 @@ CATALOG: tuple[Control, ...] = (
         judge=libvirt.listen_with_socket_activation,
     ),
     Control(
+        id="LV-008",
+        title="libvirt config files parse",
+        severity=Severity.HIGH,
+        rationale="the seed's qemu.conf and libvirtd.conf edits must leave files libvirt loads",
+        detection="qemu.conf, libvirtd.conf, virtqemud.conf, virtproxyd.conf scanned with "
+        "libvirt's grammar (key = value; int, quoted string or [list]; # comments): the first "
+        "unbalanced quote or bracket, or line that is not key = value, with file and line",
+        remediation="fix the named line by hand (apply edits only the keys it manages and keeps "
+        "a backup of each file it changes); then restart libvirt",
+        judge=libvirt.config_syntax,
+    ),
+    Control(
         id="USR-001",
         title="oneadmin account",
         severity=Severity.HIGH,
@@ -172,6 +212,32 @@ CATALOG: tuple[Control, ...] = (
         remediation="apply writes the rule to abstractions/libvirt-qemu.d/kvmprep-oneadmin"
         " (Debian 13) or local/abstractions/libvirt-qemu (Debian 12), checked by apparmor_parser",
         judge=apparmor.datastore_rule,
+    ),
+    Control(
+        id="FLEET-001",
+        title="libvirt host UUID unique across hosts",
+        severity=Severity.HIGH,
+        rationale="hosts accept live migrations from each other (libvirt -l)",
+        detection="per host, libvirt's rule: host_uuid in libvirtd.conf (virtqemud.conf when "
+        'modular); else host_uuid_source = "machine-id": /etc/machine-id; else the SMBIOS '
+        "product_uuid (/sys/devices/virtual/dmi/id, /sys/class/dmi/id); none: random at each "
+        "start. Hosts sharing one FAIL, naming each other",
+        remediation="manual (apply does not change it): set a distinct host_uuid, or "
+        'host_uuid_source = "machine-id" when cloned firmware repeats the SMBIOS UUID, in '
+        "libvirtd.conf (virtqemud.conf) and restart libvirt",
+        fleet_judge=fleet.unique_host_uuid,
+    ),
+    Control(
+        id="FLEET-002",
+        title="oneadmin uid/gid identical across hosts",
+        severity=Severity.HIGH,
+        rationale="user/group oneadmin, the same uid/gid on every host (shared datastores)",
+        detection="uid and gid of oneadmin on every evaluated host; the hosts that differ from "
+        "the value most hosts have (a tie goes to kvm_host_oneadmin_uid/gid) FAIL",
+        remediation="apply creates oneadmin with kvm_host_oneadmin_uid/gid (9869) on new hosts; "
+        "an existing account with other ids must be renumbered by hand (usermod -u, groupmod -g, "
+        "then chown its files)",
+        fleet_judge=fleet.same_oneadmin_ids,
     ),
 )
 

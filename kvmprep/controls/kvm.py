@@ -8,6 +8,8 @@ from typing import Any
 from kvmprep.controls.model import Expect, Result, fact
 
 _DENIED = ("Permission denied", "Operation not permitted")
+# The only KVM API version Linux has answered since 2.6.22.
+KVM_API_VERSION = 12
 
 
 def cpu_extensions(facts: Mapping[str, Any], expect: Expect) -> Result:
@@ -71,3 +73,19 @@ def net_devices(facts: Mapping[str, Any], expect: Expect) -> Result:
             "(VM networking works, slower)"
         )
     return Result.passed("/dev/net/tun, /dev/vhost-net")
+
+
+def dev_kvm_for_user(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """KVM-004. Root can always open /dev/kvm; what counts is QEMU's user, with its groups."""
+    probe = fact(facts, "access", "kvm_as_user")
+    user = probe.get("user") or expect.oneadmin_user
+    if probe.get("error") == f"no user {user}":
+        return Result.fail(f"user {user} does not exist")
+    if not probe.get("evaluated"):
+        return Result.error(f"/dev/kvm as {user}: {probe.get('error') or 'not evaluated'}")
+    version = probe.get("api_version")
+    groups = ", ".join(probe.get("groups") or []) or "none"
+    if version == KVM_API_VERSION:
+        return Result.passed(f"{user} (groups {groups}) opens /dev/kvm, API version {version}")
+    reason = probe.get("error") or f"API version {version}, want {KVM_API_VERSION}"
+    return Result.fail(f"{user} (groups {groups}) cannot use /dev/kvm: {reason}")

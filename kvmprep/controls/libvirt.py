@@ -252,3 +252,29 @@ def listen_with_socket_activation(facts: Mapping[str, Any], expect: Expect) -> R
             f"{lv.get('defaults_file')} passes {args!r} to a socket-activated libvirtd"
         )
     return Result.passed("no --listen in the daemon arguments")
+
+
+def config_syntax(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """LV-008. libvirt refuses to start on a config file it cannot parse: catch it before a
+    restart does."""
+    config: Mapping[str, Any] = fact(facts, "config")
+    broken, unreadable, checked = [], [], []
+    for entry in config.values():
+        if not entry.get("exists"):
+            continue
+        if entry.get("keys") is None:
+            unreadable.append(f"{entry['path']}: {entry.get('error')}")
+            continue
+        if "syntax_error" not in entry:  # an older probe
+            return Result.error(f"no syntax check of {entry['path']} was gathered")
+        error = entry["syntax_error"]
+        if error:
+            broken.append(f"{entry['path']}:{error['line']}: {error['message']}")
+        checked.append(entry["path"])
+    if broken:
+        return Result.fail("; ".join(broken))
+    if unreadable:
+        return Result.error("cannot read " + "; ".join(unreadable))
+    if not checked:
+        return Result.skip("no libvirt configuration file on this host")
+    return Result.passed(f"{', '.join(checked)} parse")

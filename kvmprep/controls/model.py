@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -113,20 +113,50 @@ Judge = Callable[[Mapping[str, Any], Expect], Result]
 
 
 @dataclass(frozen=True)
+class HostFacts:
+    """One evaluated host, as a fleet judge sees it."""
+
+    name: str
+    facts: Mapping[str, Any]
+    expect: Expect
+
+
+#: Judges all evaluated hosts at once; returns one result per host name.
+FleetJudge = Callable[[Sequence[HostFacts]], Mapping[str, Result]]
+
+
+class Scope(StrEnum):
+    HOST = "host"  # judged from one host's facts
+    FLEET = "fleet"  # judged across the hosts of a run, reported per host
+
+
+@dataclass(frozen=True)
 class Control:
+    """A host control has ``judge``; a fleet control has ``fleet_judge`` instead."""
+
     id: str
     title: str
     severity: Severity
     rationale: str  # the seed requirement it enforces
     detection: str  # how the facts are read
     remediation: str  # the change `kvmprep apply` makes, or the manual step
-    judge: Judge
+    judge: Judge | None = None
+    fleet_judge: FleetJudge | None = None
+
+    def __post_init__(self) -> None:
+        if (self.judge is None) == (self.fleet_judge is None):
+            raise ValueError(f"{self.id}: give exactly one of judge and fleet_judge")
+
+    @property
+    def scope(self) -> Scope:
+        return Scope.HOST if self.judge is not None else Scope.FLEET
 
     def as_dict(self) -> dict[str, str]:
         return {
             "id": self.id,
             "title": self.title,
             "severity": str(self.severity),
+            "scope": str(self.scope),
             "rationale": self.rationale,
             "detection": self.detection,
             "remediation": self.remediation,

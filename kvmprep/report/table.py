@@ -36,7 +36,7 @@ def control_lines(report: HostReport, *, color: bool = False, quiet: bool = Fals
         title = f"{result.control.title} ".ljust(TITLE_WIDTH, ".")
         status = paint(str(result.status), STATUS_COLOR[result.status], color=color)
         hint = f" ({result.message})" if result.message else ""
-        lines.append(f"  {result.control.id:<8} {title} {status}{hint}")
+        lines.append(f"  {result.control.id:<9} {title} {status}{hint}")
     return lines
 
 

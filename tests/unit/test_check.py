@@ -60,12 +60,12 @@ def test_table_lines_and_summaries() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "dev12"
     assert lines[1] == (
-        "  KVM-001  CPU virtualization extensions .............. WARN (no vmx/svm in "
+        "  KVM-001   CPU virtualization extensions .............. WARN (no vmx/svm in "
         "/proc/cpuinfo, but /dev/kvm creates VMs (nested or paravirtual KVM))"
     )
     assert sum(1 for line in lines if line.startswith("  ")) == 2 * len(IDS)
-    assert lines[-3] == "dev12: compliant (12 PASS, 2 WARN, 1 SKIP)"
-    assert lines[-2] == "dev12b: non-compliant (9 PASS, 2 WARN, 3 FAIL, 1 SKIP)"
+    assert lines[-3] == "dev12: compliant (17 PASS, 2 WARN, 1 SKIP)"
+    assert lines[-2] == "dev12b: non-compliant (13 PASS, 2 WARN, 4 FAIL, 1 SKIP)"
     assert lines[-1] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
     assert "\x1b[" not in out.getvalue()
 
@@ -98,7 +98,7 @@ def test_json_document() -> None:
         "compliant": [],
         "non_compliant": ["a"],
         "not_evaluated": ["b"],
-        "counts": {"PASS": 9, "WARN": 2, "FAIL": 3, "SKIP": 1, "ERROR": len(IDS)},
+        "counts": {"PASS": 13, "WARN": 2, "FAIL": 4, "SKIP": 1, "ERROR": len(IDS)},
     }
     out = io.StringIO()
     json_report.render_json(reports, out, exit_status=2)
@@ -143,7 +143,7 @@ def test_controls_command(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert [c["id"] for c in doc["controls"]] == IDS
     assert main(["controls"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("KVM-001  high")
+    assert capsys.readouterr().out.splitlines()[0].startswith("KVM-001   high")
 
 
 def test_check_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,9 @@
 Recorded with kvm_host_probe (all gather groups): debian12/13-converged on the lab's
 converged Debian 12 and 13 containers, lab-host-no-libvirt on the lab machine itself (KVM
 built in with the kvm_pvm paravirtual backend, no vmx/svm flag, no libvirt, no systemd).
-The others are debian12-converged with one drift each (see their names).
+el9-modular is debian12-converged edited into an EL9 host with modular daemons (virtqemud,
+virtproxyd, no libvirtd). The others are debian12-converged with one drift each (see their
+names). fixtures/fleets/ holds fleets: JSON merge patches over these host fixtures.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import pytest
 import yaml
 from conftest import FIXTURES, REPO_ROOT
 
-from kvmprep.controls import accounts, apparmor, kvm, libvirt, packages
+from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
 from kvmprep.controls.catalog import CATALOG, by_id
-from kvmprep.controls.evaluate import evaluate_host
-from kvmprep.controls.model import Expect, Result, Status
+from kvmprep.controls.evaluate import HostInput, evaluate_fleet, evaluate_host
+from kvmprep.controls.model import Control, Expect, HostFacts, Result, Severity, Status
 
 FACTS = FIXTURES / "facts"
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
@@ -29,19 +31,39 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((FACTS / f"{name}.json").read_text())
 
 
-CONVERGED = dict(zip(IDS, [W, P, P, W, P, P, P, P, P, P, P, P, P, P, S], strict=True))
+# fmt: off
+CONVERGED = dict(zip(IDS, [
+    W, P, P, P, W,              # KVM-001..005
+    P, P,                       # PKG-001..002
+    P, P, P, P, P, P, P, P,     # LV-001..008
+    P, P, S,                    # USR-001..002, AA-001
+    P, P,                       # FLEET-001..002 (a fleet of one)
+], strict=True))
+NO_LIBVIRT = dict(zip(IDS, [
+    W, P, F, F, W,
+    F, F,
+    F, F, F, F, F, P, S, S,
+    F, F, S,
+    S, S,
+], strict=True))
+# fmt: on
 
 EXPECTED: dict[str, dict[str, Status]] = {
     "debian12-converged": CONVERGED,
     "debian13-converged": CONVERGED,
-    "lab-host-no-libvirt": dict(
-        zip(IDS, [W, P, F, W, F, F, F, F, F, F, P, S, F, F, S], strict=True)
-    ),
-    "debian12-drift": {**CONVERGED, "LV-001": F, "USR-002": F, "LV-005": F},
+    "lab-host-no-libvirt": NO_LIBVIRT,
+    # Out of the kvm group oneadmin cannot open /dev/kvm any more.
+    "debian12-drift": {**CONVERGED, "LV-001": F, "USR-002": F, "LV-005": F, "KVM-004": F},
     "debian12-socket-listen": {**CONVERGED, "LV-007": F},
     "debian12-auth-none": {**CONVERGED, "LV-006": F},
     "libvirt-0.8.7": {**CONVERGED, "PKG-001": F},
-    "debian12-unprivileged": {**CONVERGED, "KVM-001": E, "LV-001": E, "LV-002": E, "LV-006": E},
+    "debian12-unprivileged": {
+        **CONVERGED,
+        **dict.fromkeys(["KVM-001", "KVM-004", "LV-001", "LV-002", "LV-004", "LV-006"], E),
+        **dict.fromkeys(["LV-008", "FLEET-001"], E),
+    },
+    "debian12-kvm-root-only": {**CONVERGED, "KVM-003": F, "KVM-004": F},
+    "el9-modular": {**CONVERGED, "KVM-001": P, "KVM-005": P, "LV-007": S},
     "debian12-mixed-daemons": {**CONVERGED, "LV-003": F},
     "debian12-idle-socket-activated": CONVERGED,
 }
@@ -294,3 +316,185 @@ def test_aa_001() -> None:
     assert apparmor.datastore_rule(facts, Expect(apparmor_datastore_path="/srv/one")).status is F
     aa["abstraction"] = False
     assert apparmor.datastore_rule(facts, Expect()).status is S
+
+
+# --- KVM-004, LV-004, LV-008 ----------------------------------------------------------------
+
+
+def test_kvm_004_as_the_qemu_user() -> None:
+    result = kvm.dev_kvm_for_user(load("debian12-converged"), Expect())
+    assert result == Result.passed(
+        "oneadmin (groups kvm, libvirt, oneadmin) opens /dev/kvm, API version 12"
+    )
+    result = kvm.dev_kvm_for_user(load("debian12-kvm-root-only"), Expect())
+    assert result.status is F
+    assert "Permission denied" in result.message
+    result = kvm.dev_kvm_for_user(load("debian12-unprivileged"), Expect())
+    assert result == Result.error("/dev/kvm as oneadmin: not evaluated: needs root")
+    timed_out = load("debian12-converged")
+    timed_out["access"]["kvm_as_user"].update(api_version=None, error="no answer within 5 s")
+    assert kvm.dev_kvm_for_user(timed_out, Expect()).status is F
+
+
+def _socket(facts: dict[str, Any], path: str, **changes: Any) -> dict[str, Any]:
+    facts["access"]["sockets"][path].update(changes)
+    return facts
+
+
+def test_lv_004_socket_permissions() -> None:
+    sock = "/run/libvirt/libvirt-sock"
+    facts = _socket(load("debian12-converged"), sock, mode="0600")
+    result = access.qemu_system_access(facts, Expect())
+    assert result.status is F
+    assert "root:libvirt 0600: oneadmin (groups kvm, libvirt, oneadmin) may not" in result.message
+    facts = _socket(load("debian12-converged"), sock, group="root", mode="0666")
+    assert "world read-write" in access.qemu_system_access(facts, Expect()).message
+    facts = load("debian12-drift")
+    facts["accounts"]["user_groups"] = ["oneadmin"]
+    assert access.qemu_system_access(facts, Expect()).status is F
+    facts = _socket(load("debian12-converged"), sock, exists=False, error="No such file")
+    assert access.qemu_system_access(facts, Expect()).status is F
+
+
+def test_lv_004_polkit() -> None:
+    facts = load("debian12-converged")
+    del facts["config"]["libvirtd.conf"]["keys"]["auth_unix_rw"]  # libvirt's default: polkit
+    result = access.qemu_system_access(facts, Expect())
+    assert result.status is P
+    assert "60-libvirt.rules" in result.message
+    facts["access"]["polkit"] = []
+    result = access.qemu_system_access(facts, Expect())
+    assert result.status is W
+    assert "polkit" in result.message
+    facts["config"]["libvirtd.conf"]["keys"]["auth_unix_rw"] = "sasl"
+    assert access.qemu_system_access(facts, Expect()).status is W
+
+
+def test_lv_004_modular_uses_virtqemud() -> None:
+    facts = load("el9-modular")
+    assert "/run/libvirt/virtqemud-sock root:libvirt 0660" in (
+        access.qemu_system_access(facts, Expect()).message
+    )
+    facts["config"]["virtqemud.conf"]["keys"]["auth_unix_rw"] = "polkit"
+    facts["access"]["polkit"][0]["groups"] = ["wheel"]
+    assert access.qemu_system_access(facts, Expect()).status is W
+
+
+def test_lv_008_names_file_and_line() -> None:
+    facts = load("debian12-converged")
+    facts["config"]["qemu.conf"]["syntax_error"] = {"line": 12, "message": "unterminated string"}
+    assert libvirt.config_syntax(facts, Expect()) == Result.fail(
+        "/etc/libvirt/qemu.conf:12: unterminated string"
+    )
+    del facts["config"]["qemu.conf"]["syntax_error"]  # an older probe
+    assert libvirt.config_syntax(facts, Expect()).status is E
+
+
+# --- fleet -----------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def load_fleet(name: str) -> list[HostInput]:
+    doc = json.loads((FIXTURES / "fleets" / f"{name}.json").read_text())
+    return [
+        HostInput(host, merge_patch(load(spec["base"]), spec["patch"]), Expect())
+        for host, spec in doc["hosts"].items()
+    ]
+
+
+def test_fleet_duplicate_host_uuid() -> None:
+    reports = {r.name: r for r in evaluate_fleet(load_fleet("duplicate-host-uuid"))}
+    got = {
+        name: {r.control.id: r for r in report.results if r.control.id.startswith("FLEET")}
+        for name, report in reports.items()
+    }
+    assert got["node1"]["FLEET-001"].status is F
+    assert "also the host UUID of node2" in got["node1"]["FLEET-001"].message
+    assert "03000200-0400-0500-0006-000700080009 (from SMBIOS" in got["node1"]["FLEET-001"].message
+    assert "also the host UUID of node1" in got["node2"]["FLEET-001"].message
+    assert got["node3"]["FLEET-001"].status is P  # host_uuid in libvirtd.conf wins
+    assert "host_uuid in /etc/libvirt/libvirtd.conf" in got["node3"]["FLEET-001"].message
+    assert got["node4"]["FLEET-001"].status is P  # host_uuid_source = machine-id
+    assert "/etc/machine-id" in got["node4"]["FLEET-001"].message
+    # Three hosts agree on oneadmin's ids; node4 does not.
+    assert got["node4"]["FLEET-002"].status is F
+    assert got["node4"]["FLEET-002"].message == (
+        "uid/gid 1001/1001 here, uid/gid 9869/9869 on node1, node2, node3"
+    )
+    assert got["node1"]["FLEET-002"].status is P
+    assert "1001/1001 on node4" in got["node1"]["FLEET-002"].message
+
+
+def test_fleet_controls_per_host_and_unreachable_hosts() -> None:
+    hosts = [*load_fleet("duplicate-host-uuid")[:2], HostInput("gone", None, error="unreachable")]
+    reports = evaluate_fleet(hosts)
+    assert [r.name for r in reports] == ["node1", "node2", "gone"]
+    for report in reports:
+        assert [r.control.id for r in report.results] == IDS
+    assert {r.status for r in reports[2].results} == {E}
+
+
+def test_fleet_002_tie_goes_to_the_inventory_value() -> None:
+    a, b = load("debian12-converged"), load("debian13-converged")
+    b["accounts"]["user"].update(uid=1000, gid=1000)
+    hosts = [HostFacts("a", a, Expect()), HostFacts("b", b, Expect())]
+    results = fleet.same_oneadmin_ids(hosts)
+    assert results["a"].status is P
+    assert results["b"] == Result.fail("uid/gid 1000/1000 here, uid/gid 9869/9869 on a")
+    odd = [HostFacts("a", a, Expect(oneadmin_uid=1)), HostFacts("b", b, Expect(oneadmin_uid=1))]
+    assert {r.status for r in fleet.same_oneadmin_ids(odd).values()} == {F}
+
+
+@pytest.mark.parametrize(
+    ("keys", "dmi", "expected"),
+    [
+        ({}, "4C4C4544-0042-3510-8052-B4C04F4E3732", "4c4c454400423510805 2b4c04f4e3732"),
+        ({"host_uuid": "00000000-0000-0000-0000-000000000000"}, None, F),
+        ({"host_uuid_source": "bogus"}, None, F),
+        ({"host_uuid_source": "machine-id"}, None, "120aea311dc94400952a66b147ad209f"),
+        ({}, None, P),  # no SMBIOS: random at each start
+    ],
+)
+def test_effective_host_uuid(keys: dict[str, Any], dmi: str | None, expected: Any) -> None:
+    facts = load("debian12-converged")
+    facts["config"]["libvirtd.conf"]["keys"].update(keys)
+    if dmi is not None:
+        facts["identity"]["dmi"][0].update(value=dmi, error=None)
+    got = fleet.effective_host_uuid(facts, Expect())
+    if isinstance(expected, Status):
+        assert isinstance(got, Result)
+        assert got.status is expected
+    else:
+        assert got[0] == expected.replace(" ", "")
+
+
+def test_effective_host_uuid_unreadable_smbios_is_an_error() -> None:
+    facts = load("debian12-converged")
+    facts["identity"]["dmi"][0].update(value=None, error="Permission denied")
+    got = fleet.effective_host_uuid(facts, Expect())
+    assert isinstance(got, Result)
+    assert got.status is E
+
+
+def test_a_fleet_judge_that_breaks_is_an_error_for_every_host() -> None:
+    def broken(hosts: Any) -> Any:
+        raise RuntimeError("boom")
+
+    control = Control("X-1", "t", Severity.LOW, "r", "d", "m", fleet_judge=broken)
+    (report,) = evaluate_fleet([HostInput("h", {}, Expect())], controls=[control])
+    assert report.results[0].status is E
+    assert "boom" in report.results[0].message
+    with pytest.raises(ValueError, match="exactly one"):
+        Control("X-2", "t", Severity.LOW, "r", "d", "m")

@@ -18,6 +18,9 @@ description:
     keys of the libvirt configuration files, the oneadmin account and its groups, the installed
     daemon, QEMU and driver tools, the TCP listeners on libvirt's ports, and /dev/net/tun and
     /dev/vhost-net; everything C(kvmprep check) judges, in one call.
+  - With C(access) it opens /dev/kvm as I(user) (a child process that drops to the user's uid,
+    gid and groups; root only) and reports the libvirt unix sockets and polkit rules; with
+    C(identity) the sources libvirt derives its host UUID from.
   - Never changes anything; C(changed) is always false. Missing files and permission errors are
     reported as null/false values, never as a failure; what could not be read is listed in
     C(probe.errors) with the reason (for example permission denied when not run as root).
@@ -29,10 +32,11 @@ options:
     description: Which groups of facts to gather.
     type: list
     elements: str
-    choices: [kvm, libvirt, config, accounts, packages, listen, devices]
+    choices: [kvm, libvirt, config, accounts, packages, listen, devices, access, identity]
     default: [kvm, libvirt]
   user:
-    description: The account QEMU runs as and OpenNebula uses (for the C(accounts) group).
+    description:
+      - The account QEMU runs as and OpenNebula uses (for the C(accounts) and C(access) groups).
     type: str
     default: oneadmin
   groups:
@@ -55,6 +59,8 @@ notes:
   - Runs C(systemctl is-enabled) and C(systemctl is-active) once each for all present units, and
     C(libvirtd --version) (or C(virtqemud --version)) once.
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
+  - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
+    always reaped.
 """
 
 EXAMPLES = r"""
@@ -163,7 +169,8 @@ probe:
       description:
         - For qemu.conf, libvirtd.conf, virtqemud.conf and virtproxyd.conf, C(path), C(exists),
           C(keys) (the active settings, parsed as int, str or list of str; null when the file cannot
-          be read), C(invalid) (keys whose value does not parse) and C(error).
+          be read), C(invalid) (keys whose value does not parse), C(syntax_error) (the first
+          C(line) and C(message) libvirt's parser would stop at, or null) and C(error).
       returned: when C(config) is gathered
       type: dict
       sample:
@@ -172,6 +179,7 @@ probe:
           exists: true
           keys: {"dynamic_ownership": 0, "user": "oneadmin"}
           invalid: []
+          syntax_error: null
           error: null
     accounts:
       description:
@@ -198,6 +206,24 @@ probe:
       description: Like C(kvm.dev_kvm) without the ioctls, for /dev/net/tun and /dev/vhost-net.
       returned: when C(devices) is gathered
       type: dict
+    access:
+      description:
+        - C(kvm_as_user) (C(user), C(evaluated), C(groups), C(api_version), C(error)) is
+          /dev/kvm opened and asked for its API version as I(user); C(evaluated) is false, with
+          the reason in C(error), when not run as root (or as I(user)).
+        - C(sockets), the libvirt read-write unix sockets (/run/libvirt/libvirt-sock,
+          /run/libvirt/virtqemud-sock) with C(exists), C(socket), C(owner), C(group), C(mode).
+        - C(polkit), the polkit rules files that mention org.libvirt.unix.manage, as C(file) and
+          the C(groups) they test with isInGroup().
+      returned: when C(access) is gathered
+      type: dict
+    identity:
+      description:
+        - The sources of libvirt's host UUID besides the C(host_uuid) key of the daemon's
+          configuration; C(dmi) (the SMBIOS product_uuid files libvirt reads, in its order) and
+          C(machine_id), each as C(path), C(value) (stripped, or null) and C(error).
+      returned: when C(identity) is gathered
+      type: dict
     errors:
       description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
       returned: always
@@ -209,18 +235,33 @@ expect:
   type: dict
 """
 
+import contextlib
 import fcntl
 import grp
 import ipaddress
+import json
 import os
 import pwd
 import re
+import select
+import signal
 import stat
 import sys
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-GATHER_CHOICES = ("kvm", "libvirt", "config", "accounts", "packages", "listen", "devices")
+GATHER_CHOICES = (
+    "kvm",
+    "libvirt",
+    "config",
+    "accounts",
+    "packages",
+    "listen",
+    "devices",
+    "access",
+    "identity",
+)
 DEFAULT_GATHER = ("kvm", "libvirt")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
 KVM_GET_API_VERSION = 0xAE00
@@ -717,6 +758,133 @@ def parse_conf(text):
     return keys, invalid
 
 
+_CONF_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_CONF_NUMBER = re.compile(r"[-+]?[0-9]+")
+
+
+class ConfSyntaxError(Exception):
+    def __init__(self, line, message):
+        Exception.__init__(self, message)
+        self.line = line
+        self.message = message
+
+
+class _ConfScanner(object):
+    """libvirt's virconf grammar, as far as a restart cares: ``name = value`` statements
+    separated by newlines or ';', values int, "string", 'string', \"\"\"string\"\"\" or
+    [list, of, them], '#' comments. Stops at the first error, like libvirt does."""
+
+    def __init__(self, text):
+        self.text = text
+        self.pos = 0
+
+    def line(self):
+        return self.text.count("\n", 0, self.pos) + 1
+
+    def fail(self, message):
+        raise ConfSyntaxError(self.line(), message)
+
+    def peek(self):
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def skip_blanks(self):
+        while self.peek() in (" ", "\t", "\r") and self.peek():
+            self.pos += 1
+
+    def skip_comment(self):
+        if self.peek() == "#":
+            end = self.text.find("\n", self.pos)
+            self.pos = len(self.text) if end < 0 else end
+
+    def skip_space(self):
+        """Blanks, newlines and comments (inside lists and between statements)."""
+        while True:
+            self.skip_blanks()
+            self.skip_comment()
+            if self.peek() == "\n":
+                self.pos += 1
+                continue
+            return
+
+    def string(self):
+        if self.text.startswith('"""', self.pos):
+            end = self.text.find('"""', self.pos + 3)
+            if end < 0:
+                self.fail('unterminated """ string')
+            self.pos = end + 3
+            return
+        quote = self.peek()
+        self.pos += 1
+        while self.peek() not in (quote, "\n", ""):
+            self.pos += 1
+        if self.peek() != quote:
+            self.fail("unterminated string")
+        self.pos += 1
+
+    def scalar(self):
+        if self.peek() in ("'", '"'):
+            self.string()
+            return
+        m = _CONF_NUMBER.match(self.text, self.pos)
+        if m is None:
+            self.fail("expecting a value")
+        self.pos = m.end()
+
+    def value(self):
+        if self.peek() != "[":
+            self.scalar()
+            return
+        start = self.line()
+        self.pos += 1
+        self.skip_space()
+        while self.peek() != "]":
+            if not self.peek():
+                raise ConfSyntaxError(start, "list is not closed with ]")
+            self.scalar()
+            self.skip_space()
+            if self.peek() == ",":
+                self.pos += 1
+                self.skip_space()
+            elif self.peek() not in ("]", ""):
+                self.fail("expecting a separator in list")
+        self.pos += 1
+
+    def statement(self):
+        m = _CONF_NAME.match(self.text, self.pos)
+        if m is None:
+            self.fail("expecting a name")
+        self.pos = m.end()
+        self.skip_blanks()
+        if self.peek() != "=":
+            self.fail("expecting an assignment")
+        self.pos += 1
+        self.skip_blanks()
+        self.value()
+        self.skip_blanks()
+        self.skip_comment()
+        if self.peek() not in ("\n", ";", ""):
+            self.fail("expecting a separator")
+
+    def check(self):
+        while True:
+            self.skip_space()
+            if self.peek() == ";":
+                self.pos += 1
+                continue
+            if not self.peek():
+                return
+            self.statement()
+
+
+def conf_syntax_error(text):
+    """{"line", "message"} of the first syntax error libvirt would stop at, or None."""
+    try:
+        _ConfScanner(text or "").check()
+    except ConfSyntaxError as exc:
+        return {"line": exc.line, "message": exc.message}
+    return None
+
+
 def gather_config(errors, files=CONF_FILES):
     result = {}
     for name, path in files:
@@ -725,6 +893,7 @@ def gather_config(errors, files=CONF_FILES):
             "exists": os.path.exists(path),
             "keys": None,
             "invalid": [],
+            "syntax_error": None,
             "error": None,
         }
         if entry["exists"]:
@@ -734,6 +903,7 @@ def gather_config(errors, files=CONF_FILES):
                 errors.append("%s: %s" % (path, why))
             else:
                 entry["keys"], entry["invalid"] = parse_conf(text)
+                entry["syntax_error"] = conf_syntax_error(text)
         result[name] = entry
     return result
 
@@ -914,6 +1084,176 @@ def gather_listen(errors, files=(("/proc/net/tcp", "ipv4"), ("/proc/net/tcp6", "
 
 
 # ---------------------------------------------------------------------------------------------
+# access: /dev/kvm as the QEMU user, the libvirt unix sockets, polkit
+# ---------------------------------------------------------------------------------------------
+
+LIBVIRT_SOCKETS = ("/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock")
+POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")
+POLKIT_ACTION = "org.libvirt.unix.manage"
+_POLKIT_GROUP = re.compile(r"isInGroup\(\s*[\"']([^\"']+)[\"']\s*\)")
+KVM_AS_USER_TIMEOUT = 5.0
+
+
+def _kvm_api_version(path):
+    """{"api_version": n} or {"error": why} for open(path) + KVM_GET_API_VERSION."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return {"error": _errtext(exc)}
+    try:
+        return {"api_version": fcntl.ioctl(fd, KVM_GET_API_VERSION, 0)}
+    except OSError as exc:
+        return {"error": _errtext(exc)}
+    finally:
+        os.close(fd)
+
+
+def _child_probe(write_fd, ids, path):
+    """In the forked child: become the user (when ids is given), probe, report, never return."""
+    answer = {"error": "the probe process failed"}
+    try:
+        if ids is not None:
+            uid, gid, gids = ids
+            # Order matters: the groups and gid can only be changed while still root.
+            os.setgroups(gids)
+            os.setgid(gid)
+            os.setuid(uid)
+        answer = _kvm_api_version(path)
+    except BaseException as exc:  # anything, so that the parent gets a reason
+        answer = {
+            "error": "cannot switch to the user: %s" % (getattr(exc, "strerror", None) or exc)
+        }
+    finally:
+        try:
+            os.write(write_fd, json.dumps(answer).encode("utf-8"))
+        finally:
+            # _exit: no atexit handlers, no Ansible cleanup, no buffered output from the child.
+            os._exit(0)
+
+
+def _read_answer(read_fd, pid, timeout):
+    """The child's JSON answer within timeout; the child is killed if late, always reaped."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"error": "no answer within %g s" % timeout}
+            ready, _w, _x = select.select([read_fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(read_fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_fd)
+        # The child is ours until reaped, so its pid cannot have been reused: kill is safe, and
+        # a no-op for a child that has already exited.
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    try:
+        answer = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return {"error": "the probe process gave no answer"}
+    return answer if isinstance(answer, dict) else {"error": "the probe process gave no answer"}
+
+
+def probe_kvm_as_user(user, path="/dev/kvm", timeout=KVM_AS_USER_TIMEOUT, euid=None):
+    """Open /dev/kvm and ask its API version as user, in a child process with its identity.
+
+    Root proves the user's own access by dropping to its uid, gid and supplementary groups
+    (what libvirt does before it execs QEMU); any other caller can only test itself.
+    """
+    res = {"user": user, "evaluated": False, "groups": [], "api_version": None, "error": None}
+    euid = os.geteuid() if euid is None else euid
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        res["error"] = "no user %s" % user
+        return res
+    if euid == 0:
+        gids = sorted(set(os.getgrouplist(user, entry.pw_gid)))
+        ids = (entry.pw_uid, entry.pw_gid, gids)
+    elif euid == entry.pw_uid:
+        gids = sorted({os.getegid(), *os.getgroups()})
+        ids = None
+    else:
+        res["error"] = "not evaluated: needs root"
+        return res
+    res["groups"] = sorted(_group_name(g) for g in gids)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child_probe(write_fd, ids, path)
+    os.close(write_fd)
+    answer = _read_answer(read_fd, pid, timeout)
+    res["evaluated"] = True
+    res["api_version"] = answer.get("api_version")
+    res["error"] = answer.get("error")
+    return res
+
+
+def stat_socket(path):
+    res = stat_path(path)
+    del res["char_device"]
+    try:
+        res["socket"] = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        res["socket"] = False
+    return res
+
+
+def polkit_rules(dirs=POLKIT_DIRS, errors=None):
+    """Rules files about libvirt's manage action and the groups they test."""
+    rules = []
+    for d in dirs:
+        try:
+            names = sorted(n for n in os.listdir(d) if n.endswith(".rules"))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(d, name)
+            text, why = read_text_why(path)
+            if text is None:
+                if errors is not None:
+                    errors.append("%s: %s" % (path, why))
+                continue
+            if POLKIT_ACTION in text:
+                rules.append({"file": path, "groups": sorted(set(_POLKIT_GROUP.findall(text)))})
+    return rules
+
+
+def gather_access(user, errors, sockets=LIBVIRT_SOCKETS, polkit_dirs=POLKIT_DIRS):
+    return {
+        "kvm_as_user": probe_kvm_as_user(user),
+        "sockets": {path: stat_socket(path) for path in sockets},
+        "polkit": polkit_rules(polkit_dirs, errors),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# identity: where libvirt takes the host UUID from when host_uuid is not set
+# ---------------------------------------------------------------------------------------------
+
+# libvirt's getDMISystemUUID order (host_uuid_source = "smbios", the default).
+DMI_UUID_FILES = ("/sys/devices/virtual/dmi/id/product_uuid", "/sys/class/dmi/id/product_uuid")
+MACHINE_ID = "/etc/machine-id"
+
+
+def read_source(path):
+    text, why = read_text_why(path)
+    return {"path": path, "value": None if text is None else text.strip(), "error": why}
+
+
+def gather_identity(dmi_files=DMI_UUID_FILES, machine_id=MACHINE_ID):
+    return {"dmi": [read_source(p) for p in dmi_files], "machine_id": read_source(machine_id)}
+
+
+# ---------------------------------------------------------------------------------------------
 # devices
 # ---------------------------------------------------------------------------------------------
 
@@ -962,6 +1302,10 @@ def main():
         probe["listen"] = gather_listen(errors)
     if "devices" in gather:
         probe["devices"] = gather_devices()
+    if "access" in gather:
+        probe["access"] = gather_access(module.params["user"], errors)
+    if "identity" in gather:
+        probe["identity"] = gather_identity()
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 
