@@ -39,6 +39,7 @@ import signal
 import sysconfig
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,11 @@ from typing import Any, TextIO
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 # Artifacts of this many runs are kept; older ones are removed by ansible-runner.
-ROTATE_ARTIFACTS = 20
+# Finished runs kept in the artifact dir. ansible-runner's own rotation deletes the oldest run
+# directories even while another kvmprep run is still writing into one of them, so kvmprep
+# prunes itself and leaves alone any run that was active in the last hour.
+KEEP_ARTIFACTS = 20
+ACTIVE_RUN_SECONDS = 3600
 
 # ansible-runner only checks the cancel callback when its pexpect loop wakes up; the default
 # (5 s) makes Ctrl-C feel ignored.
@@ -322,6 +327,7 @@ def run_playbook(
         raise KvmprepError(
             f"cannot create the artifact dir {artifact_root}: {exc.strerror}"
         ) from exc
+    prune_artifacts(artifact_root)
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     state = RunState(observer=observer, capture=frozenset(capture))
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
@@ -340,7 +346,7 @@ def run_playbook(
             project_dir=str(cwd),
             artifact_dir=str(artifact_root),
             ident=ident,
-            rotate_artifacts=ROTATE_ARTIFACTS,
+            rotate_artifacts=0,
             playbook=str(playbook.resolve()),
             inventory=[str(Path(i).resolve()) for i in inventories],
             limit=limit,
@@ -375,6 +381,41 @@ def run_playbook(
         error=_run_error(state, runner_status, artifact_dir),
         task_results=state.results,
     )
+
+
+def prune_artifacts(
+    root: Path,
+    *,
+    keep: int = KEEP_ARTIFACTS,
+    active_seconds: float = ACTIVE_RUN_SECONDS,
+    now: float | None = None,
+) -> list[Path]:
+    """Remove run directories beyond the newest ``keep``, except runs that may still be going
+    (anything in them written less than ``active_seconds`` ago). Returns what was removed."""
+    now = time.time() if now is None else now
+
+    def last_write(run: Path) -> float:
+        stamps = [run.stat().st_mtime]
+        stamps += [p.stat().st_mtime for p in run.iterdir()]
+        events = run / "job_events"
+        if events.is_dir():
+            stamps.append(events.stat().st_mtime)
+        return max(stamps)
+
+    runs = []
+    for run in root.iterdir() if root.is_dir() else ():
+        try:
+            if run.is_dir() and not run.is_symlink():
+                runs.append((last_write(run), run))
+        except OSError:  # removed by a concurrent prune
+            continue
+    runs.sort(reverse=True)
+    removed = []
+    for written, run in runs[keep:]:
+        if now - written >= active_seconds:
+            shutil.rmtree(run, ignore_errors=True)
+            removed.append(run)
+    return removed
 
 
 def artifact_root_dir(environ: Mapping[str, str]) -> Path:

@@ -19,6 +19,7 @@ from kvmprep.runner import (
     artifact_root_dir,
     cancel_on_signals,
     failure_message,
+    prune_artifacts,
 )
 
 # Matches the sha1 asserted in fixtures/extravars.yml.
@@ -286,3 +287,24 @@ def test_artifact_root_dir() -> None:
     expected = Path("/h/.local/state/kvmprep/runs")
     assert artifact_root_dir({"HOME": "/h"}) == expected
     assert artifact_root_dir({"XDG_STATE_HOME": "relative", "HOME": "/h"}) == expected
+
+
+def test_prune_keeps_the_newest_runs_and_any_run_still_going(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    runs = []
+    for age_hours in range(6):
+        run = tmp_path / f"run-{age_hours}"
+        (run / "job_events").mkdir(parents=True)
+        (run / "stdout").write_text("x")
+        stamp = now - age_hours * 7200
+        for path in (run / "job_events", run / "stdout", run):
+            os.utime(path, (stamp, stamp))
+        runs.append(run)
+    # The oldest run started long ago but wrote an event a minute ago: it is still going.
+    os.utime(runs[5] / "job_events", (now - 60, now - 60))
+
+    removed = prune_artifacts(tmp_path, keep=1, active_seconds=3600, now=now)
+
+    # run-5 is the newest by its last write; run-0 is beyond `keep` but was written just now.
+    assert sorted(removed) == sorted(runs[1:5])
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["run-0", "run-5"]
