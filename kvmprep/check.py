@@ -1,4 +1,8 @@
-"""``kvmprep check``: run the facts playbook, then judge every host on the controller."""
+"""``kvmprep check``: run the facts playbook, then judge every host on the controller.
+
+With ``smoke`` the hosts the static check reached then boot (and with ``migrate`` live-migrate)
+a KVM domain for real (``kvmprep.smoke``); the results become the SMOKE-* controls.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from kvmprep import content, runner
+from kvmprep import content, runner, smoke
+from kvmprep.controls.catalog import CATALOG, smoke_controls
 from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
 from kvmprep.controls.model import Expect, Status
-from kvmprep.exitcodes import ExitStatus
+from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 #: The task of playbooks/check.yml whose result holds the facts.
 PROBE_TASK = "kvmprep check facts"
@@ -22,9 +27,24 @@ LOCAL_HOST = "localhost"
 
 
 @dataclass(frozen=True)
+class SmokeRun:
+    run_id: str
+    hosts: tuple[str, ...]
+    run: runner.RunResult
+    #: After an interruption: the cleanup playbook's run, and host -> why it was not cleaned.
+    cleanup: runner.RunResult | None = None
+    not_cleaned: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class CheckRun:
     reports: tuple[HostReport, ...]
     run: runner.RunResult
+    smoke: SmokeRun | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.run.interrupted or (self.smoke is not None and self.smoke.run.interrupted)
 
 
 @contextmanager
@@ -52,8 +72,15 @@ def run_check(
     color: bool = False,
     observer: Callable[[runner.RunState], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    smoke_test: bool = False,
+    migrate: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> CheckRun:
-    """Audit the hosts of ``inventories`` (this machine when None)."""
+    """Audit the hosts of ``inventories`` (this machine when None).
+
+    ``smoke_test``/``migrate``: then run the smoke test on the hosts the static check reached;
+    ``notify`` is told when it starts and when an interruption's cleanup starts.
+    """
     kwargs: dict[str, Any] = {
         "limit": limit,
         "verbosity": verbosity,
@@ -61,20 +88,89 @@ def run_check(
         "color": color,
         "observer": observer,
         "cancel": cancel,
-        "library_path": content.library_path(),
-        "capture": (PROBE_TASK,),
     }
-    playbook = content.playbook("check")
+    smoke_test = smoke_test or migrate
     if inventories:
-        result = runner.run_playbook(playbook, inventories, **kwargs)
-    else:
-        with local_inventory() as path:
-            result = runner.run_playbook(playbook, [path], **kwargs)
-    return CheckRun(reports=reports_from_run(result), run=result)
+        return _run(inventories, kwargs, smoke_test, migrate, notify)
+    if migrate:
+        raise KvmprepError(_MIGRATE_NEEDS_TWO.format(found="this machine alone (no -i)"))
+    with local_inventory() as path:
+        return _run([path], kwargs, smoke_test, migrate, notify)
+
+
+_MIGRATE_NEEDS_TWO = (
+    "--migrate needs two hosts (an inventory with at least two kvm_hosts, --limit matching "
+    "two); found {found}"
+)
+
+
+def _run(
+    inventories: Sequence[Path],
+    kwargs: dict[str, Any],
+    smoke_test: bool,
+    migrate: bool,
+    notify: Callable[[str], None] | None,
+) -> CheckRun:
+    playbook = content.playbook("check")
+    result = runner.run_playbook(
+        playbook,
+        inventories,
+        library_path=content.library_path(),
+        capture=(PROBE_TASK,),
+        **kwargs,
+    )
+    inputs = host_inputs(result)
+    if not smoke_test or result.interrupted or result.input_error:
+        return CheckRun(reports=evaluate_fleet(inputs), run=result)
+    if migrate and len(inputs) < 2:
+        found = ", ".join(h.name for h in inputs) or "no host"
+        raise KvmprepError(_MIGRATE_NEEDS_TWO.format(found=found))
+    reached = tuple(h.name for h in inputs if h.facts is not None)
+    cancel = kwargs.get("cancel")
+    if not reached or (cancel is not None and cancel()):
+        controls = (*CATALOG, *smoke_controls(migrate=migrate))
+        return CheckRun(reports=evaluate_fleet(inputs, controls=controls), run=result)
+    run_id = smoke.new_run_id()
+    if notify is not None:
+        notify(f"smoke test {smoke.domain_name(run_id)} on {', '.join(reached)}")
+    smoke_kwargs = {k: v for k, v in kwargs.items() if k != "limit"}
+    smoke_run = smoke.run_smoke(inventories, reached, run_id, migrate=migrate, **smoke_kwargs)
+    if smoke_run.interrupted:
+        if notify is not None:
+            notify(f"interrupted: cleaning up {smoke.domain_name(run_id)} on {', '.join(reached)}")
+        # Not cancellable: a second Ctrl-C must not leave the domain behind.
+        cleanup_kwargs = {**smoke_kwargs, "cancel": None}
+        cleanup = smoke.run_cleanup(inventories, reached, run_id, **cleanup_kwargs)
+        outcome = SmokeRun(
+            run_id,
+            reached,
+            smoke_run,
+            cleanup=cleanup,
+            not_cleaned=smoke.cleanup_failures(cleanup, reached),
+        )
+        return CheckRun(reports=(), run=result, smoke=outcome)
+    facts = smoke.smoke_facts(smoke_run, reached, migrate=migrate, run_id=run_id)
+    inputs = [
+        HostInput(h.name, {**h.facts, "smoke": facts[h.name]}, h.expect)
+        if h.facts is not None and h.name in facts
+        else h
+        for h in inputs
+    ]
+    controls = (*CATALOG, *smoke_controls(migrate=migrate))
+    return CheckRun(
+        reports=evaluate_fleet(inputs, controls=controls),
+        run=result,
+        smoke=SmokeRun(run_id, reached, smoke_run),
+    )
 
 
 def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
     """Judge every host of the run together: fleet controls compare them."""
+    return evaluate_fleet(host_inputs(result))
+
+
+def host_inputs(result: runner.RunResult) -> list[HostInput]:
+    """The facts (or why there are none) of every host of the static run, sorted by name."""
     inputs = []
     for host in sorted(result.hosts, key=lambda h: h.name):
         res: Mapping[str, Any] | None = (result.task_results.get(host.name) or {}).get(PROBE_TASK)
@@ -85,7 +181,7 @@ def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
             continue
         expect = Expect.from_vars(res.get("expect") or {})
         inputs.append(HostInput(host.name, res["probe"], expect))
-    return evaluate_fleet(inputs)
+    return inputs
 
 
 def exit_status(reports: Sequence[HostReport], *, strict: bool = False) -> ExitStatus:

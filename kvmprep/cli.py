@@ -165,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--strict", action="store_true", help="count WARN as non-compliant (exit status 2)"
     )
+    check.add_argument(
+        "--smoke",
+        action="store_true",
+        help="then, on each host reached, boot a tiny transient KVM domain as oneadmin from a "
+        "disk in its datastores and destroy it (control SMOKE-001, with timings); everything "
+        "is removed afterwards, also after a failure or Ctrl-C",
+    )
+    check.add_argument(
+        "--migrate",
+        action="store_true",
+        help="implies --smoke; also live-migrate the domain between the first two hosts "
+        "(inventory order, after --limit) and back over kvm_host_migration_transport "
+        "(SMOKE-002); needs two hosts",
+    )
     check.set_defaults(handler=_check)
 
     controls = commands.add_parser(
@@ -349,6 +363,14 @@ def _check(args: argparse.Namespace) -> int:
     if progress is not None:
         where = ", ".join(p.name for p in inventories) if inventories else "this machine"
         progress.start(f"check on {where}")
+
+    def notify(what: str) -> None:
+        if progress is not None:
+            progress.close()
+            progress.start(what)
+        else:
+            print(f"kvmprep: {what}", file=sys.stderr)
+
     try:
         with runner.cancel_on_signals() as cancelled:
             outcome = check.run_check(
@@ -359,13 +381,31 @@ def _check(args: argparse.Namespace) -> int:
                 color=color,
                 observer=progress,
                 cancel=cancelled.is_set,
+                smoke_test=args.smoke,
+                migrate=args.migrate,
+                notify=notify,
             )
     finally:
         if progress is not None:
             progress.close()
     run = outcome.run
-    if run.interrupted:
-        _error("interrupted; nothing was changed (check only reads)")
+    if outcome.interrupted:
+        if outcome.smoke is None:
+            _error("interrupted; nothing was changed (check only reads)")
+        elif outcome.smoke.not_cleaned:
+            name = f"kvmprep-smoke-{outcome.smoke.run_id}"
+            lines = [f"{host}: {why}" for host, why in outcome.smoke.not_cleaned.items()]
+            _error(
+                f"interrupted during the smoke test; {name} could not be cleaned up on:\n"
+                + "\n".join(lines)
+                + f"\nremove it there: virsh -c qemu:///system destroy {name}; "
+                f"rm -f /var/lib/one/datastores/kvmprep-smoke/{name}.*"
+            )
+        else:
+            _error(
+                f"interrupted during the smoke test; kvmprep-smoke-{outcome.smoke.run_id} was "
+                f"cleaned up on {', '.join(outcome.smoke.hosts)}; nothing else was changed"
+            )
         return ExitStatus.INTERRUPTED
     if run.input_error:
         raise KvmprepError(f"nothing was run: {run.error}", ExitStatus.USAGE)
@@ -415,15 +455,19 @@ def _render_report(
 
 
 def _controls(args: argparse.Namespace) -> int:
-    from kvmprep.controls.catalog import CATALOG
+    from kvmprep.controls.catalog import CATALOG, SMOKE
 
     if args.format == "json":
         from kvmprep.report import json as json_report
 
-        json_report.render_catalog(CATALOG, sys.stdout)
+        json_report.render_catalog((*CATALOG, *SMOKE), sys.stdout)
         return ExitStatus.OK
     for control in CATALOG:
         print(f"{control.id:<9} {control.severity:<8} {control.title}")
+    for control in SMOKE:
+        print(
+            f"{control.id:<9} {control.severity:<8} {control.title} (only with {control.only_with})"
+        )
     return ExitStatus.OK
 
 

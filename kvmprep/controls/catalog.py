@@ -5,7 +5,7 @@ IDs are stable (DESIGN.md); only the controls implemented so far are registered 
 
 from __future__ import annotations
 
-from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
+from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages, smoke
 from kvmprep.controls.model import Control, Severity
 
 CATALOG: tuple[Control, ...] = (
@@ -242,5 +242,53 @@ CATALOG: tuple[Control, ...] = (
 )
 
 
+#: Evaluated only on request (``only_with``): they boot and migrate a domain for real.
+SMOKE: tuple[Control, ...] = (
+    Control(
+        id="SMOKE-001",
+        title="a KVM domain boots as oneadmin",
+        severity=Severity.CRITICAL,
+        rationale="The remote hosts must have the libvirt daemon running; oneadmin runs "
+        "KVM VMs through it (qemu:///system) from disks in the datastores",
+        detection="as oneadmin: qemu-img creates a 16 MiB qcow2 in "
+        "<oneadmin home>/datastores/kvmprep-smoke/, `virsh -c qemu:///system create` starts a "
+        "transient 64 MiB KVM domain kvmprep-smoke-<run id> from it (cache=none, no OS, no "
+        "graphics) until domstate is running, then destroys it; the times of the three steps "
+        "are reported. Everything is removed afterwards (also after a failure or Ctrl-C); a "
+        "cleanup that fails is a FAIL",
+        remediation="the step and virsh's error say what is missing: run `kvmprep apply` "
+        "(libvirt and QEMU installed and running, qemu.conf user/group oneadmin, "
+        "dynamic_ownership = 0, oneadmin in kvm, /dev/kvm usable, the AppArmor datastore rule), "
+        "then the static controls named in the error",
+        judge=smoke.boot,
+        only_with="--smoke",
+    ),
+    Control(
+        id="SMOKE-002",
+        title="live migration there and back",
+        severity=Severity.HIGH,
+        rationale="OpenNebula uses libvirt's migration capabilities: hosts accept live "
+        "migrations from each other over the configured transport",
+        detection="between the first two hosts the static check reached (inventory order, "
+        "--limit applies): the same empty disk on both, the domain started on the first as "
+        "oneadmin, `virsh migrate --live --unsafe` (no shared storage, as OpenNebula's kvmrc "
+        "for such datastores) to qemu+tcp://, qemu+tls:// or qemu+ssh://oneadmin@ the other "
+        "per kvm_host_migration_transport, then back; both times are reported; the other "
+        "hosts SKIP",
+        remediation="the direction and virsh's error say which side refused: run `kvmprep "
+        "apply` on both hosts (listener and its port, SASL credentials in oneadmin's "
+        "~/.config/libvirt/auth.conf, or TLS certificates, or oneadmin's SSH keys); then "
+        "LV-005 and the listener controls; hosts must resolve each other by the inventory name",
+        judge=smoke.migration,
+        only_with="--migrate",
+    ),
+)
+
+
 def by_id(control_id: str) -> Control:
-    return next(c for c in CATALOG if c.id == control_id)
+    return next(c for c in (*CATALOG, *SMOKE) if c.id == control_id)
+
+
+def smoke_controls(*, migrate: bool) -> tuple[Control, ...]:
+    """The SMOKE controls of ``check --smoke`` (SMOKE-001) and ``--migrate`` (also SMOKE-002)."""
+    return SMOKE if migrate else SMOKE[:1]

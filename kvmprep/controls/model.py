@@ -142,6 +142,8 @@ class Control:
     remediation: str  # the change `kvmprep apply` makes, or the manual step
     judge: Judge | None = None
     fleet_judge: FleetJudge | None = None
+    #: The check option that adds the control to a report (e.g. "--smoke"); None: always.
+    only_with: str | None = None
 
     def __post_init__(self) -> None:
         if (self.judge is None) == (self.fleet_judge is None):
@@ -152,7 +154,7 @@ class Control:
         return Scope.HOST if self.judge is not None else Scope.FLEET
 
     def as_dict(self) -> dict[str, str]:
-        return {
+        data = {
             "id": self.id,
             "title": self.title,
             "severity": str(self.severity),
@@ -161,3 +163,6 @@ class Control:
             "detection": self.detection,
             "remediation": self.remediation,
         }
+        if self.only_with:
+            data["only_with"] = self.only_with
+        return data

@@ -17,7 +17,8 @@ be added within a version)::
             "<control id>": {
               "status": "PASS" | "WARN" | "FAIL" | "SKIP" | "ERROR",
               "message": "<one-line hint: the observed value or the reason>",
-              "title": "...", "severity": "critical" | "high" | "medium" | "low" | "info"
+              "title": "...", "severity": "critical" | "high" | "medium" | "low" | "info",
+              "remediation": "<the change kvmprep apply makes, or the manual step>"
             }
           }
         }
@@ -31,7 +32,9 @@ be added within a version)::
 
 Hosts and controls keep the order of the run (hosts sorted by name, controls in catalog
 order). Every registered control appears for every host: an unreachable host has every
-control with status ERROR and the reason as message. ``kvmprep controls --format json``
+control with status ERROR and the reason as message. The smoke controls appear only when
+requested: SMOKE-001 with ``check --smoke``, SMOKE-001 and SMOKE-002 with ``--migrate``;
+without those options a report has no SMOKE-* key. ``kvmprep controls --format json``
 gives the catalog (rationale, detection, remediation) for the control ids.
 """
 
@@ -69,6 +72,7 @@ def document(
                     "message": r.message,
                     "title": r.control.title,
                     "severity": str(r.control.severity),
+                    "remediation": r.control.remediation,
                 }
                 for r in report.results
             },

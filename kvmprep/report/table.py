@@ -37,6 +37,9 @@ def control_lines(report: HostReport, *, color: bool = False, quiet: bool = Fals
         status = paint(str(result.status), STATUS_COLOR[result.status], color=color)
         hint = f" ({result.message})" if result.message else ""
         lines.append(f"  {result.control.id:<9} {title} {status}{hint}")
+        # What to do comes with what is wrong: the operator should not need `kvmprep controls`.
+        if result.status is Status.FAIL:
+            lines.append(f"{'':12}fix: {result.control.remediation}")
     return lines
 
 

@@ -12,7 +12,7 @@ from test_controls import load
 
 from kvmprep import check, content, runner
 from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG
+from kvmprep.controls.catalog import CATALOG, by_id
 from kvmprep.controls.evaluate import HostReport, evaluate_host
 from kvmprep.controls.model import Expect
 from kvmprep.exitcodes import ExitStatus
@@ -63,7 +63,13 @@ def test_table_lines_and_summaries() -> None:
         "  KVM-001   CPU virtualization extensions .............. WARN (no vmx/svm in "
         "/proc/cpuinfo, but /dev/kvm creates VMs (nested or paravirtual KVM))"
     )
-    assert sum(1 for line in lines if line.startswith("  ")) == 2 * len(IDS)
+    control_lines = [line for line in lines if line.startswith("  ") and line[2] != " "]
+    assert len(control_lines) == 2 * len(IDS)
+    # Each FAIL is followed by the change that fixes it, straight from the catalog.
+    fixes = [line.strip() for line in lines if line.startswith(" " * 12 + "fix: ")]
+    assert len(fixes) == 4
+    lv001 = next(i for i, line in enumerate(lines) if "LV-001" in line and "FAIL" in line)
+    assert lines[lv001 + 1].strip() == "fix: " + by_id("LV-001").remediation
     assert lines[-3] == "dev12: compliant (17 PASS, 2 WARN, 1 SKIP)"
     assert lines[-2] == "dev12b: non-compliant (13 PASS, 2 WARN, 4 FAIL, 1 SKIP)"
     assert lines[-1] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
@@ -91,6 +97,7 @@ def test_json_document() -> None:
     assert doc["schema"] == "kvmprep.check/1"
     assert list(doc["hosts"]["a"]["controls"]) == IDS
     assert doc["hosts"]["a"]["controls"]["LV-001"]["status"] == "FAIL"
+    assert doc["hosts"]["a"]["controls"]["LV-001"]["remediation"] == (by_id("LV-001").remediation)
     assert doc["hosts"]["a"]["verdict"] == "non-compliant"
     assert doc["hosts"]["b"]["error"].startswith("unreachable")
     assert doc["summary"] == {
@@ -141,7 +148,8 @@ def test_reports_from_a_run_without_facts(tmp_path: Path) -> None:
 def test_controls_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["controls", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [c["id"] for c in doc["controls"]] == IDS
+    # The smoke controls (only with check --smoke/--migrate) are listed after the catalog.
+    assert [c["id"] for c in doc["controls"]] == [*IDS, "SMOKE-001", "SMOKE-002"]
     assert main(["controls"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("KVM-001   high")
 

@@ -230,3 +230,71 @@ def test_kvmprep_check_finds_the_converged_hosts_compliant():
         assert host["verdict"] == "compliant", host
         for control in ("LV-001", "LV-002", "LV-005", "LV-006", "USR-001", "USR-002"):
             assert host["controls"][control]["status"] == "PASS", (name, control, host)
+
+
+def fingerprint(host) -> str:
+    """Everything under /etc and /var/lib/one (names, types, modes, owners, sizes, times,
+    contents), the domains libvirt knows and the state of its sockets. libvirtd.service itself
+    is left out: under socket activation it exits when idle, on its own."""
+    return host.check_output(
+        "{ find /etc /var/lib/one -xdev -printf '%p %y %m %u %g %s %T@\\n' | sort;"
+        "  find /etc /var/lib/one -xdev -type f -exec sha256sum {} + | sort;"
+        "  virsh -c qemu:///system list --all --uuid;"
+        "  systemctl is-active libvirtd.socket libvirtd-ro.socket libvirtd-tcp.socket;"
+        "} | sha256sum"
+    )
+
+
+def test_kvmprep_check_changes_nothing_on_the_hosts():
+    hosts = [lab_host(name) for name in HOSTS]
+    before = [fingerprint(host) for host in hosts]
+    result = kvmprep("check", "-i", os.environ["MOLECULE_INVENTORY_FILE"])
+    assert result.returncode == 0, result.stderr
+    assert [fingerprint(host) for host in hosts] == before
+
+
+def test_kvmprep_check_smoke_boots_migrates_and_leaves_no_trace():
+    hosts = [lab_host(name) for name in HOSTS]
+    result = kvmprep(
+        "check",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "--smoke",
+        "--migrate",
+        "--format",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for name in HOSTS:
+        controls = report["hosts"][name]["controls"]
+        assert controls["SMOKE-001"]["status"] == "PASS", controls["SMOKE-001"]
+    assert report["hosts"][HOSTS[0]]["controls"]["SMOKE-002"]["status"] == "PASS"
+    for host in hosts:
+        assert "kvmprep-smoke" not in host.check_output("virsh -c qemu:///system list --all")
+        assert not host.file("/var/lib/one/datastores/kvmprep-smoke").exists
+
+
+def test_drift_is_reported_with_its_fix_and_apply_repairs_it():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    drifted = lab_host(HOSTS[0])
+    drifted.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    drifted.run("gpasswd -d oneadmin kvm")
+    drifted.run("systemctl stop libvirtd-tcp.socket")
+
+    found = kvmprep("check", "-i", inventory)
+    assert found.returncode == 2, found.stderr
+    lines = found.stderr.splitlines()
+    for control in ("LV-001", "USR-002", "LV-005"):
+        index = next(
+            (i for i, line in enumerate(lines) if f"{control} " in line and " FAIL" in line), None
+        )
+        assert index is not None, (control, found.stderr)
+        assert lines[index + 1].strip().startswith("fix: "), found.stderr
+    assert f"{HOSTS[0]}: non-compliant" in found.stderr
+    assert f"{HOSTS[1]}: compliant" in found.stderr
+
+    repaired = kvmprep("apply", "-i", inventory)
+    assert repaired.returncode == 0, repaired.stderr
+    again = kvmprep("check", "-i", inventory)
+    assert again.returncode == 0, again.stderr
