@@ -53,7 +53,12 @@ def local_inventory(python: str = sys.executable) -> Iterator[Path]:
     inventory = {
         "kvm_hosts": {
             "hosts": {
-                LOCAL_HOST: {"ansible_connection": "local", "ansible_python_interpreter": python}
+                # The audit runs as whoever runs kvmprep here: no sudo (it may be a plain user).
+                LOCAL_HOST: {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": python,
+                    "kvmprep_become": False,
+                }
             }
         }
     }
