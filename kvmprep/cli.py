@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="set a variable (VALUE is read as YAML: true, 3, [a, b]) or load a YAML mapping "
         "from FILE; repeatable, later ones win",
     )
+    apply.add_argument(
+        "--serial",
+        type=_batch_size,
+        metavar="N|N%",
+        help="converge the hosts in batches of N hosts (or N%% of them); default: all at once",
+    )
+    apply.add_argument(
+        "--max-fail-percent",
+        type=_percent,
+        metavar="P",
+        help="stop before the next batch once more than P%% of a batch failed "
+        "(with --serial: 0 stops at the first failed host); default: 100, never stop early",
+    )
     apply.set_defaults(handler=_apply)
 
     check = commands.add_parser(
@@ -308,9 +321,29 @@ def inventory_paths(values: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _batch_size(value: str) -> str:
+    """``N`` or ``N%`` with N >= 1 (Ansible's ``serial``)."""
+    if not re.fullmatch(r"[1-9][0-9]*%?", value) or (value.endswith("%") and int(value[:-1]) > 100):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a host count N or a share N% (1-100)"
+        )
+    return value
+
+
+def _percent(value: str) -> int:
+    if not re.fullmatch(r"[0-9]+", value) or int(value) > 100:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a percentage 0-100")
+    return int(value)
+
+
 def _apply(args: argparse.Namespace) -> int:
     inventories = inventory_paths(args.inventory)
     extravars = parse_extra_vars(args.extra_vars or [])
+    # The apply playbook reads these for its play keywords (serial, max_fail_percentage).
+    if args.serial is not None:
+        extravars["kvmprep_serial"] = args.serial
+    if args.max_fail_percent is not None:
+        extravars["kvmprep_max_fail_percentage"] = args.max_fail_percent
 
     from kvmprep import content, runner, summary
     from kvmprep.progress import Progress, use_color

@@ -55,3 +55,27 @@ def test_tls_without_certificates_is_refused(capsys) -> None:
     status, err = apply(capsys, "kvm_host_migration_transport=tls")
     assert status == ExitStatus.FAILED
     assert "kvm_host_libvirt_tls_ca_cert" in err
+
+
+def test_serial_rollout_stops_after_a_failed_batch(capsys) -> None:
+    inventory = Path(__file__).parent / "fixtures" / "inventory_rollout.ini"
+    status = main(
+        ["apply", "-i", str(inventory), "--check", "--serial", "1", "--max-fail-percent", "0"]
+    )
+    err = capsys.readouterr().err
+    assert status == ExitStatus.FAILED
+    assert "kvm_host_libvirt_sasl_password is empty" in err
+    rows = {line.split()[0]: line.split() for line in err.splitlines() if line.strip()}
+    # The first batch failed, so the two other hosts were never touched.
+    assert rows["first"][-1] == "FAILED"
+    assert "second" not in rows
+    assert "third" not in rows
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--serial", "0"), ("--serial", "150%"), ("--max-fail-percent", "101")]
+)
+def test_rollout_options_are_validated(capsys, option, value) -> None:
+    status = main(["apply", "-i", str(INVENTORY), option, value])
+    assert status == ExitStatus.USAGE
+    assert option in capsys.readouterr().err
