@@ -382,26 +382,11 @@ def _group_name(gid):
 
 def probe_dev_kvm(path="/dev/kvm"):
     """Stat /dev/kvm, open it and ask for the API version and an empty VM."""
-    res = {
-        "exists": False,
-        "char_device": False,
-        "mode": None,
-        "owner": None,
-        "group": None,
-        "api_version": None,
-        "create_vm": False,
-        "error": None,
-    }
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        res["error"] = _errtext(exc)
+    res = stat_path(path)
+    del res["path"]
+    res.update(api_version=None, create_vm=False)
+    if not res["exists"]:
         return res
-    res["exists"] = True
-    res["char_device"] = stat.S_ISCHR(st.st_mode)
-    res["mode"] = f"{stat.S_IMODE(st.st_mode):04o}"
-    res["owner"] = _user_name(st.st_uid)
-    res["group"] = _group_name(st.st_gid)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
@@ -914,7 +899,7 @@ def gather_config(errors, files=CONF_FILES):
 
 
 def stat_path(path):
-    """exists, char_device, owner, group, mode and error of a path (no following of nothing)."""
+    """exists, char_device, owner, group, mode and error of a path (symlinks followed)."""
     res = {
         "path": path,
         "exists": False,
