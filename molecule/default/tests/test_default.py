@@ -275,9 +275,20 @@ def test_kvmprep_check_smoke_boots_migrates_and_leaves_no_trace():
         assert not host.file("/var/lib/one/datastores/kvmprep-smoke").exists
 
 
-def test_drift_is_reported_with_its_fix_and_apply_repairs_it():
+def qemu_pid(host) -> str:
+    return host.check_output(f"pgrep -u oneadmin -f 'qemu-system-x86_64 .*-name guest={DOMAIN},'")
+
+
+def libvirtd_pid(host) -> str:
+    return host.check_output("systemctl show -p MainPID --value libvirtd.service")
+
+
+def test_drift_is_reported_with_its_fix_and_apply_repairs_it(lab_domain):
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     drifted = lab_host(HOSTS[0])
+    # The lab domain runs here (it migrated back): the repair restarts libvirt under it.
+    assert domain_state(drifted) == "running"
+    vm_before, daemon_before = qemu_pid(drifted), libvirtd_pid(drifted)
     drifted.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
     drifted.run("gpasswd -d oneadmin kvm")
     drifted.run("systemctl stop libvirtd-tcp.socket")
@@ -296,5 +307,9 @@ def test_drift_is_reported_with_its_fix_and_apply_repairs_it():
 
     repaired = kvmprep("apply", "-i", inventory)
     assert repaired.returncode == 0, repaired.stderr
+    # libvirt was restarted to apply qemu.conf, and the running VM did not notice.
+    assert libvirtd_pid(drifted) not in (daemon_before, "0")
+    assert qemu_pid(drifted) == vm_before
+    assert domain_state(drifted) == "running"
     again = kvmprep("check", "-i", inventory)
     assert again.returncode == 0, again.stderr
