@@ -2,10 +2,11 @@
 
 The page is meant to be mailed, attached to a ticket or archived, and opened anywhere: inline
 CSS only, no script, no image, font or style sheet from elsewhere. It has a summary (verdicts
-and counts), a hosts-by-controls matrix whose cells link to the details of the control (its
-rationale, detection and remediation, and every host's message). A status is always spelled
-out next to its colour, so the matrix reads the same in greyscale, in print and to a screen
-reader. Everything that comes from a host or the catalog is escaped.
+and counts), a migration matrix per OpenNebula cluster (which host can receive VMs started on
+which, and why not), a hosts-by-controls matrix whose cells link to the details of the control
+(its rationale, detection and remediation, and every host's message). A status is always
+spelled out next to its colour, so the matrices read the same in greyscale, in print and to a
+screen reader. Everything that comes from a host or the catalog is escaped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TextIO
 
-from kvmprep.controls.evaluate import ControlResult, HostReport, Verdict, host_verdict
+from kvmprep.controls.evaluate import (
+    ControlResult,
+    HostReport,
+    Verdict,
+    clusters_of,
+    host_verdict,
+)
+from kvmprep.controls.migration import ClusterMigration, Link
 from kvmprep.controls.model import Control, Status
 
 SYMBOL = {
@@ -25,6 +33,13 @@ SYMBOL = {
     Status.FAIL: "\u2717",  # ballot x
     Status.SKIP: "\u2013",  # en dash
     Status.ERROR: "?",
+}
+#: A migration link looks like the status of the same gravity.
+LINK_STATUS = {
+    Link.OK: Status.PASS,
+    Link.AT_RISK: Status.WARN,
+    Link.BLOCKED: Status.FAIL,
+    Link.UNKNOWN: Status.ERROR,
 }
 VERDICT_CLASS = {
     Verdict.COMPLIANT: "v-ok",
@@ -154,6 +169,28 @@ table { border-collapse: collapse; }
 .back { margin: 8px 0 0; font-size: 13px; }
 .host-error { color: var(--error-fg); overflow-wrap: break-word; }
 .hosts td.note { min-width: 18em; }
+.cluster { background: var(--paper); border: 1px solid var(--line); border-radius: 6px;
+  margin: 0 0 16px; padding: 16px 18px; }
+.cluster h3 { margin: 0 0 6px; font-size: 16px; }
+.cluster h3 .count { color: var(--muted); font-weight: 400; font-size: 14px;
+  margin-right: .4em; }
+.cluster .verdict-line { margin: 0 0 8px; font-weight: 600; overflow-wrap: anywhere; }
+.cluster .facts { margin: 0 0 12px; color: var(--muted); font-size: 13px; }
+.cluster .facts strong { color: var(--ink); }
+.migration { font-size: 13px; }
+.migration th, .migration td { border: 1px solid var(--line); padding: 6px 8px;
+  vertical-align: top; }
+.migration thead th { background: #eef2f6; text-align: center; }
+.migration thead th.corner { text-align: left; font-weight: 400; color: var(--muted); }
+.migration tbody th { text-align: left; background: var(--paper); white-space: nowrap; }
+.migration td.link { min-width: 9em; max-width: 18em; }
+.migration td.self { background: var(--band); color: var(--muted); text-align: center; }
+.migration .why { display: block; margin-top: 4px; color: var(--ink);
+  overflow-wrap: anywhere; }
+.versions { margin-top: 12px; font-size: 13px; }
+.versions th, .versions td { padding: 4px 12px 4px 0; text-align: left; }
+.unassigned { color: var(--muted); font-size: 13px; }
+.fix { display: block; margin-top: 4px; color: var(--muted); }
 footer { margin-top: 36px; color: var(--muted); font-size: 12px; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
   clip: rect(0 0 0 0); white-space: nowrap; }
@@ -339,6 +376,104 @@ def _matrix_row(control: Control, by_host: Sequence[dict[str, ControlResult]]) -
     )
 
 
+def _migration(reports: Sequence[HostReport]) -> str:
+    """One migration matrix per cluster; nothing for a run of one host (nowhere to migrate)."""
+    clusters = clusters_of(reports)
+    if len(reports) < 2 or not clusters:
+        return ""
+    outside = [r.name for r in reports if r.cluster is None]
+    note = (
+        '<p class="unassigned">In no cluster (not evaluated, or without qemu facts: their '
+        f"cluster or their QEMU is unknown): {escape(', '.join(outside))}</p>"
+        if outside
+        else ""
+    )
+    return (
+        '<section aria-labelledby="migration-h"><h2 id="migration-h">Live migration by '
+        "cluster</h2>"
+        '<ul class="legend" aria-label="legend"><li>Legend:</li>'
+        + "".join(f"<li>{_link_badge(link)}</li>" for link in Link)
+        + "<li>Rows: the host a VM was started on; columns: the host it moves to.</li></ul>"
+        + "".join(_cluster(c) for c in clusters)
+        + f"{note}</section>"
+    )
+
+
+def _link_badge(link: Link) -> str:
+    status = LINK_STATUS[link]
+    return (
+        f'<span class="st st-{status.lower()}"><span class="sym" aria-hidden="true">'
+        f"{SYMBOL[status]}</span> {escape(str(link))}</span>"
+    )
+
+
+def _cluster(cluster: ClusterMigration) -> str:
+    anchor = f"cluster-{_slug(cluster.name)}"
+    target = cluster.target_machine or "none every host runs"
+    common = ", ".join(sorted(cluster.common_machines.values())) or "none"
+    facts = (
+        f"<strong>Machine type:</strong> {escape(cluster.machine_basis)}. Newest every host "
+        f"runs: {escape(common)}; OS MACHINE to set: <code>{escape(target)}</code>.<br>"
+        f"<strong>CPU:</strong> {escape(cluster.cpu_basis)}. Newest named model every host "
+        f"runs: {escape(cluster.common_cpu_model or 'unknown')}."
+    )
+    return (
+        f'<article class="cluster" id="{anchor}" aria-labelledby="{anchor}-h">'
+        f'<h3 id="{anchor}-h">Cluster {escape(cluster.name)} '
+        f'<span class="count">{_plural(len(cluster.hosts), "host")}</span> '
+        f"{_link_badge(cluster.verdict)}</h3>"
+        f'<p class="verdict-line">{escape(cluster.summary().partition(": ")[2])}</p>'
+        f'<p class="facts">{facts}</p>'
+        f"{_cluster_matrix(cluster)}{_versions(cluster)}</article>"
+    )
+
+
+def _cluster_matrix(cluster: ClusterMigration) -> str:
+    if len(cluster.hosts) < 2:
+        return ""
+    heads = "".join(f'<th scope="col">{_breakable(h)}</th>' for h in cluster.hosts)
+    rows = "".join(
+        f'<tr><th scope="row">{escape(source)}</th>'
+        + "".join(_link_cell(cluster, source, dest) for dest in cluster.hosts)
+        + "</tr>"
+        for source in cluster.hosts
+    )
+    return (
+        '<div class="scroll" role="region" tabindex="0" '
+        f'aria-label="migration matrix of cluster {escape(cluster.name)}">'
+        '<table class="migration">'
+        f'<caption class="visually-hidden">Live migration in cluster {escape(cluster.name)}: '
+        "rows are the hosts VMs start on, columns the hosts they move to</caption>"
+        '<thead><tr><th scope="col" class="corner">started on \u2193 / moves to \u2192</th>'
+        f"{heads}</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
+
+
+def _link_cell(cluster: ClusterMigration, source: str, destination: str) -> str:
+    cell = cluster.cell(source, destination)
+    if cell is None:
+        return (
+            '<td class="self"><span aria-hidden="true">\u2014</span>'
+            '<span class="visually-hidden">same host</span></td>'
+        )
+    why = "".join(f'<span class="why">{escape(r)}</span>' for r in cell.reasons)
+    return f'<td class="link">{_link_badge(cell.link)}{why}</td>'
+
+
+def _versions(cluster: ClusterMigration) -> str:
+    rows = "".join(
+        f'<tr><th scope="row">{escape(host)}</th><td>{escape(qemu or "unknown")}</td>'
+        f"<td>{escape(libvirt or 'unknown')}</td></tr>"
+        for host, qemu, libvirt in cluster.versions
+    )
+    return (
+        '<table class="versions"><caption class="visually-hidden">QEMU and libvirt versions '
+        f"in cluster {escape(cluster.name)}</caption>"
+        '<thead><tr><th scope="col">Host</th><th scope="col">QEMU</th>'
+        f'<th scope="col">libvirt</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
 def _details(reports: Sequence[HostReport], controls: Sequence[Control]) -> str:
     by_host = [{r.control.id: r for r in report.results} for report in reports]
     articles = "".join(_control_details(c, reports, by_host) for c in controls)
@@ -362,10 +497,15 @@ def _control_details(
         else:
             tally[result.status] += 1
             status_html, message = _badge(result.status), result.message
+        fix = (
+            f'<span class="fix">fix: {escape(result.fix)}</span>'
+            if result is not None and result.fix and result.status is not Status.PASS
+            else ""
+        )
         rows.append(
             f'<tr id="{cell_anchor(control, index)}"><th scope="row">{escape(report.name)}</th>'
             f'<td class="status-col">{status_html}</td>'
-            f'<td class="msg">{escape(message)}</td></tr>'
+            f'<td class="msg">{escape(message)}{fix}</td></tr>'
         )
     counts = " ".join(f"{_badge(s)}&nbsp;{n}" for s, n in tally.items() if n)
     severity = escape(str(control.severity))
@@ -402,6 +542,7 @@ def document(
         f"{_masthead(reports, verdicts, strict=strict, generated=generated)}"
         '<main class="page">'
         f"{_summary(reports, verdicts)}"
+        f"{_migration(reports)}"
         f"{_matrix(reports, verdicts, controls)}"
         f"{_details(reports, controls)}"
         "<footer>Statuses: PASS complies; WARN complies with a reservation; FAIL does not "

@@ -12,13 +12,16 @@ be added within a version)::
         "<inventory hostname>": {
           "verdict": "compliant" | "non-compliant" | "not evaluated",
           "error": null | "<why the host could not be evaluated (unreachable, probe failed)>",
+          "cluster": null | "<its OpenNebula cluster (one_frontend_cluster), a key of clusters>",
           "counts": {"PASS": 11, "WARN": 1, "FAIL": 1, "SKIP": 2, "ERROR": 0},
           "controls": {
             "<control id>": {
               "status": "PASS" | "WARN" | "FAIL" | "SKIP" | "ERROR",
               "message": "<one-line hint: the observed value or the reason>",
               "title": "...", "severity": "critical" | "high" | "medium" | "low" | "info",
-              "remediation": "<the change kvmprep apply makes, or the manual step>"
+              "remediation": "<the change kvmprep apply makes, or the manual step; with the
+                              value to set when the control knows it (FLEET-003: the
+                              machine type)>"
             }
           }
         }
@@ -27,6 +30,25 @@ be added within a version)::
         "hosts": 2,
         "compliant": ["<host>", ...], "non_compliant": [...], "not_evaluated": [...],
         "counts": {"PASS": 22, "WARN": 2, "FAIL": 2, "SKIP": 4, "ERROR": 0}
+      },
+      "clusters": {                    # live migration inside each OpenNebula cluster
+        "<cluster>": {
+          "hosts": ["<host>", ...],
+          "verdict": "ok" | "at risk" | "blocked" | "unknown",   # the worst direction
+          "summary": "<the terminal's one-line verdict>",
+          "machine_type": {
+            "basis": "<what VMs get: OS MACHINE, or each host's emulator default>",
+            "target": null | "<the OS MACHINE to set, e.g. pc-q35-7.2>",
+            "newest_common": {"pc-q35": "pc-q35-7.2", "pc-i440fx": "pc-i440fx-7.2"}
+          },
+          "cpu_model": {"basis": "...", "newest_common": null | "<named CPU model>"},
+          "versions": {"<host>": {"qemu": "7.2.22", "libvirt": "9.0.0"}},
+          "migration": {                 # VMs started on <source> moving to <destination>
+            "<source>": {"<destination>": {"link": "ok" | "at risk" | "blocked" | "unknown",
+                                          "reasons": ["machine type pc-q35-10.0 missing on
+                                                       <destination>", ...]}}
+          }
+        }
       }
     }
 
@@ -36,6 +58,10 @@ control with status ERROR and the reason as message. The smoke controls appear o
 requested: SMOKE-001 with ``check --smoke``, SMOKE-001 and SMOKE-002 with ``--migrate``;
 without those options a report has no SMOKE-* key. ``kvmprep controls --format json``
 gives the catalog (rationale, detection, remediation) for the control ids.
+
+``clusters`` and each host's ``cluster`` were added within version 1: a host that could not
+be evaluated belongs to no cluster (its inventory variables come back with its facts), and
+``clusters`` is empty when no host gathered the qemu facts.
 """
 
 from __future__ import annotations
@@ -44,7 +70,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from kvmprep.controls.evaluate import HostReport, Verdict, host_verdict
+from kvmprep.controls.evaluate import HostReport, Verdict, clusters_of, host_verdict
+from kvmprep.controls.migration import ClusterMigration
 from kvmprep.controls.model import Control, Status
 
 SCHEMA = "kvmprep.check/1"
@@ -64,7 +91,9 @@ def document(
     hosts = {
         report.name: {
             "verdict": verdicts[report.name],
+            "role": str(report.role),
             "error": report.error,
+            "cluster": report.cluster.name if report.cluster else None,
             "counts": _counts([report]),
             "controls": {
                 r.control.id: {
@@ -72,7 +101,7 @@ def document(
                     "message": r.message,
                     "title": r.control.title,
                     "severity": str(r.control.severity),
-                    "remediation": r.control.remediation,
+                    "remediation": r.remediation,
                 }
                 for r in report.results
             },
@@ -96,6 +125,29 @@ def document(
             "not_evaluated": named(Verdict.NOT_EVALUATED),
             "counts": _counts(reports),
         },
+        "clusters": {c.name: cluster_document(c) for c in clusters_of(reports)},
+    }
+
+
+def cluster_document(cluster: ClusterMigration) -> dict[str, Any]:
+    migration: dict[str, dict[str, Any]] = {host: {} for host in cluster.hosts}
+    for cell in cluster.cells:
+        migration[cell.source][cell.destination] = {
+            "link": str(cell.link),
+            "reasons": list(cell.reasons),
+        }
+    return {
+        "hosts": list(cluster.hosts),
+        "verdict": str(cluster.verdict),
+        "summary": cluster.summary(),
+        "machine_type": {
+            "basis": cluster.machine_basis,
+            "target": cluster.target_machine,
+            "newest_common": dict(cluster.common_machines),
+        },
+        "cpu_model": {"basis": cluster.cpu_basis, "newest_common": cluster.common_cpu_model},
+        "versions": {h: {"qemu": q, "libvirt": lv} for h, q, lv in cluster.versions},
+        "migration": migration,
     }
 
 

@@ -48,7 +48,7 @@ def _outcome(result: ControlResult, *, strict: bool) -> str:
 
 def _detail(result: ControlResult) -> str:
     """The body of a failure: what was seen, then what to change."""
-    return f"{result.message}\n\nremediation: {result.control.remediation}"
+    return f"{result.message}\n\nremediation: {result.remediation}"
 
 
 def case_element(result: ControlResult, host: str, *, strict: bool = False) -> ET.Element:

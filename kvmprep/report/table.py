@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from kvmprep.controls.evaluate import HostReport, Verdict, host_verdict
+from kvmprep.controls.evaluate import HostReport, Verdict, clusters_of, host_verdict
+from kvmprep.controls.migration import ClusterMigration, Link
 from kvmprep.controls.model import Status
 from kvmprep.progress import BOLD_RED, GREEN, RED, YELLOW, paint
 
@@ -20,6 +21,12 @@ VERDICT_COLOR = {
     Verdict.COMPLIANT: GREEN,
     Verdict.NON_COMPLIANT: BOLD_RED,
     Verdict.NOT_EVALUATED: RED,
+}
+LINK_COLOR = {
+    Link.OK: GREEN,
+    Link.AT_RISK: YELLOW,
+    Link.BLOCKED: BOLD_RED,
+    Link.UNKNOWN: RED,
 }
 # Wide enough for the longest title, so that the statuses line up.
 TITLE_WIDTH = 44
@@ -39,7 +46,7 @@ def control_lines(report: HostReport, *, color: bool = False, quiet: bool = Fals
         lines.append(f"  {result.control.id:<9} {title} {status}{hint}")
         # What to do comes with what is wrong: the operator should not need `kvmprep controls`.
         if result.status is Status.FAIL:
-            lines.append(f"{'':12}fix: {result.control.remediation}")
+            lines.append(f"{'':12}fix: {result.remediation}")
     return lines
 
 
@@ -80,10 +87,20 @@ def render_table(
     render_summary(reports, stream, color=color, strict=strict)
 
 
+def cluster_summary(cluster: ClusterMigration, *, color: bool = False) -> str:
+    """``cluster default (2 hosts): 1 of 2 directions blocked: ...``, coloured by verdict."""
+    line = cluster.summary()
+    head, sep, rest = line.partition(": ")
+    return f"{head}{sep}{paint(rest, LINK_COLOR[cluster.verdict], color=color)}"
+
+
 def render_summary(
     reports: Sequence[HostReport], stream: TextIO, *, color: bool = False, strict: bool = False
 ) -> None:
-    """Only the per-host summary lines and the fleet line."""
+    """The per-host summary lines, the fleet line, then one line per OpenNebula cluster
+    (live migration between its hosts; not for a run of one host: nothing to migrate)."""
     lines = [host_summary(r, color=color, strict=strict) for r in reports]
     lines.append(fleet_summary(reports, color=color, strict=strict))
+    if len(reports) > 1:
+        lines += [cluster_summary(c, color=color) for c in clusters_of(reports)]
     stream.write("".join(f"{line}\n" for line in lines))
