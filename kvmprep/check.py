@@ -11,18 +11,21 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from kvmprep import content, runner, smoke
 from kvmprep.controls.catalog import CATALOG, smoke_controls
 from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
-from kvmprep.controls.model import Expect, Status
+from kvmprep.controls.model import Expect, Role, Status, VmmDefaults
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
-#: The task of playbooks/check.yml whose result holds the facts.
+#: The tasks of playbooks/check.yml whose results hold the facts: a KVM host's, the
+#: front-end's, and what oned's host pool said (read from the controller for the front-end).
 PROBE_TASK = "kvmprep check facts"
+FRONTEND_TASK = "kvmprep check front-end facts"
+API_TASK = "kvmprep check OpenNebula hosts"
 LOCAL_HOST = "localhost"
 
 
@@ -120,17 +123,20 @@ def _run(
     result = runner.run_playbook(
         playbook,
         inventories,
-        library_path=content.library_path(),
-        capture=(PROBE_TASK,),
+        roles_path=content.roles_path(),
+        library_path=content.library_paths(),
+        module_utils_path=content.module_utils_paths(),
+        capture=(PROBE_TASK, FRONTEND_TASK, API_TASK),
         **kwargs,
     )
     inputs = host_inputs(result)
     if not smoke_test or result.interrupted or result.input_error:
         return CheckRun(reports=evaluate_fleet(inputs), run=result)
-    if migrate and len(inputs) < 2:
-        found = ", ".join(h.name for h in inputs) or "no host"
+    hosts = [h for h in inputs if h.role is Role.KVM_HOST]
+    if migrate and len(hosts) < 2:
+        found = ", ".join(h.name for h in hosts) or "no host"
         raise KvmprepError(_MIGRATE_NEEDS_TWO.format(found=found))
-    reached = tuple(h.name for h in inputs if h.facts is not None)
+    reached = tuple(h.name for h in hosts if h.facts is not None)
     cancel = kwargs.get("cancel")
     if not reached or (cancel is not None and cancel()):
         controls = (*CATALOG, *smoke_controls(migrate=migrate))
@@ -156,7 +162,7 @@ def _run(
         return CheckRun(reports=(), run=result, smoke=outcome)
     facts = smoke.smoke_facts(smoke_run, reached, migrate=migrate, run_id=run_id)
     inputs = [
-        HostInput(h.name, {**h.facts, "smoke": facts[h.name]}, h.expect)
+        replace(h, facts={**h.facts, "smoke": facts[h.name]})
         if h.facts is not None and h.name in facts
         else h
         for h in inputs
@@ -175,10 +181,18 @@ def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
 
 
 def host_inputs(result: runner.RunResult) -> list[HostInput]:
-    """The facts (or why there are none) of every host of the static run, sorted by name."""
+    """The facts (or why there are none) of every machine of the static run, sorted by name:
+    the KVM hosts, and the front-end (whose facts feed the hosts' VM defaults)."""
+    tasks = {h.name: result.task_results.get(h.name) or {} for h in result.hosts}
+    frontend = _frontend_name(tasks)
     inputs = []
     for host in sorted(result.hosts, key=lambda h: h.name):
-        res: Mapping[str, Any] | None = (result.task_results.get(host.name) or {}).get(PROBE_TASK)
+        found = tasks[host.name]
+        if host.name == frontend:
+            inputs.append(_frontend_input(host, found))
+            if PROBE_TASK not in found:
+                continue
+        res: Mapping[str, Any] | None = found.get(PROBE_TASK)
         if res is None or not isinstance(res.get("probe"), Mapping):
             why = host.message or "the facts probe did not run"
             prefix = "unreachable" if host.unreachable else "probe failed"
@@ -186,7 +200,42 @@ def host_inputs(result: runner.RunResult) -> list[HostInput]:
             continue
         expect = Expect.from_vars(res.get("expect") or {})
         inputs.append(HostInput(host.name, res["probe"], expect))
-    return inputs
+    fe = next((i for i in inputs if i.role is Role.FRONTEND and i.facts is not None), None)
+    if fe is None:
+        return inputs
+    vmm_kvm = fe.facts.get("vmm_kvm") or {}  # type: ignore[union-attr]
+    vmm = VmmDefaults(
+        machine=vmm_kvm.get("machine"),
+        cpu_model=vmm_kvm.get("cpu_model"),
+        source=f"vmm_exec_kvm.conf on {fe.name}",
+    )
+    return [
+        replace(i, vmm=vmm) if i.role is Role.KVM_HOST and i.facts is not None else i
+        for i in inputs
+    ]
+
+
+def _frontend_name(tasks: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The front-end: named in the hosts' expected values, else the machine probed as one."""
+    for found in tasks.values():
+        res = found.get(PROBE_TASK)
+        name = ((res or {}).get("expect") or {}).get("kvmprep_frontend")
+        if name:
+            return str(name)
+    return next((name for name, found in tasks.items() if FRONTEND_TASK in found), None)
+
+
+def _frontend_input(host: runner.HostState, found: Mapping[str, Any]) -> HostInput:
+    res = found.get(FRONTEND_TASK)
+    # A machine that is also a KVM host keeps its name for the host row.
+    name = f"{host.name} (front-end)" if PROBE_TASK in found else host.name
+    if res is None or not isinstance(res.get("probe"), Mapping):
+        why = host.message or "the front-end probe did not run"
+        prefix = "unreachable" if host.unreachable else "probe failed"
+        return HostInput(name, None, error=f"{prefix}: {why}", role=Role.FRONTEND)
+    api = (found.get(API_TASK) or {}).get("msg")
+    facts = {**res["probe"], "api": api if isinstance(api, Mapping) else None}
+    return HostInput(name, facts, role=Role.FRONTEND)
 
 
 def exit_status(reports: Sequence[HostReport], *, strict: bool = False) -> ExitStatus:

@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="converge hosts into OpenNebula KVM hypervisors",
         description="Converge the hosts of the kvm_hosts group: verify KVM, install and "
-        "configure libvirt and QEMU for OpenNebula. Re-running changes nothing.",
+        "configure libvirt and QEMU for OpenNebula. Then, when the inventory has a frontend "
+        "group: enable the kvm drivers on the OpenNebula front-end, give oneadmin SSH trust "
+        "between all machines, copy the driver remotes to the hosts and register them. "
+        "Re-running changes nothing.",
         epilog=EXIT_CODES,
         formatter_class=formatter,
     )
@@ -134,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="stop before the next batch once more than P%% of a batch failed "
         "(with --serial: 0 stops at the first failed host); default: 100, never stop early",
+    )
+    parts = apply.add_mutually_exclusive_group()
+    parts.add_argument(
+        "--skip-frontend",
+        action="store_true",
+        help="prepare the hosts only: leave the front-end, SSH trust and registration alone",
+    )
+    parts.add_argument(
+        "--only-frontend",
+        action="store_true",
+        help="configure the front-end, SSH trust, remotes and registration, not the hosts",
     )
     apply.set_defaults(handler=_apply)
 
@@ -336,6 +350,17 @@ def _percent(value: str) -> int:
     return int(value)
 
 
+def _is_http_url(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _apply(args: argparse.Namespace) -> int:
     inventories = inventory_paths(args.inventory)
     extravars = parse_extra_vars(args.extra_vars or [])
@@ -344,6 +369,16 @@ def _apply(args: argparse.Namespace) -> int:
         extravars["kvmprep_serial"] = args.serial
     if args.max_fail_percent is not None:
         extravars["kvmprep_max_fail_percentage"] = args.max_fail_percent
+    endpoint = os.environ.get("ONE_XMLRPC")
+    if endpoint and not args.skip_frontend and not _is_http_url(endpoint):
+        raise KvmprepError(
+            f"ONE_XMLRPC={endpoint!r} is not an http(s) URL; "
+            "expected e.g. http://one.example.org:2633/RPC2"
+        )
+    if args.skip_frontend:
+        extravars["kvmprep_frontend"] = False
+    if args.only_frontend:
+        extravars["kvmprep_hosts"] = False
 
     from kvmprep import content, runner, summary
     from kvmprep.progress import Progress, use_color

@@ -49,3 +49,17 @@ def roles_path() -> Path:
 def library_path() -> Path:
     """Return the directory holding kvmprep's Ansible modules (kvm_host_probe, ...)."""
     return content_root() / "roles" / "kvm_host" / "library"
+
+
+#: The roles whose modules and module_utils the check playbook uses without loading the role.
+_ROLES = ("kvm_host", "one_frontend")
+
+
+def library_paths() -> list[Path]:
+    """The library directories of kvmprep's roles, kvm_host's first."""
+    return [content_root() / "roles" / role / "library" for role in _ROLES]
+
+
+def module_utils_paths() -> list[Path]:
+    """The module_utils directories of kvmprep's roles (shared code of their modules)."""
+    return [content_root() / "roles" / role / "module_utils" for role in _ROLES]

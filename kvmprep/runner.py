@@ -105,6 +105,9 @@ _PASSTHROUGH = frozenset(
         "SSH_AUTH_SOCK",
         "KRB5CCNAME",
         "NO_COLOR",
+        # OpenNebula's CLI conventions: the API endpoint, and the file holding user:password.
+        "ONE_XMLRPC",
+        "ONE_AUTH",
     }
 )
 
@@ -305,7 +308,8 @@ def run_playbook(
     observer: Callable[[RunState], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     environ: Mapping[str, str] | None = None,
-    library_path: Path | None = None,
+    library_path: Path | Sequence[Path] | None = None,
+    module_utils_path: Sequence[Path] = (),
     capture: Sequence[str] = (),
 ) -> RunResult:
     """Run ``playbook`` against ``inventories`` and return what happened to each host.
@@ -314,8 +318,9 @@ def run_playbook(
     it quiet (it is still saved in the artifact dir). ``color`` lets Ansible colour it.
     ``observer`` is called with the live ``RunState`` after each event; ``cancel`` is polled
     and, once true, ansible-runner kills ansible-playbook (the run is then ``interrupted``).
-    ``library_path`` is searched first for modules; the results of the tasks named in
-    ``capture`` are returned per host in ``task_results``.
+    ``library_path`` is searched first for modules (``module_utils_path`` for the code they
+    share, when the playbook uses them without loading their role); the results of the tasks
+    named in ``capture`` are returned per host in ``task_results``.
     """
     from ansible_runner.interface import init_runner
 
@@ -333,7 +338,12 @@ def run_playbook(
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
     env = ansible_environment(
-        environ, roles_path=roles_path, library_path=library_path, color=color, cwd=cwd
+        environ,
+        roles_path=roles_path,
+        library_path=library_path,
+        module_utils_path=module_utils_path,
+        color=color,
+        cwd=cwd,
     )
     private_data_dir = Path(tempfile.mkdtemp(prefix="kvmprep-"))
     try:
@@ -433,7 +443,8 @@ def ansible_environment(
     environ: Mapping[str, str],
     *,
     roles_path: Path | None = None,
-    library_path: Path | None = None,
+    library_path: Path | Sequence[Path] | None = None,
+    module_utils_path: Sequence[Path] = (),
     color: bool = False,
     cwd: Path | None = None,
 ) -> dict[str, str]:
@@ -463,8 +474,14 @@ def ansible_environment(
         theirs = env.get("ANSIBLE_ROLES_PATH") or chosen.get("ANSIBLE_ROLES_PATH")
         env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(p for p in (str(roles_path), theirs) if p)
     if library_path is not None:
+        ours = [library_path] if isinstance(library_path, Path) else list(library_path)
         theirs = env.get("ANSIBLE_LIBRARY") or chosen.get("ANSIBLE_LIBRARY")
-        env["ANSIBLE_LIBRARY"] = os.pathsep.join(p for p in (str(library_path), theirs) if p)
+        env["ANSIBLE_LIBRARY"] = os.pathsep.join(p for p in (*map(str, ours), theirs) if p)
+    if module_utils_path:
+        theirs = env.get("ANSIBLE_MODULE_UTILS")
+        env["ANSIBLE_MODULE_UTILS"] = os.pathsep.join(
+            p for p in (*map(str, module_utils_path), theirs) if p
+        )
     # ansible-playbook runs on a pty, so it would colour its output (and the saved stdout)
     # even when nobody sees it on a terminal.
     if not color or environ.get("NO_COLOR"):

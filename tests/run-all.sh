@@ -25,8 +25,8 @@ step "python packages (venv $venv)"
 export PATH=$venv/bin:$PATH
 
 step "lint"
-ruff check kvmprep tests roles/kvm_host/library molecule
-ruff format --check kvmprep tests roles/kvm_host/library molecule
+ruff check kvmprep tests roles/*/library roles/*/filter_plugins molecule bench
+ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins molecule bench
 
 step "unit tests"
 # pytest exits 5 when it collects nothing: for this suite that is a failure, not a pass.
@@ -34,24 +34,31 @@ rc=0; pytest -q tests/unit || rc=$?
 if [ "$rc" -eq 5 ]; then echo "no unit tests were collected" >&2; exit 1; fi
 [ "$rc" -eq 0 ] || exit "$rc"
 
+step "benchmark, quick (1 host, 2 repetitions; timings are printed, not asserted)"
+# Fails only when a timed command fails; removes its containers and network itself.
+python bench/run --quick
+
 step "lab images"
 lab/build-images bookworm trixie
-scenarios=(default classic-tls)
+scenarios=(default classic-tls frontend)
 for scenario in "${scenarios[@]}"; do
   mkdir -p "$KVMPREP_LAB_CACHE/$scenario/bookworm" "$KVMPREP_LAB_CACHE/$scenario/trixie"
 done
+mkdir -p "$KVMPREP_LAB_CACHE/frontend/one"
 
 cleanup() {
   for scenario in "${scenarios[@]}"; do
     molecule destroy -s "$scenario" >/dev/null 2>&1 || true
   done
-  podman network rm -f kvmprep-lab kvmprep-lab-tls >/dev/null 2>&1 || true
+  podman network rm -f kvmprep-lab kvmprep-lab-tls kvmprep-lab-fe >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
 # default: socket-activated libvirtd, TCP listener with SASL. classic-tls: libvirtd as a classic
 # daemon (--listen), TLS listener with x509 certificates. Both: Debian 12 + Debian 13 hosts, a KVM
-# domain run by oneadmin live-migrating between them.
+# domain run by oneadmin live-migrating between them. frontend: an OpenNebula front-end (config
+# files and a TEST DOUBLE of oned's API) with two hosts: drivers, SSH trust, remotes,
+# registration, the common machine type, migration as the KVM driver does it.
 for scenario in "${scenarios[@]}"; do
   step "molecule scenario $scenario"
   molecule test -s "$scenario"

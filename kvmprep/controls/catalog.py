@@ -5,8 +5,20 @@ IDs are stable (DESIGN.md); only the controls implemented so far are registered 
 
 from __future__ import annotations
 
-from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages, smoke
-from kvmprep.controls.model import Control, Severity
+from kvmprep.controls import (
+    access,
+    accounts,
+    apparmor,
+    fleet,
+    kvm,
+    libvirt,
+    opennebula,
+    packages,
+    smoke,
+)
+from kvmprep.controls.model import Control, Role, Severity
+
+BOTH = (Role.KVM_HOST, Role.FRONTEND)
 
 CATALOG: tuple[Control, ...] = (
     Control(
@@ -214,6 +226,123 @@ CATALOG: tuple[Control, ...] = (
         judge=apparmor.datastore_rule,
     ),
     Control(
+        id="USR-003",
+        title="front-end's oneadmin reaches the host over SSH",
+        severity=Severity.HIGH,
+        rationale="the front-end runs the drivers on the host as oneadmin over SSH (passwordless, "
+        "no host key prompt)",
+        detection="the front-end's oneadmin public key (one_frontend_probe) among the host's "
+        "oneadmin authorized_keys, and one of the host's SSH host keys in the front-end's "
+        "oneadmin known_hosts under the name OpenNebula uses (one_frontend_host_name, else the "
+        "inventory name; hashed entries too); a different key under that name is stale. "
+        "Without a frontend group: SKIP",
+        remediation="kvmprep apply with the frontend group: the front-end's key is authorized "
+        "on the host, the host keys are added to the front-end's known_hosts",
+        fleet_judge=opennebula.frontend_trust,
+        sees_frontend=True,
+    ),
+    Control(
+        id="ONE-001",
+        title="driver remotes at the front-end's version",
+        severity=Severity.HIGH,
+        rationale="OpenNebula copies its remotes (drivers, probes) to the host and runs them "
+        "there (`onehost sync`)",
+        detection="kvm_host_remotes_dir (/var/tmp/one) on the host against the front-end's "
+        "remotes dir and SCRIPTS_REMOTE_DIR: same VERSION and the sha256 of every file of the "
+        "front-end's (links followed, as rsync -L copies them); files only the host has are "
+        "reported, not failed. Without a frontend group: SKIP (nothing to compare with; the "
+        "remotes arrive when the front-end registers the host)",
+        remediation="kvmprep apply copies the front-end's remotes to the host as oneadmin "
+        "(rsync --delete --checksum) when they differ",
+        fleet_judge=opennebula.remotes,
+        sees_frontend=True,
+    ),
+    Control(
+        id="ONE-002",
+        title="host registered in OpenNebula and monitored",
+        severity=Severity.HIGH,
+        rationale="register the host with the front-end (onehost create -i kvm -v kvm)",
+        detection="one XML-RPC read of oned's host pool per run, from the controller "
+        "(one_frontend_host state=query; endpoint and credentials as the role resolves them, "
+        "never logged): the host by its OpenNebula name, IM_MAD and VM_MAD kvm, in "
+        "one_frontend_cluster, state MONITORED; DISABLED/OFFLINE WARN, INIT WARN, ERROR FAIL "
+        "with oned's message; an unreachable API is an ERROR. Without a frontend group: SKIP",
+        remediation="kvmprep apply registers the host (one.host.allocate) and waits until it "
+        "is monitored; a host with other drivers or in another cluster is fixed with "
+        "one_frontend_fix_mismatch: true",
+        fleet_judge=opennebula.registered,
+        sees_frontend=True,
+    ),
+    Control(
+        id="ONE-003",
+        title="front-end: kvm drivers enabled",
+        severity=Severity.HIGH,
+        rationale="oned.conf: IM_MAD im_kvm and VM_MAD vmm_kvm (today: kvm, IM_MAD in "
+        "monitord.conf)",
+        detection="on the front-end (one_frontend_probe): the version (remotes VERSION) and "
+        "monitord.conf decide the syntax like the role: 3.x IM_MAD name=im_kvm and VM_MAD "
+        "name=vmm_kvm in oned.conf; 4.x to 5.10 both NAME=kvm in oned.conf; 5.12 and later "
+        "IM_MAD NAME=kvm in monitord.conf, VM_MAD NAME=kvm in oned.conf (parsed, commented "
+        "sections do not count)",
+        remediation="kvmprep apply enables the sections in that syntax (structural edit with a "
+        "backup) and says when oned must be restarted (one_frontend_restart_oned: true)",
+        judge=opennebula.frontend_drivers,
+        applies_to=(Role.FRONTEND,),
+    ),
+    Control(
+        id="ONE-004",
+        title="node runtime the remotes need",
+        severity=Severity.HIGH,
+        rationale="the remotes run Ruby probes and driver scripts on the host as oneadmin",
+        detection="as oneadmin, `ruby -e \"require 'sqlite3'; require "
+        "'load_opennebula_paths'\"` succeeds; lspci, rsync and xmllint in PATH; "
+        "/etc/sudoers.d/kvmprep-oneadmin present, root 0440",
+        remediation="kvmprep apply installs ruby, ruby-sqlite3, pciutils, rsync, "
+        "libxml2-utils, its load_opennebula_paths.rb and its sudoers file (visudo-checked)",
+        judge=opennebula.node_runtime,
+    ),
+    Control(
+        id="ONE-005",
+        title="emulator path of the KVM driver resolves",
+        severity=Severity.HIGH,
+        rationale="the KVM driver starts QEMU as /usr/bin/qemu-kvm-one unless vmm_exec_kvm.conf "
+        "sets EMULATOR",
+        detection="kvm_host_emulator_link (/usr/bin/qemu-kvm-one) resolves to a runnable file "
+        "(kvm_host_probe qemu.emulator); the front-end's EMULATOR, when it names another path, "
+        "is a WARN",
+        remediation="kvmprep apply links the path to the distribution's qemu-system-<arch>",
+        fleet_judge=opennebula.emulator,
+        sees_frontend=True,
+    ),
+    Control(
+        id="ONE-006",
+        title="oneadmin SSH in all four directions; front-end name resolves",
+        severity=Severity.HIGH,
+        rationale="the drivers use SSH as oneadmin front-end -> host, host -> host (migration, "
+        "transfer), host -> front-end (images) and front-end -> front-end; the hosts reach the "
+        "front-end by its name",
+        detection="judged from the collected keys, without connecting: for each ordered pair "
+        "the source's oneadmin key in the target's authorized_keys and a target host key in the "
+        "source's known_hosts under the name used (inventory or OpenNebula name); and on each "
+        "host the front-end's inventory name resolves (getaddrinfo) to no loopback address. "
+        "Each missing pair is named. Without a frontend group: SKIP",
+        remediation="kvmprep apply with the frontend group exchanges the keys and host keys "
+        "among all machines; fix /etc/hosts or DNS where the front-end's name is loopback",
+        fleet_judge=opennebula.ssh_trust,
+        applies_to=BOTH,
+    ),
+    Control(
+        id="ONE-007",
+        title="datastores and remotes dirs belong to oneadmin",
+        severity=Severity.HIGH,
+        rationale="the front-end writes to the datastores and updates the remotes as oneadmin",
+        detection="<oneadmin home>/datastores and kvm_host_remotes_dir exist and are "
+        "oneadmin's, and so is every path in the remotes dir",
+        remediation="kvmprep apply creates them and gives a root-owned remotes dir back to "
+        "oneadmin (recursively)",
+        judge=opennebula.directories,
+    ),
+    Control(
         id="FLEET-001",
         title="libvirt host UUID unique across hosts",
         severity=Severity.HIGH,
@@ -229,15 +358,69 @@ CATALOG: tuple[Control, ...] = (
     ),
     Control(
         id="FLEET-002",
-        title="oneadmin uid/gid identical across hosts",
+        title="oneadmin uid/gid identical across hosts and front-end",
         severity=Severity.HIGH,
         rationale="user/group oneadmin, the same uid/gid on every host (shared datastores)",
-        detection="uid and gid of oneadmin on every evaluated host; the hosts that differ from "
+        detection="uid and gid of oneadmin on every evaluated host and the front-end; the "
+        "machines that differ from "
         "the value most hosts have (a tie goes to kvm_host_oneadmin_uid/gid) FAIL",
         remediation="apply creates oneadmin with kvm_host_oneadmin_uid/gid (9869) on new hosts; "
         "an existing account with other ids must be renumbered by hand (usermod -u, groupmod -g, "
         "then chown its files)",
         fleet_judge=fleet.same_oneadmin_ids,
+        applies_to=BOTH,
+    ),
+    Control(
+        id="FLEET-003",
+        title="machine type runs on every cluster host",
+        severity=Severity.HIGH,
+        rationale="hosts accept live migrations from each other (libvirt -l): a VM keeps the "
+        "machine type it was started with (libvirt makes q35 concrete: pc-q35-10.0 on QEMU "
+        "10.0), and a host runs only the machine types of its own QEMU",
+        detection="per host, the emulator OpenNebula starts (/usr/bin/qemu-kvm-one, else "
+        "qemu-system-<arch>) and its machine types with what each alias gives: libvirt's cache "
+        "of that emulator's capabilities while libvirt trusts it, else `<emulator> -machine "
+        "help` (no VM is started). Hosts are grouped by one_frontend_cluster (default: one "
+        "cluster). What VMs get on each host (OS MACHINE when the front-end's value is known, "
+        "else the emulator's default) must run on every other host of the cluster: the hosts "
+        "that lack it and the hosts whose VMs cannot leave FAIL, naming the newest machine "
+        "type every host runs",
+        remediation="kvmprep apply with the front-end role sets OS MACHINE in "
+        "vmm_exec_kvm.conf to the newest machine type every host of the cluster runs "
+        "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; VMs "
+        "started before keep their machine type until they are redeployed",
+        fleet_judge=fleet.machine_type,
+    ),
+    Control(
+        id="FLEET-004",
+        title="CPU model usable on every cluster host",
+        severity=Severity.MEDIUM,
+        rationale="hosts accept live migrations from each other (libvirt -l): a VM keeps its "
+        "CPU; with host-passthrough (or host-model) it only moves between identical CPUs, "
+        "with a named model only to hosts where that model is usable",
+        detection="the first CPU of /proc/cpuinfo (vendor, model name, family, model, "
+        "stepping) and the named CPU models KVM can run from libvirt's capabilities cache, "
+        "per one_frontend_cluster. CPU_MODEL host-passthrough, host-model or unknown: a host "
+        "whose CPU differs from another's WARNs, naming the newest model every host runs; a "
+        "named CPU_MODEL that libvirt finds unusable on a host FAILs there",
+        remediation="kvmprep apply with the front-end role sets CPU_MODEL = [ MODEL = ... ] in "
+        "vmm_exec_kvm.conf when one_frontend_vmm_cpu_model is set (auto: the newest model "
+        "every host of the cluster runs); VMs that need host-passthrough belong in a cluster "
+        "of identical hosts",
+        fleet_judge=fleet.cpu_model,
+    ),
+    Control(
+        id="FLEET-005",
+        title="QEMU and libvirt versions in the cluster",
+        severity=Severity.INFO,
+        rationale="information for planning upgrades: hosts of a cluster that drift apart in "
+        "QEMU and libvirt versions are what breaks migration (FLEET-003)",
+        detection="the QEMU version (libvirt's cache, else `<emulator> --version`) and the "
+        "libvirt daemon version of every host, per one_frontend_cluster; informational: always "
+        "PASS, the cluster's spread in the message",
+        remediation="nothing to change; upgrade the hosts of a cluster together to keep the "
+        "spread small",
+        fleet_judge=fleet.versions,
     ),
 )
 
@@ -283,6 +466,11 @@ SMOKE: tuple[Control, ...] = (
         only_with="--migrate",
     ),
 )
+
+
+def for_role(role: Role, controls: tuple[Control, ...] = CATALOG) -> tuple[Control, ...]:
+    """The controls reported for a KVM host, or for the front-end."""
+    return tuple(c for c in controls if role in c.applies_to)
 
 
 def by_id(control_id: str) -> Control:

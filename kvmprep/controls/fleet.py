@@ -1,7 +1,9 @@
 """Judges of the fleet controls: what must be unique, or identical, across hosts.
 
-Each judge first reads one value per host (a host whose value cannot be had gets its own
-ERROR or SKIP), then compares the values: the hosts that clash FAIL, naming the others.
+FLEET-001/002 first read one value per host (a host whose value cannot be had gets its own
+ERROR or SKIP), then compare the values: the hosts that clash FAIL, naming the others.
+FLEET-003..005 compare the hosts of each OpenNebula cluster (``migration``): VMs migrate
+inside a cluster only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+from kvmprep.controls import migration
+from kvmprep.controls.migration import ClusterMigration
 from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, fact
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -164,3 +168,27 @@ def same_oneadmin_ids(hosts: Sequence[HostFacts]) -> dict[str, Result]:
         else:
             results[name] = Result.fail(f"{shown(ids)} here, {elsewhere}")
     return results
+
+
+# --- FLEET-003..005: live migration inside each cluster ------------------------------------
+
+
+def _per_cluster(
+    hosts: Sequence[HostFacts], pick: Callable[[ClusterMigration], Mapping[str, Result]]
+) -> dict[str, Result]:
+    return {name: r for c in migration.analyse(hosts) for name, r in pick(c).items()}
+
+
+def machine_type(hosts: Sequence[HostFacts]) -> dict[str, Result]:
+    """FLEET-003. A VM keeps its machine type: every host must run what the others give."""
+    return _per_cluster(hosts, lambda c: c.machine_results)
+
+
+def cpu_model(hosts: Sequence[HostFacts]) -> dict[str, Result]:
+    """FLEET-004. A VM keeps its CPU: host-passthrough only moves between identical CPUs."""
+    return _per_cluster(hosts, lambda c: c.cpu_results)
+
+
+def versions(hosts: Sequence[HostFacts]) -> dict[str, Result]:
+    """FLEET-005. Information: the QEMU and libvirt versions of each cluster."""
+    return _per_cluster(hosts, lambda c: c.version_results)

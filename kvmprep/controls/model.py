@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -26,22 +26,25 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True)
 class Result:
-    """A judgement: ``message`` is the one-line hint shown next to the status."""
+    """A judgement: ``message`` is the one-line hint shown next to the status; ``fix``, when
+    the judge knows it, is the catalog's remediation made concrete for this host (the value
+    to set), shown instead of it."""
 
     status: Status
     message: str = ""
+    fix: str = ""
 
     @classmethod
     def passed(cls, message: str = "") -> Result:
         return cls(Status.PASS, message)
 
     @classmethod
-    def warn(cls, message: str) -> Result:
-        return cls(Status.WARN, message)
+    def warn(cls, message: str, fix: str = "") -> Result:
+        return cls(Status.WARN, message, fix)
 
     @classmethod
-    def fail(cls, message: str) -> Result:
-        return cls(Status.FAIL, message)
+    def fail(cls, message: str, fix: str = "") -> Result:
+        return cls(Status.FAIL, message, fix)
 
     @classmethod
     def skip(cls, message: str) -> Result:
@@ -66,12 +69,18 @@ def fact(facts: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def _inventory(name: str, default: Any) -> Any:
+    """A field read from the inventory variable ``name`` instead of ``kvm_host_<field>``."""
+    return field(default=default, metadata={"var": name})
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a compliant host looks like: the role's defaults, overridden by inventory values.
 
     Each field ``f`` is the role variable ``kvm_host_<f>`` (defaults/main.yml; a unit test
-    keeps the two in step), so ``check`` judges against what ``apply`` would converge to.
+    keeps the two in step), so ``check`` judges against what ``apply`` would converge to;
+    the last ones are the front-end role's variables for this host (``var_name`` says which).
     """
 
     oneadmin_user: str = "oneadmin"
@@ -85,13 +94,28 @@ class Expect:
     apparmor_datastore_path: str = "/var/lib/one"
     migration_transport: str = "tcp"
     libvirt_tcp_allow_unauthenticated: bool = False
+    #: The OpenNebula cluster the host is in: fleet migration controls compare its hosts.
+    cluster: str = _inventory("one_frontend_cluster", "default")
+    #: What apply sets as OS MACHINE: "auto" computes it from the cluster's hosts.
+    vmm_machine: str = _inventory("one_frontend_vmm_machine", "auto")
+    #: What apply sets as CPU_MODEL MODEL: "" leaves it alone, "auto" computes a common model.
+    vmm_cpu_model: str = _inventory("one_frontend_vmm_cpu_model", "")
+    #: The name OpenNebula knows the host by ("": its inventory name).
+    one_name: str = _inventory("one_frontend_host_name", "")
+    #: The inventory's front-end (the first host of its frontend group), "" without one.
+    frontend: str = _inventory("kvmprep_frontend", "")
+
+    @staticmethod
+    def var_name(f: Any) -> str:
+        """The inventory variable of a field (``dataclasses.Field``)."""
+        return f.metadata.get("var") or f"kvm_host_{f.name}"
 
     @classmethod
     def from_vars(cls, values: Mapping[str, Any] | None) -> Expect:
-        """Build from ``{"kvm_host_<field>": value}``; unknown keys and None are ignored."""
+        """Build from ``{"<inventory variable>": value}``; unknown keys and None are ignored."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
-            value = (values or {}).get(f"kvm_host_{f.name}")
+            value = (values or {}).get(cls.var_name(f))
             if value is None:
                 continue
             default = getattr(cls, f.name)
@@ -113,12 +137,35 @@ Judge = Callable[[Mapping[str, Any], Expect], Result]
 
 
 @dataclass(frozen=True)
+class VmmDefaults:
+    """What OpenNebula gives a VM started on a host that names neither: OS MACHINE and
+    CPU_MODEL MODEL of vmm_exec_kvm.conf, or of the host's cluster or host template when they
+    override it. None: unknown (check does not read the front-end yet)."""
+
+    machine: str | None = None
+    cpu_model: str | None = None
+    #: Where the values were read, for the messages ("vmm_exec_kvm.conf on one1").
+    source: str = ""
+
+
+class Role(StrEnum):
+    """What a machine of the report is: a KVM host, or the OpenNebula front-end."""
+
+    KVM_HOST = "kvm_host"
+    FRONTEND = "frontend"
+
+
+@dataclass(frozen=True)
 class HostFacts:
-    """One evaluated host, as a fleet judge sees it."""
+    """One evaluated machine, as a fleet judge sees it. A front-end that could not be probed
+    is given too, with empty facts and ``error`` the reason (the judges that need it say so)."""
 
     name: str
     facts: Mapping[str, Any]
     expect: Expect
+    vmm: VmmDefaults = VmmDefaults()
+    role: Role = Role.KVM_HOST
+    error: str | None = None
 
 
 #: Judges all evaluated hosts at once; returns one result per host name.
@@ -144,6 +191,10 @@ class Control:
     fleet_judge: FleetJudge | None = None
     #: The check option that adds the control to a report (e.g. "--smoke"); None: always.
     only_with: str | None = None
+    #: The machines the control is reported for.
+    applies_to: tuple[Role, ...] = (Role.KVM_HOST,)
+    #: A fleet judge that also reads the front-end's facts (reported for ``applies_to`` only).
+    sees_frontend: bool = False
 
     def __post_init__(self) -> None:
         if (self.judge is None) == (self.fleet_judge is None):
@@ -165,4 +216,5 @@ class Control:
         }
         if self.only_with:
             data["only_with"] = self.only_with
+        data["applies_to"] = ",".join(str(r) for r in self.applies_to)
         return data

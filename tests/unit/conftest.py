@@ -6,12 +6,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import ansible.module_utils
 import pytest
 
-from kvmprep import runner
+from kvmprep import content, runner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The roles' module_utils, importable as Ansible makes them (ansible.module_utils.<name>) for
+# the library modules the tests load by path.
+for _path in content.module_utils_paths():
+    if str(_path) not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(str(_path))
 
 
 @pytest.fixture(autouse=True)

@@ -12,14 +12,15 @@ from test_controls import load
 
 from kvmprep import check, content, runner
 from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG, by_id
-from kvmprep.controls.evaluate import HostReport, evaluate_host
-from kvmprep.controls.model import Expect
+from kvmprep.controls.catalog import CATALOG, by_id, for_role
+from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet, evaluate_host
+from kvmprep.controls.model import Expect, Role
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.report import json as json_report
 from kvmprep.report import table
 
-IDS = [c.id for c in CATALOG]
+IDS = [c.id for c in for_role(Role.KVM_HOST)]  # a KVM host's row
+ALL_IDS = [c.id for c in CATALOG]
 
 
 def _report(name: str, host: str | None = None) -> HostReport:
@@ -55,7 +56,12 @@ def test_exit_status(names: list[str | None], strict: bool, status: ExitStatus) 
 
 def test_table_lines_and_summaries() -> None:
     out = io.StringIO()
-    reports = [_report("debian12-converged", "dev12"), _report("debian12-drift", "dev12b")]
+    reports = evaluate_fleet(
+        [
+            HostInput("dev12", load("debian12-converged"), Expect()),
+            HostInput("dev12b", load("debian12-drift"), Expect()),
+        ]
+    )
     table.render_table(reports, out)
     lines = out.getvalue().splitlines()
     assert lines[0] == "dev12"
@@ -70,10 +76,18 @@ def test_table_lines_and_summaries() -> None:
     assert len(fixes) == 4
     lv001 = next(i for i, line in enumerate(lines) if "LV-001" in line and "FAIL" in line)
     assert lines[lv001 + 1].strip() == "fix: " + by_id("LV-001").remediation
-    assert lines[-3] == "dev12: compliant (17 PASS, 2 WARN, 1 SKIP)"
-    assert lines[-2] == "dev12b: non-compliant (13 PASS, 2 WARN, 4 FAIL, 1 SKIP)"
-    assert lines[-1] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
+    assert lines[-4] == "dev12: compliant (23 PASS, 2 WARN, 5 SKIP)"
+    assert lines[-3] == "dev12b: non-compliant (19 PASS, 2 WARN, 4 FAIL, 5 SKIP)"
+    assert lines[-2] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
+    # After the fleet, one verdict per OpenNebula cluster (both hosts are in "default").
+    assert lines[-1] == "cluster default (2 hosts): live migration possible in all 2 directions"
     assert "\x1b[" not in out.getvalue()
+
+
+def test_no_cluster_line_for_a_run_of_one_host() -> None:
+    out = io.StringIO()
+    table.render_summary([_report("debian12-converged", "dev12")], out)
+    assert out.getvalue().splitlines()[-1] == "fleet: 1 host, 1 compliant"
 
 
 def test_table_quiet_colour_and_unreachable() -> None:
@@ -105,8 +119,13 @@ def test_json_document() -> None:
         "compliant": [],
         "non_compliant": ["a"],
         "not_evaluated": ["b"],
-        "counts": {"PASS": 13, "WARN": 2, "FAIL": 4, "SKIP": 1, "ERROR": len(IDS)},
+        "counts": {"PASS": 19, "WARN": 2, "FAIL": 4, "SKIP": 5, "ERROR": len(IDS)},
     }
+    # Added within kvmprep.check/1: the host's cluster, and the clusters' migration analysis.
+    assert doc["hosts"]["a"]["cluster"] == "default"
+    assert doc["hosts"]["b"]["cluster"] is None  # unreachable: its cluster is unknown
+    assert list(doc["clusters"]) == ["default"]
+    assert doc["clusters"]["default"]["hosts"] == ["a"]
     out = io.StringIO()
     json_report.render_json(reports, out, exit_status=2)
     assert json.loads(out.getvalue()) == json.loads(json.dumps(doc))
@@ -149,7 +168,7 @@ def test_controls_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["controls", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     # The smoke controls (only with check --smoke/--migrate) are listed after the catalog.
-    assert [c["id"] for c in doc["controls"]] == [*IDS, "SMOKE-001", "SMOKE-002"]
+    assert [c["id"] for c in doc["controls"]] == [*ALL_IDS, "SMOKE-001", "SMOKE-002"]
     assert main(["controls"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("KVM-001   high")
 

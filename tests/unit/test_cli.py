@@ -75,6 +75,25 @@ def test_usage_errors_exit_1(argv: list[str], capsys: pytest.CaptureFixture[str]
 # --- known errors: one line, exit 1, traceback only with --debug ----------------------------
 
 
+def test_frontend_options_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["apply", "-i", INVENTORY, "--skip-frontend", "--only-frontend"]
+    assert main(argv) == ExitStatus.USAGE
+    assert "not allowed with argument --skip-frontend" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["one.example.org:2633", "ftp://one/RPC2", "http://", "http://one:x/"]
+)
+def test_an_endpoint_that_is_not_a_url_is_refused_before_anything_runs(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ONE_XMLRPC", endpoint)
+    assert main(["apply", "-i", INVENTORY]) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert f"ONE_XMLRPC={endpoint!r} is not an http(s) URL" in err
+    assert "Traceback" not in err
+
+
 def test_missing_inventory_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["apply", "-i", "/nonexistent/hosts.ini"]) == ExitStatus.USAGE
     captured = capsys.readouterr()

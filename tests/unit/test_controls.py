@@ -11,6 +11,7 @@ names). fixtures/fleets/ holds fleets: JSON merge patches over these host fixtur
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -18,13 +19,14 @@ import yaml
 from conftest import FIXTURES, REPO_ROOT
 
 from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
-from kvmprep.controls.catalog import CATALOG, by_id
+from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, for_role
 from kvmprep.controls.evaluate import HostInput, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import Control, Expect, HostFacts, Result, Severity, Status
+from kvmprep.controls.model import Control, Expect, HostFacts, Result, Role, Severity, Status
 
 FACTS = FIXTURES / "facts"
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
-IDS = [c.id for c in CATALOG]
+IDS = [c.id for c in for_role(Role.KVM_HOST)]  # a KVM host's row
+ALL_IDS = [c.id for c in CATALOG]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -37,14 +39,18 @@ CONVERGED = dict(zip(IDS, [
     P, P,                       # PKG-001..002
     P, P, P, P, P, P, P, P,     # LV-001..008
     P, P, S,                    # USR-001..002, AA-001
-    P, P,                       # FLEET-001..002 (a fleet of one)
+    S, S, S,                    # USR-003, ONE-001..002: no front-end in the inventory
+    P, P, S, P,                 # ONE-004..007 (ONE-003 is the front-end's)
+    P, P, P, P, P,              # FLEET-001..005 (a fleet of one)
 ], strict=True))
 NO_LIBVIRT = dict(zip(IDS, [
     W, P, F, F, W,
     F, F,
     F, F, F, F, F, P, S, S,
     F, F, S,
-    S, S,
+    S, S, S,
+    F, F, S, F,                 # no runtime, no QEMU: no emulator, no oneadmin
+    S, S, S, P, P,              # no QEMU: no machine type; its CPU, its (absent) versions
 ], strict=True))
 # fmt: on
 
@@ -92,8 +98,25 @@ def test_expect_defaults_match_the_role_defaults() -> None:
     defaults = yaml.safe_load((REPO_ROOT / "roles/kvm_host/defaults/main.yml").read_text())
     assert Expect.from_vars(defaults) == Expect()
     check_yml = (REPO_ROOT / "playbooks/check.yml").read_text()
-    for name in Expect.__dataclass_fields__:
-        assert f"kvm_host_{name}:" in check_yml, name
+    for f in fields(Expect):
+        assert f"{Expect.var_name(f)}:" in check_yml, f.name
+
+
+def test_expect_front_end_fields_match_the_front_end_role() -> None:
+    path = REPO_ROOT / "roles/one_frontend/defaults/main.yml"
+    defaults = yaml.safe_load(path.read_text()) if path.exists() else {}
+    front_end = [f for f in fields(Expect) if Expect.var_name(f).startswith("one_frontend_")]
+    assert [Expect.var_name(f) for f in front_end] == [
+        "one_frontend_cluster",
+        "one_frontend_vmm_machine",
+        "one_frontend_vmm_cpu_model",
+        "one_frontend_host_name",
+    ]
+    for f in front_end:
+        if Expect.var_name(f) in defaults:  # the role may not define them all yet
+            assert f.default == defaults[Expect.var_name(f)], f.name
+    expect = Expect.from_vars({"one_frontend_cluster": 100, "kvm_host_cluster": "ignored"})
+    assert expect.cluster == "100"
 
 
 def test_expect_from_inventory_values() -> None:
@@ -406,12 +429,36 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def qemu_from_outputs(name: str, base: dict[str, Any]) -> dict[str, Any]:
+    """A host's qemu facts as the probe makes them from its emulator's recorded outputs
+    (fixtures/qemu/<name>.*.txt), the rest (CPU, libvirt) taken from ``base``."""
+    from test_kvm_host_probe import probe  # the module's own parsers
+
+    def text(kind: str) -> str:
+        return (FIXTURES / "qemu" / f"{name}.{kind}.txt").read_text()
+
+    version, package = probe.parse_qemu_version(text("version"))
+    return {
+        **base,
+        "source": "emulator",
+        "version": version,
+        "package": package,
+        "machines": probe.parse_machine_help(text("machine-help")),
+    }
+
+
 def load_fleet(name: str) -> list[HostInput]:
+    """A fleet of fixtures/fleets/: per host a ``base`` facts fixture and a JSON merge
+    ``patch``; optionally ``qemu_outputs`` (the qemu facts from recorded QEMU outputs) and
+    ``vars`` (its inventory variables, as check.yml sends them: one_frontend_cluster...)."""
     doc = json.loads((FIXTURES / "fleets" / f"{name}.json").read_text())
-    return [
-        HostInput(host, merge_patch(load(spec["base"]), spec["patch"]), Expect())
-        for host, spec in doc["hosts"].items()
-    ]
+    hosts = []
+    for host, spec in doc["hosts"].items():
+        facts = merge_patch(load(spec["base"]), spec.get("patch", {}))
+        if "qemu_outputs" in spec:
+            facts["qemu"] = qemu_from_outputs(spec["qemu_outputs"], facts["qemu"])
+        hosts.append(HostInput(host, facts, Expect.from_vars(spec.get("vars"))))
+    return hosts
 
 
 def test_fleet_duplicate_host_uuid() -> None:
@@ -498,3 +545,9 @@ def test_a_fleet_judge_that_breaks_is_an_error_for_every_host() -> None:
     assert "boom" in report.results[0].message
     with pytest.raises(ValueError, match="exactly one"):
         Control("X-2", "t", Severity.LOW, "r", "d", "m")
+
+
+def test_readme_names_every_control() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for control in (*CATALOG, *SMOKE):
+        assert control.id in readme, control.id

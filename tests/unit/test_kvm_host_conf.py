@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kvmprep import content
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
 
 
-def load_library_module(name):
-    """Import roles/kvm_host/library/NAME.py by path (it is not a package)."""
-    path = LIBRARY / f"{name}.py"
+def load_library_module(name, library=LIBRARY):
+    """Import LIBRARY/NAME.py (roles/kvm_host/library by default) by path (it is not a package)."""
+    path = library / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"kvmprep_library_{name}", path)
     module = importlib.util.module_from_spec(spec)
     # No __pycache__ inside roles/: it would ship with the Ansible content.
@@ -470,8 +472,8 @@ def _ansible_bin():
     return found or shutil.which("ansible")
 
 
-def run_ansible(tmp_path, module, args, *extra):
-    """Run one module on localhost with the ansible CLI; return its result dict."""
+def run_ansible(tmp_path, module, args, *extra, library=LIBRARY):
+    """Run one module of library on localhost with the ansible CLI; return its result dict."""
     ansible = _ansible_bin()
     assert ansible is not None, "the ansible command is not installed (pip install .[test])"
     interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -485,6 +487,8 @@ def run_ansible(tmp_path, module, args, *extra):
         ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
         ANSIBLE_REMOTE_TEMP=str(tmp_path / ".ansible" / "remote"),
         ANSIBLE_NOCOLOR="1",
+        # The roles' shared code, as a play that uses the role would find it.
+        ANSIBLE_MODULE_UTILS=os.pathsep.join(str(p) for p in content.module_utils_paths()),
     )
     cmd = [
         ansible,
@@ -494,7 +498,7 @@ def run_ansible(tmp_path, module, args, *extra):
         "-c",
         "local",
         "-M",
-        str(LIBRARY),
+        str(library),
         "-m",
         module,
         "-a",
@@ -517,6 +521,42 @@ def _backups(path):
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
 
 
+def check_apply_again(tmp_path, module, args, target, expected, library=LIBRARY):
+    """Run a file-editing module with --check --diff, for real, then again; return the results.
+
+    Asserts the contract the config modules share: check mode writes nothing and shows the diff,
+    the real run writes expected with a backup and the file's mode, the second run is a no-op.
+    """
+    before = target.read_text()
+    mode = stat.S_IMODE(target.stat().st_mode)
+
+    checked = run_ansible(tmp_path, module, args, "--check", "--diff", library=library)
+    assert checked["changed"] is True
+    assert checked["diff"]["before"] == before
+    assert checked["diff"]["after"] == expected
+    assert checked["diff"]["before_header"] == str(target)
+    assert target.read_text() == before
+    assert _backups(target) == []
+
+    applied = run_ansible(tmp_path, module, args, library=library)
+    assert applied["changed"] is True
+    assert applied["keys_changed"] == checked["keys_changed"]
+    assert "diff" not in applied
+    assert target.read_text() == expected
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    backups = _backups(target)
+    assert [str(b) for b in backups] == [applied["backup_file"]]
+    assert backups[0].read_text() == before
+
+    again = run_ansible(tmp_path, module, args, library=library)
+    assert again["changed"] is False
+    assert again["keys_changed"] == []
+    assert "backup_file" not in again
+    assert _backups(target) == backups
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
+    return checked, applied, again
+
+
 @pytest.mark.ansible
 def test_ansible_end_to_end_on_qemu_conf(tmp_path):
     target = tmp_path / "etc" / "qemu.conf"
@@ -526,30 +566,8 @@ def test_ansible_end_to_end_on_qemu_conf(tmp_path):
     args = {"path": str(target), "settings": ONEADMIN}
     expected, _ = conf.edit_config(QEMU_CONF, ONEADMIN)
 
-    checked = run_ansible(tmp_path, "kvm_host_conf", args, "--check", "--diff")
-    assert checked["changed"] is True
+    checked, _, _ = check_apply_again(tmp_path, "kvm_host_conf", args, target, expected)
     assert checked["keys_changed"] == ["user", "group", "dynamic_ownership"]
-    assert checked["diff"]["before"] == QEMU_CONF
-    assert checked["diff"]["after"] == expected
-    assert checked["diff"]["before_header"] == str(target)
-    assert target.read_text() == QEMU_CONF
-    assert _backups(target) == []
-
-    applied = run_ansible(tmp_path, "kvm_host_conf", args)
-    assert applied["changed"] is True
-    assert "diff" not in applied
-    assert target.read_text() == expected
-    assert stat.S_IMODE(target.stat().st_mode) == 0o640
-    backups = _backups(target)
-    assert [str(b) for b in backups] == [applied["backup_file"]]
-    assert backups[0].read_text() == QEMU_CONF
-
-    again = run_ansible(tmp_path, "kvm_host_conf", args)
-    assert again["changed"] is False
-    assert again["keys_changed"] == []
-    assert "backup_file" not in again
-    assert _backups(target) == backups
-    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.ansible

@@ -1,10 +1,12 @@
 """Tests of the kvm_host_probe module: pure functions, then end to end through Ansible."""
 
 import ast
+import hashlib
 import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
+# The code the module shares with the front-end's (a play that uses the role finds it itself).
+MODULE_UTILS = str(ROOT / "roles" / "kvm_host" / "module_utils")
 
 
 def load_library_module(name):
@@ -498,6 +502,7 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
         ANSIBLE_HOME=str(tmp_path / ".ansible"),
         ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
         ANSIBLE_NOCOLOR="1",
+        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
     cmd = [
         ansible,
@@ -879,3 +884,356 @@ def test_gather_identity(tmp_path):
         "error": "No such file or directory",
     }
     assert got["dmi"][1]["value"] == "4C4C4544-0042-3510-8052-B4C04F4E3732"
+
+
+# --- qemu: emulator, machine types, CPU, from real outputs ------------------------------------
+
+QEMU_FIXTURES = ROOT / "tests" / "unit" / "fixtures" / "qemu"
+
+
+def qemu_text(name):
+    return (QEMU_FIXTURES / name).read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "default", "aliases", "deprecated", "version", "package"),
+    [
+        (
+            "debian12-qemu-7.2",
+            59,
+            "pc-i440fx-7.2",
+            {"pc": ["pc-i440fx-7.2"], "q35": ["pc-q35-7.2"]},
+            4,
+            "7.2.22",
+            "Debian 1:7.2+dfsg-7+deb12u18+b3",
+        ),
+        (
+            "ubuntu24.04-qemu-8.2",
+            131,
+            "pc-i440fx-noble-v2",
+            {
+                "ubuntu": ["pc-i440fx-noble-v2"],
+                "pc": ["pc-i440fx-noble", "pc-i440fx-8.2"],
+                "ubuntu-q35": ["pc-q35-noble-v2"],
+                "q35": ["pc-q35-noble", "pc-q35-8.2"],
+            },
+            5,
+            "8.2.2",
+            "Debian 1:8.2.2+ds-0ubuntu1.18",
+        ),
+        (
+            "ubuntu25.04-qemu-9.2",
+            135,
+            "pc-i440fx-plucky",
+            {
+                "ubuntu": ["pc-i440fx-plucky"],
+                "pc": ["pc-i440fx-9.2"],
+                "ubuntu-q35": ["pc-q35-plucky"],
+                "q35": ["pc-q35-9.2"],
+            },
+            41,
+            "9.2.1",
+            "Debian 1:9.2.1+ds-1ubuntu5.2",
+        ),
+        (
+            "debian13-qemu-10.0",
+            65,
+            "pc-i440fx-10.0",
+            {"pc": ["pc-i440fx-10.0"], "q35": ["pc-q35-10.0"]},
+            43,
+            "10.0.13",
+            "Debian 1:10.0.13+ds-0+deb13u1",
+        ),
+    ],
+)
+def test_parse_machine_help_and_version_of_real_emulators(
+    name, count, default, aliases, deprecated, version, package
+):
+    machines = probe.parse_machine_help(qemu_text(name + ".machine-help.txt"))
+    assert len(machines["types"]) == count
+    assert machines["default"] == default
+    assert machines["aliases"] == aliases
+    assert len(machines["deprecated"]) == deprecated
+    assert "Supported" not in machines["types"]
+    assert {"isapc", "none", "microvm"} <= set(machines["types"])
+    assert not set(machines["aliases"]) & set(machines["types"])
+    assert probe.parse_qemu_version(qemu_text(name + ".version.txt")) == (version, package)
+
+
+def test_parse_machine_help_edge_cases():
+    assert probe.parse_machine_help("") is None
+    assert probe.parse_machine_help(None) is None
+    assert probe.parse_machine_help("Supported machines are:\n") is None
+    text = (
+        "Supported machines are:\n"
+        "pc-q35-mantic-hpb-maxcpus Ubuntu 23.10 PC (Q35 + ICH9, maxcpus=1024, 2009)\n"
+        "pc-q35-2.4           Standard PC (Q35 + ICH9, 2009) (default) (deprecated)\n"
+    )
+    assert probe.parse_machine_help(text) == {
+        "types": ["pc-q35-mantic-hpb-maxcpus", "pc-q35-2.4"],
+        "default": "pc-q35-2.4",
+        "aliases": {},
+        "deprecated": ["pc-q35-2.4"],
+    }
+    assert probe.parse_qemu_version("qemu-kvm: unknown option") == (None, None)
+    assert probe.parse_qemu_version("QEMU emulator version 6.2.0\n") == ("6.2.0", None)
+
+
+@pytest.mark.parametrize(
+    ("cache", "help_name", "version", "package", "usable"),
+    [
+        (
+            "debian12-libvirt-9.0",
+            "debian12-qemu-7.2",
+            "7.2.22",
+            "Debian 1:7.2+dfsg-7+deb12u18+b3",
+            ["486", "486-v1", "pentium", "pentium-v1", "pentium2", "pentium2-v1", "pentium3",
+             "pentium3-v1"],
+        ),
+        (
+            "debian13-libvirt-11.3",
+            "debian13-qemu-10.0",
+            "10.0.13",
+            "Debian 1:10.0.13+ds-0+deb13u1",
+            ["486", "486-v1", "pentium", "pentium-v1", "pentium2", "pentium2-v1", "pentium3",
+             "pentium3-v1"],
+        ),
+    ],
+)  # fmt: skip
+def test_libvirt_cache_says_what_machine_help_says(cache, help_name, version, package, usable):
+    caps = probe.parse_qemu_caps(qemu_text(cache + ".qemu-caps.xml"))
+    assert caps["emulator"] == "/usr/bin/qemu-system-x86_64"
+    assert caps["version"] == version
+    assert caps["package"] == package
+    assert caps["kernel"].startswith("6.18.44")
+    assert caps["cpu_models"] == usable
+    from_help = probe.parse_machine_help(qemu_text(help_name + ".machine-help.txt"))
+    cached = caps["machines"]
+    # libvirt leaves out "none" (no machine at all); otherwise the same list and aliases.
+    assert set(cached["types"]) == set(from_help["types"]) - {"none"}
+    assert cached["default"] == from_help["default"]
+    assert cached["aliases"] == from_help["aliases"]
+    assert sorted(cached["deprecated"]) == sorted(from_help["deprecated"])
+
+
+def test_parse_cpu_identity():
+    assert probe.parse_cpu_identity(CPUINFO_INTEL) == {
+        "vendor": "GenuineIntel",
+        "model_name": "Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz",
+        "family": None,
+        "model": None,
+        "stepping": None,
+        "flags": sorted(CPUINFO_INTEL.split("flags\t\t: ")[1].split("\n")[0].split()),
+    }
+    assert probe.parse_cpu_identity(None)["flags"] == []
+    assert probe.parse_cpu_identity(CPUINFO_AMD)["model_name"] is None
+
+
+def _executable(path, text="#!/bin/sh\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_choose_emulator(tmp_path):
+    one = tmp_path / "one" / "qemu-kvm-one"
+    bin_dir = tmp_path / "bin"
+    dirs = [str(tmp_path / "missing"), str(bin_dir)]
+    assert probe.choose_emulator(str(one), "x86_64", dirs) == {
+        "path": None,
+        "source": None,
+        "resolved": None,
+        "opennebula_path": str(one),
+        "opennebula_present": False,
+    }
+    qemu = _executable(bin_dir / "qemu-system-x86_64")
+    got = probe.choose_emulator(str(one), "x86_64", dirs)
+    assert (got["path"], got["source"]) == (str(qemu), "distribution")
+    one.parent.mkdir()
+    one.symlink_to(tmp_path / "gone")  # dangling: as if absent
+    assert probe.choose_emulator(str(one), "x86_64", dirs)["source"] == "distribution"
+    one.unlink()
+    one.symlink_to(qemu)
+    got = probe.choose_emulator(str(one), "x86_64", dirs)
+    assert got == {
+        "path": str(one),
+        "source": "opennebula",
+        "resolved": str(qemu),
+        "opennebula_path": str(one),
+        "opennebula_present": True,
+    }
+    kvm = _executable(bin_dir / "qemu-kvm")  # RHEL's name
+    assert probe.choose_emulator(str(tmp_path / "x"), "aarch64", dirs)["path"] == str(kvm)
+
+
+def test_run_parallel_runs_at_once_and_never_raises(tmp_path):
+    start = time.monotonic()
+    results = probe.run_parallel([["sleep", "0.4"], ["sleep", "0.4"]])
+    assert time.monotonic() - start < 0.75
+    assert [rc for rc, _out, _why in results] == [0, 0]
+    (missing,) = probe.run_parallel([[str(tmp_path / "nothing")]])
+    assert missing == (None, "", "No such file or directory")
+    start = time.monotonic()
+    (late,) = probe.run_parallel([["sleep", "30"]], timeout=0.3)
+    assert late == (None, "", "no answer within 0.3 s")
+    assert time.monotonic() - start < 5
+    failing = _executable(tmp_path / "fails", "#!/bin/sh\necho one >&2\necho two >&2\nexit 3\n")
+    assert probe.run_parallel([[str(failing)]]) == [(3, "", "two")]
+
+
+TOUCH, CAT = shutil.which("touch"), shutil.which("cat")
+
+
+def _fake_qemu(path, name, marker):
+    """A stand-in emulator printing a real emulator's outputs; it leaves marker when run."""
+    return _executable(
+        path,
+        "#!/bin/sh\n"
+        f"{TOUCH} {marker}\n"
+        f'case "$1" in --version) {CAT} {QEMU_FIXTURES / (name + ".version.txt")};;\n'
+        f"  -machine) {CAT} {QEMU_FIXTURES / (name + '.machine-help.txt')};;\n"
+        "  *) exit 1;; esac\n",
+    )
+
+
+@pytest.fixture
+def no_system_qemu(monkeypatch):
+    """Only the test's directories are searched, whatever this machine has installed."""
+    monkeypatch.setattr(probe, "BIN_DIRS", [])
+    monkeypatch.setattr(probe, "QEMU_DIRS", ())
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+
+def _cache(cache_dir, path, text):
+    cache_dir.mkdir(exist_ok=True)
+    name = hashlib.sha256(str(path).encode()).hexdigest() + ".xml"
+    (cache_dir / name).write_text(text)
+    return cache_dir / name
+
+
+def test_gather_qemu_without_any_emulator(tmp_path, no_system_qemu):
+    errors = []
+    got = probe.gather_qemu("9.0.0", str(tmp_path / "qemu-kvm-one"), errors=errors)
+    assert got["emulator"]["path"] is None
+    assert got["machines"] is None
+    assert got["error"].startswith("no QEMU emulator: ")
+    assert got["cpu"]["models"]["usable"] is None
+    assert got["libvirt_version"] == "9.0.0"
+    assert errors == []  # no QEMU is a finding (PKG-002), not a read error
+
+
+def test_gather_qemu_runs_the_emulator_when_libvirt_has_not_probed_it(tmp_path, no_system_qemu):
+    marker = tmp_path / "ran"
+    one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian13-qemu-10.0", marker)
+    got = probe.gather_qemu("11.3.0", str(one), cache_dir=str(tmp_path / "cache"))
+    assert marker.exists()
+    assert got["source"] == "emulator"
+    assert (got["version"], got["package"]) == ("10.0.13", "Debian 1:10.0.13+ds-0+deb13u1")
+    assert got["machines"]["aliases"]["q35"] == ["pc-q35-10.0"]
+    assert got["error"] is None
+    assert got["cpu"]["models"]["error"] == f"libvirt has not probed {one} yet"
+
+
+def _trusted_cache_text(binary, kernel=None):
+    uname = os.uname()
+    text = qemu_text("debian13-libvirt-11.3.qemu-caps.xml")
+    text = text.replace("/usr/bin/qemu-system-x86_64", str(binary))
+    text = re.sub(r"<qemuctime>\d+<", f"<qemuctime>{int(Path(binary).stat().st_ctime)}<", text)
+    kernel = kernel or f"{uname.release} {uname.version}"
+    return re.sub(r"<kernelVersion>[^<]*<", f"<kernelVersion>{kernel}<", text)
+
+
+def test_gather_qemu_reads_libvirts_cache_first(tmp_path, no_system_qemu):
+    marker = tmp_path / "ran"
+    real = _fake_qemu(tmp_path / "bin" / "qemu-system-x86_64", "debian12-qemu-7.2", marker)
+    one = tmp_path / "qemu-kvm-one"
+    one.symlink_to(real)
+    cache_dir = tmp_path / "cache"
+    _cache(cache_dir, real, _trusted_cache_text(real))  # libvirt probed the real binary
+    got = probe.gather_qemu("11.3.0", str(one), cache_dir=str(cache_dir))
+    assert not marker.exists()  # no QEMU was started
+    assert got["source"] == "libvirt"
+    assert got["version"] == "10.0.13"  # what the cache says (it is the Debian 13 one)
+    assert got["machines"]["default"] == "pc-i440fx-10.0"
+    assert got["cpu"]["models"]["usable"][-1] == "pentium3-v1"
+    assert got["cpu"]["models"]["error"] is None
+
+
+def test_gather_qemu_distrusts_a_cache_libvirt_would_redo(tmp_path, no_system_qemu):
+    marker = tmp_path / "ran"
+    one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian12-qemu-7.2", marker)
+    cache_dir = tmp_path / "cache"
+    stale = _trusted_cache_text(one).replace("<qemuctime>", "<qemuctime>1")
+    entry = _cache(cache_dir, one, stale)
+    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir))
+    assert marker.exists()
+    assert (got["source"], got["version"]) == ("emulator", "7.2.22")
+    assert got["cpu"]["models"] == {
+        "usable": None,
+        "source": None,
+        "error": "QEMU changed since libvirt probed it",
+    }
+    # Another kernel: the machine types still hold, the usable CPU models may not.
+    entry.write_text(_trusted_cache_text(one, kernel="5.10.0-1 #1 SMP"))
+    marker.unlink()
+    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir))
+    assert not marker.exists()
+    assert got["source"] == "libvirt"
+    assert got["cpu"]["models"]["usable"] is None
+    assert got["cpu"]["models"]["error"] == "libvirt probed QEMU under another kernel"
+    # Unreadable (a directory stands in for a root-only file): said, and QEMU runs.
+    entry.unlink()
+    entry.mkdir()
+    errors = []
+    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir), errors=errors)
+    assert got["source"] == "emulator"
+    assert got["cpu"]["models"]["error"] == f"{entry}: Is a directory"
+    assert errors == [f"{entry}: Is a directory"]
+
+
+def test_gather_qemu_when_the_emulator_fails(tmp_path, no_system_qemu):
+    broken = _executable(tmp_path / "qemu-kvm-one", "#!/bin/sh\necho 'cannot run' >&2\nexit 1\n")
+    errors = []
+    got = probe.gather_qemu(None, str(broken), cache_dir=str(tmp_path / "c"), errors=errors)
+    assert got["machines"] is None
+    assert got["version"] is None
+    assert got["error"] == (f"{broken} --version: cannot run; {broken} -machine help: cannot run")
+    assert errors == got["error"].split("; ")
+
+
+@pytest.mark.ansible
+def test_qemu_group_end_to_end_through_ansible(tmp_path):
+    """The module as Ansible runs it, with a stand-in emulator (this machine has no QEMU)."""
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
+    one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian13-qemu-10.0", tmp_path / "ran")
+    env = dict(
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ANSIBLE_HOME=str(tmp_path / ".ansible"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
+        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
+    )
+    args = json.dumps({"gather": ["qemu"], "emulator": str(one)})
+    cmd = [ansible, "localhost", "-i", "localhost,", "-c", "local", "-M", str(LIBRARY)]
+    cmd += [
+        "-m",
+        "kvm_host_probe",
+        "-a",
+        args,
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert result.get("failed") is not True, result
+    qemu = result["probe"]["qemu"]
+    assert qemu["emulator"]["source"] == "opennebula"
+    assert qemu["version"] == "10.0.13"
+    assert qemu["machines"]["aliases"]["q35"] == ["pc-q35-10.0"]
+    assert set(qemu["cpu"]) == {
+        "vendor", "model_name", "family", "model", "stepping", "flags", "models"
+    }  # fmt: skip

@@ -21,13 +21,20 @@ from conftest import FIXTURES
 
 from kvmprep import check, runner
 from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG
-from kvmprep.controls.evaluate import ControlResult, HostReport, evaluate_host
-from kvmprep.controls.model import Control, Expect, Result, Severity, Status
+from kvmprep.controls.catalog import CATALOG, for_role
+from kvmprep.controls.evaluate import (
+    ControlResult,
+    HostInput,
+    HostReport,
+    evaluate_fleet,
+    evaluate_host,
+)
+from kvmprep.controls.model import Control, Expect, Result, Role, Severity, Status, VmmDefaults
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.report import html, junit
 
-IDS = [c.id for c in CATALOG]
+IDS = [c.id for c in for_role(Role.KVM_HOST)]  # a KVM host's row
+ALL_IDS = [c.id for c in CATALOG]
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 PASS, WARN, FAIL, SKIP, ERROR = Status
 EVIL = "<script>alert('x')</script> & \"quoted\""
@@ -46,6 +53,27 @@ def _fleet() -> list[HostReport]:
         _report("debian12-drift", "kvm2.example"),
         evaluate_host("kvm3.example", None, error="unreachable: ssh: connect timed out"),
     ]
+
+
+def _facts(name: str) -> dict:
+    return json.loads((FIXTURES / "facts" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _migration_fleet() -> list[HostReport]:
+    """One run of a cluster mixing Debian 12 and 13 (OS MACHINE q35), another cluster of one
+    host, and an unreachable host: the migration matrix has a blocked direction."""
+    q35 = VmmDefaults(machine="q35", source="vmm_exec_kvm.conf")
+    return list(
+        evaluate_fleet(
+            [
+                HostInput("kvm1.example", _facts("debian12-converged"), Expect(), vmm=q35),
+                HostInput("kvm2.example", _facts("debian12-drift"), Expect(), vmm=q35),
+                HostInput("kvm4.example", _facts("debian13-converged"), Expect(), vmm=q35),
+                HostInput("kvm5.example", _facts("debian13-converged"), Expect(cluster="edge")),
+                HostInput("kvm3.example", None, error="unreachable: ssh: connect timed out"),
+            ]
+        )
+    )
 
 
 def _hostile() -> HostReport:
@@ -242,7 +270,7 @@ def test_html_is_well_formed_and_complete() -> None:
     text = "".join(parsed.text)
     for report in reports:
         assert report.name in text
-    for control in CATALOG:
+    for control in for_role(Role.KVM_HOST):
         assert control.id in text
         assert control.remediation in text
     assert "unreachable: ssh: connect timed out" in text
@@ -468,8 +496,56 @@ class _Matrix(HTMLParser):
             self.in_body = False
 
 
+class _Migration(HTMLParser):
+    """The cells of every table.migration in the browser's DOM, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.inside = False
+        self.in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table" and found.get("class") == "migration":
+            self.inside = True
+            self.tables.append([])
+        elif self.inside and tag == "tbody":
+            self.in_body = True
+        elif self.in_body and tag == "tr":
+            self.tables[-1].append([])
+        elif self.in_body and tag in ("td", "th"):
+            self.tables[-1][-1].append(found.get("class") or tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self.inside:
+            self.inside = self.in_body = False
+
+
+def test_html_migration_matrix() -> None:
+    page = _html(_migration_fleet())
+    parsed = _parse(page)
+    text = "".join(parsed.text)
+    assert "Live migration by cluster" in text
+    assert "Cluster default" in text
+    assert "Cluster edge" in text
+    assert "machine type pc-q35-10.0 missing on kvm1.example" in text
+    assert "OS MACHINE to set: pc-q35-7.2" in text
+    assert (
+        "In no cluster (not evaluated, or without qemu facts: their cluster or their QEMU is "
+        "unknown): kvm3.example" in text
+    )
+    # The fix names the value, under the finding.
+    assert (
+        "fix: kvmprep apply with the front-end role sets OS MACHINE in vmm_exec_kvm.conf "
+        "to pc-q35-7.2" in text
+    )
+    # No migration section for a run of one host: there is nowhere to migrate.
+    assert "Live migration" not in _html(_migration_fleet()[:1])
+
+
 def test_html_in_headless_chromium(tmp_path: Path) -> None:
-    reports = [*_fleet(), _hostile()]
+    reports = [*_migration_fleet(), _hostile()]
     page = tmp_path / "report.html"
     page.write_text(_html(reports), encoding="utf-8")
     blank = tmp_path / "blank.html"
@@ -505,3 +581,13 @@ def test_html_in_headless_chromium(tmp_path: Path) -> None:
         assert row[2:] == ["cell"] * len(reports)
     assert matrix.scripts == 0  # the escaped <script> stayed text
     assert "&lt;script&gt;alert" in dom
+    # One migration matrix per cluster of two hosts or more: a row per host VMs start on,
+    # a cell per host they move to (the host itself greyed out).
+    migration = _Migration()
+    migration.feed(dom)
+    (default,) = migration.tables  # cluster "edge" has one host: no matrix
+    assert len(default) == 3
+    for i, row in enumerate(default):
+        assert row[0] == "th"
+        assert row[1:] == ["link" if j != i else "self" for j in range(3)]
+    assert "machine type pc-q35-10.0 missing on kvm1.example" in dom

@@ -1,4 +1,4 @@
-"""The role's meta/argument_specs.yml is the single truth for its public variables: the defaults
+"""Each role's meta/argument_specs.yml is the single truth for its public variables: the defaults
 file and the README's variable table must say the same thing."""
 
 from __future__ import annotations
@@ -6,25 +6,30 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles" / "kvm_host"
+#: role -> the README marker around its variable table.
+ROLES = {"kvm_host": "role-variables", "one_frontend": "one-frontend-variables"}
+
+pytestmark = pytest.mark.parametrize("role", list(ROLES))
 
 
-def spec_options() -> dict[str, dict]:
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+def spec_options(role: str) -> dict[str, dict]:
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
     return specs["argument_specs"]["main"]["options"]
 
 
-def readme_rows() -> dict[str, tuple[str, str, str]]:
-    """README table rows between the role-variables markers: name -> (type, default, text)."""
+def readme_rows(role: str) -> dict[str, tuple[str, str, str]]:
+    """README table rows between the role's markers: name -> (type, default, text)."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("<!-- role-variables:start -->")[1].split("<!-- role-variables:end -->")[0]
+    marker = ROLES[role]
+    section = text.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
     rows = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`kvm_host_"):
+        if len(cells) == 4 and cells[0].startswith(f"`{role}_"):
             rows[cells[0].strip("`")] = (cells[1], cells[2], cells[3])
     return rows
 
@@ -37,24 +42,24 @@ def render_default(value) -> str:
     )
 
 
-def test_every_default_is_specified_and_equal():
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    options = spec_options()
+def test_every_default_is_specified_and_equal(role):
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+    options = spec_options(role)
     assert set(defaults) == set(options)
     for name, option in options.items():
         assert option["default"] == defaults[name], name
 
 
-def test_every_option_has_type_and_description_and_role_prefix():
-    for name, option in spec_options().items():
-        assert name.startswith("kvm_host_"), name
+def test_every_option_has_type_and_description_and_role_prefix(role):
+    for name, option in spec_options(role).items():
+        assert name.startswith(f"{role}_"), name
         assert option.get("type"), name
         assert option.get("description"), name
 
 
-def test_readme_table_matches_argument_specs():
-    rows = readme_rows()
-    options = spec_options()
+def test_readme_table_matches_argument_specs(role):
+    rows = readme_rows(role)
+    options = spec_options(role)
     assert list(rows) == list(options), "README rows must follow argument_specs.yml order"
     for name, option in options.items():
         type_cell, default_cell, text_cell = rows[name]
@@ -69,7 +74,7 @@ def test_readme_table_matches_argument_specs():
         assert re.sub(r"\s+", " ", text_cell) == re.sub(r"\s+", " ", description), name
 
 
-def test_role_secrets_are_marked_no_log():
-    for name, option in spec_options().items():
-        if name.endswith(("_password", "_key")):
+def test_role_secrets_are_marked_no_log(role):
+    for name, option in spec_options(role).items():
+        if name.endswith(("_password", "_key")) or name == f"{role}_auth":
             assert option.get("no_log") is True, name

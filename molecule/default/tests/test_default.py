@@ -313,3 +313,68 @@ def test_drift_is_reported_with_its_fix_and_apply_repairs_it(lab_domain):
     assert domain_state(drifted) == "running"
     again = kvmprep("check", "-i", inventory)
     assert again.returncode == 0, again.stderr
+
+
+# --- faults injected into a converged host with a running VM -------------------------------
+
+
+def apply_on(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return kvmprep("apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-l", name, *extra)
+
+
+def test_a_config_libvirt_cannot_parse_is_not_restarted_into(lab_domain):
+    host = lab_host(HOSTS[0])
+    assert domain_state(host) == "running"
+    daemon_before = libvirtd_pid(host)
+    # Someone broke libvirtd.conf by hand; kvmprep then has a change that needs a restart.
+    host.run("cp -p /etc/libvirt/libvirtd.conf /etc/libvirt/qemu.conf /tmp/")
+    host.run("echo 'this is not = = libvirt syntax' >> /etc/libvirt/libvirtd.conf")
+    try:
+        result = apply_on(HOSTS[0], "-e", '{"kvm_host_qemu_conf_extra": {"max_files": 32768}}')
+        assert result.returncode == 2, result.stderr
+        assert "libvirt was not restarted: /etc/libvirt/libvirtd.conf:" in result.stderr
+        assert libvirtd_pid(host) == daemon_before
+        assert domain_state(host) == "running"
+    finally:
+        host.run("cp -p /tmp/libvirtd.conf /tmp/qemu.conf /etc/libvirt/")
+
+
+def test_a_restart_that_fails_is_rolled_back_and_the_vm_keeps_running(lab_domain):
+    host = lab_host(HOSTS[0])
+    qemu_conf = host.file("/etc/libvirt/qemu.conf").content_string
+    vm_before = qemu_pid(host)
+    # Valid syntax, but the QEMU driver refuses a string where it wants a number: the daemon
+    # does not come back with it.
+    result = apply_on(HOSTS[0], "-e", '{"kvm_host_qemu_conf_extra": {"max_processes": "lots"}}')
+    assert result.returncode == 2, result.stderr
+    assert "the previous configuration was restored and libvirt restarted with it" in result.stderr
+    assert "does not stay up either" not in result.stderr
+    assert host.file("/etc/libvirt/qemu.conf").content_string == qemu_conf
+    assert qemu_pid(host) == vm_before
+    assert domain_state(host) == "running"
+    # Nothing is left half-configured: a normal run finds nothing to do.
+    again = apply_on(HOSTS[0])
+    assert again.returncode == 0, again.stderr
+
+
+def socket_started_at(host) -> str:
+    return host.check_output(
+        "systemctl show -p ActiveEnterTimestampMonotonic --value libvirtd-tcp.socket"
+    )
+
+
+def test_a_later_failure_does_not_leave_a_change_unapplied():
+    host = lab_host(HOSTS[1])
+    before = socket_started_at(host)
+    host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    # qemu.conf is repaired, then the AppArmor step fails (a path its parser rejects): the
+    # restart the repair needs happens all the same.
+    result = apply_on(HOSTS[1], "-e", "kvm_host_apparmor_datastore_path='/var/lib/one bad'")
+    assert result.returncode == 2, result.stderr
+    assert "apparmor" in result.stderr.lower(), result.stderr
+    assert (
+        active_value(host.file("/etc/libvirt/qemu.conf").content_string, "dynamic_ownership") == "0"
+    )
+    assert socket_started_at(host) != before
+    again = apply_on(HOSTS[1])
+    assert again.returncode == 0, again.stderr

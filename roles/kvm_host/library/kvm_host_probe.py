@@ -21,6 +21,15 @@ description:
   - With C(access) it opens /dev/kvm as I(user) (a child process that drops to the user's uid,
     gid and groups; root only) and reports the libvirt unix sockets and polkit rules; with
     C(identity) the sources libvirt derives its host UUID from.
+  - With C(qemu) it reports what decides live migration between hosts (the emulator, its
+    version, its machine types (from C(-machine help), which starts no VM), the host CPU and the CPU
+    models libvirt found usable, and the libvirt version).
+  - With C(one) it reports what OpenNebula's front-end needs on the host (controls USR-003 and
+    ONE-00x) - the remotes dir (I(remotes_dir)) with its VERSION, a sha256 digest of its files
+    and who owns them, the datastores dir, oneadmin's SSH key, authorized_keys and known_hosts,
+    the host's SSH host keys, names and addresses, how the front-end's name I(frontend)
+    resolves, and the node runtime the remotes run (Ruby loading C(sqlite3) and
+    C(load_opennebula_paths) as I(user), lspci, rsync, xmllint, kvmprep's sudoers file).
   - Never changes anything; C(changed) is always false. Missing files and permission errors are
     reported as null/false values, never as a failure; what could not be read is listed in
     C(probe.errors) with the reason (for example permission denied when not run as root).
@@ -32,7 +41,8 @@ options:
     description: Which groups of facts to gather.
     type: list
     elements: str
-    choices: [kvm, libvirt, config, accounts, packages, listen, devices, access, identity]
+    choices:
+      [kvm, libvirt, config, accounts, packages, listen, devices, access, identity, qemu, one]
     default: [kvm, libvirt]
   user:
     description:
@@ -50,6 +60,21 @@ options:
         host, returned unchanged as C(expect) so that the judgement uses the same values.
     type: dict
     default: {}
+  emulator:
+    description:
+      - The emulator path of OpenNebula's KVM driver (for the C(qemu) group); when it does not
+        run, the distribution's C(qemu-system-<arch>) (or C(qemu-kvm)) is described instead.
+    type: str
+    default: /usr/bin/qemu-kvm-one
+  remotes_dir:
+    description: Where the front-end copies OpenNebula's remotes on the host (for C(one)).
+    type: str
+    default: /var/tmp/one
+  frontend:
+    description:
+      - Name of the OpenNebula front-end, resolved on the host (for C(one)); empty, none.
+    type: str
+    default: ""
 attributes:
   check_mode:
     support: full
@@ -58,6 +83,11 @@ attributes:
 notes:
   - Runs C(systemctl is-enabled) and C(systemctl is-active) once each for all present units, and
     C(libvirtd --version) (or C(virtqemud --version)) once.
+  - With C(qemu), runs C(<emulator> --version) and C(<emulator> -machine help) at the same time
+    (killed after 10 seconds), and reads libvirt's QEMU capabilities cache
+    (C(/var/cache/libvirt/qemu/capabilities), root only) instead of asking the daemon.
+  - With C(one), runs C(ruby) once as I(user) (killed after 10 seconds, while the remotes are
+    hashed) and reads every file of the remotes dir.
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
   - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
     always reaped.
@@ -224,6 +254,58 @@ probe:
           C(machine_id), each as C(path), C(value) (stripped, or null) and C(error).
       returned: when C(identity) is gathered
       type: dict
+    qemu:
+      description:
+        - C(emulator) (C(path) used, C(source) C(opennebula) for I(emulator) or C(distribution)
+          for C(qemu-system-<arch>), C(resolved) path, C(opennebula_path),
+          C(opennebula_present)); all null but the last two when no QEMU is installed.
+        - C(version) (C(10.0.13)) and C(package) (the distribution's package version QEMU
+          reports, or null); C(source) says where they and the machine types come from,
+          C(libvirt) (libvirt's cache of the emulator's capabilities, while libvirt trusts it)
+          or C(emulator) (C(--version) and C(-machine help) run at the same time).
+        - C(machines), as C(-machine help) lists them (libvirt's cache holds the same list
+          but the C(none) machine), with C(types) (in the listed order),
+          C(default), C(aliases) (alias to the list of machine types it names; Ubuntu lists q35
+          twice) and C(deprecated); null when QEMU could not be run, with the reason in C(error).
+        - C(cpu), the first CPU of /proc/cpuinfo (C(vendor), C(model_name), C(family),
+          C(model), C(stepping), C(flags)) and C(models), the named CPU models libvirt found
+          KVM can run (C(usable), null when unknown, C(source) the cache file, C(error)).
+        - C(libvirt_version), as in C(libvirt.daemon_version).
+      returned: when C(qemu) is gathered
+      type: dict
+      sample:
+        emulator:
+          path: /usr/bin/qemu-kvm-one
+          source: opennebula
+          resolved: /usr/bin/qemu-system-x86_64
+          opennebula_path: /usr/bin/qemu-kvm-one
+          opennebula_present: true
+        source: libvirt
+        version: 7.2.22
+        package: Debian 1:7.2+dfsg-7+deb12u18+b3
+        machines:
+          types: [pc-i440fx-7.2, pc-q35-7.2]
+          default: pc-i440fx-7.2
+          aliases: {"pc": ["pc-i440fx-7.2"], "q35": ["pc-q35-7.2"]}
+          deprecated: []
+        error: null
+        libvirt_version: 9.0.0
+    one:
+      description:
+        - C(remotes), the remotes dir - C(path), C(exists), C(owner), C(mode), C(version) (its
+          VERSION file), C(files) (relative path to sha256, links followed), C(tree) (one
+          sha256 over them), C(foreign) (the first paths I(user) does not own) and
+          C(foreign_count), C(error).
+        - C(datastores), the stat of I(user)'s home C(/datastores).
+        - C(ssh), I(user)'s C(public_key), C(authorized_keys) (keys), C(known_hosts)
+          (C(patterns), C(key), C(marker)), and the host's C(host_keys), C(names), C(addresses).
+        - C(frontend), how I(frontend) resolves (C(addresses), C(loopback), C(error)); null
+          without I(frontend).
+        - C(runtime), C(ruby) (C(path), C(loads), and C(error), the line where Ruby says why
+          it failed), C(tools) (lspci, rsync, xmllint to their path or null) and C(sudoers)
+          (the stat of /etc/sudoers.d/kvmprep-oneadmin).
+      returned: when C(one) is gathered
+      type: dict
     errors:
       description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
       returned: always
@@ -238,6 +320,7 @@ expect:
 import contextlib
 import fcntl
 import grp
+import hashlib
 import ipaddress
 import json
 import os
@@ -245,11 +328,14 @@ import pwd
 import re
 import select
 import signal
+import socket
 import stat
+import subprocess
 import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
 
 GATHER_CHOICES = (
     "kvm",
@@ -261,6 +347,8 @@ GATHER_CHOICES = (
     "devices",
     "access",
     "identity",
+    "qemu",
+    "one",
 )
 DEFAULT_GATHER = ("kvm", "libvirt")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
@@ -1249,6 +1337,447 @@ def gather_devices(paths=DEVICES):
     return {path: stat_path(path) for path in paths}
 
 
+# ---------------------------------------------------------------------------------------------
+# one: what the OpenNebula front-end needs on the host (remotes, trust, runtime)
+# ---------------------------------------------------------------------------------------------
+
+ONE_REMOTES_DIR = "/var/tmp/one"
+ONE_SUDOERS = "/etc/sudoers.d/kvmprep-oneadmin"
+# What the remotes require before anything else (roles/kvm_host/tasks/node_runtime.yml).
+ONE_RUBY_PROBE = "require 'sqlite3'; require 'load_opennebula_paths'"
+ONE_RUNTIME_TOOLS = ("lspci", "rsync", "xmllint")
+ONE_RUBY_TIMEOUT = 10.0
+
+
+def resolve_name(name, getaddrinfo=socket.getaddrinfo):
+    """The addresses name resolves to on this host (as ssh would look it up), and whether any
+    of them is a loopback address."""
+    res = {"name": name, "addresses": [], "loopback": False, "error": None}
+    try:
+        infos = getaddrinfo(name, None, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        res["error"] = _errtext(exc) if isinstance(exc, OSError) else str(exc)
+        return res
+    for info in infos:
+        address = info[4][0]
+        if address not in res["addresses"]:
+            res["addresses"].append(address)
+    res["loopback"] = any(
+        ipaddress.ip_address(a.split("%")[0]).is_loopback for a in res["addresses"]
+    )
+    return res
+
+
+def _start_as(user, args):
+    """Start args as user (root switches with runuser; user itself runs it directly); a Popen,
+    or the reason it cannot run."""
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = None
+    if me != user:
+        if os.geteuid() != 0:
+            return "needs root (or %s) to run as %s" % (user, user)
+        args = ["runuser", "-u", user, "--", *args]
+    try:
+        return subprocess.Popen(
+            args,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, LC_ALL="C"),
+            close_fds=True,
+        )
+    except OSError as exc:
+        return _errtext(exc)
+
+
+def start_ruby_probe(user):
+    """Start Ruby as user requiring what the remotes require first: (Popen or why, deadline).
+    It runs while the rest of the probe gathers (Ruby with RubyGems takes 0.3 s or more)."""
+    ruby = find_program("ruby", search_dirs(os.environ.get("PATH")))
+    proc = _start_as(user, [ruby, "-e", ONE_RUBY_PROBE]) if ruby else None
+    return ruby, proc, time.monotonic() + ONE_RUBY_TIMEOUT
+
+
+def _ruby_error(proc, deadline):
+    """None when Ruby loaded everything, else the line that says why."""
+    if not isinstance(proc, subprocess.Popen):
+        return proc or "ruby is not installed"
+    try:
+        _out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return "no answer within %g s" % ONE_RUBY_TIMEOUT
+    if proc.returncode == 0:
+        return None
+    lines = [line.strip() for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+    why = next((line for line in lines if "Error" in line), lines[0] if lines else "")
+    # "<internal:...>:85:in `require': cannot load such file -- sqlite3 (LoadError)"
+    return why.split("': ", 1)[-1] or "exit status %d" % proc.returncode
+
+
+def gather_one(user, remotes_dir=ONE_REMOTES_DIR, frontend="", run_command=None, ruby=None):
+    """The host side of the ONE-00x and USR-003 controls; ``ruby`` is start_ruby_probe's
+    (started here when not given)."""
+    ruby_path, proc, deadline = ruby or start_ruby_probe(user)
+    dirs = search_dirs(os.environ.get("PATH"))
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        home = None
+    res = {
+        "remotes": remotes_digest(remotes_dir, user),
+        "datastores": stat_path(os.path.join(home, "datastores")) if home else None,
+        "ssh": ssh_state(user, run_command or (lambda args: (1, "", ""))),
+        "frontend": resolve_name(frontend) if frontend else None,
+        "runtime": {
+            "ruby": {"path": ruby_path, "loads": False, "error": None},
+            "tools": {name: find_program(name, dirs) for name in ONE_RUNTIME_TOOLS},
+            "sudoers": stat_path(ONE_SUDOERS),
+        },
+    }
+    why = _ruby_error(proc, deadline)
+    res["runtime"]["ruby"].update(loads=why is None, error=why)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# qemu: the emulator OpenNebula starts, what it can run, and the host CPU (live migration)
+# ---------------------------------------------------------------------------------------------
+
+ONE_EMULATOR = "/usr/bin/qemu-kvm-one"
+# uname's machine -> the suffix of the distribution's qemu-system-* binary.
+QEMU_ARCH = {
+    "x86_64": "x86_64",
+    "amd64": "x86_64",
+    "i386": "i386",
+    "i686": "i386",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "ppc64le": "ppc64",
+    "ppc64": "ppc64",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+QEMU_TIMEOUT = 10.0
+# libvirt keeps what it learnt from each QEMU binary in <sha256 of the binary's path>.xml.
+LIBVIRT_QEMU_CAPS = "/var/cache/libvirt/qemu/capabilities"
+# CPU definitions that are not a model a VM can be given by name.
+NOT_CPU_MODELS = ("host", "max", "base")
+_MACHINE_TAG = re.compile(r"\s*\((default|deprecated|alias of (\S+))\)$")
+_QEMU_VERSION = re.compile(r"QEMU emulator version (\d+(?:\.\d+)+)(?:\s+\(([^)]*)\))?")
+_CACHE_MACHINE = re.compile(r"<machine\b([^>]*)/?>")
+_CACHE_CPU = re.compile(r"<cpu\b([^>]*)>")
+_XML_ATTR = re.compile(r"(\w+)='([^']*)'")
+
+
+def parse_machine_help(text):
+    """``<emulator> -machine help`` -> {"types", "default", "aliases", "deprecated"}, or None.
+
+    Lines are ``NAME  DESCRIPTION[ (default)][ (deprecated)]`` or ``ALIAS  DESCRIPTION (alias
+    of NAME)``. An alias may be listed more than once (Ubuntu 24.04's q35 names pc-q35-noble
+    and pc-q35-8.2): every target is kept, in the printed order.
+    """
+    machines = _new_machines()
+    for line in (text or "").splitlines():
+        fields = line.split(None, 1)
+        if len(fields) != 2 or line[:1].isspace() or line.rstrip().endswith(":"):
+            continue  # the "Supported machines are:" header, blank lines
+        name, rest = fields
+        tags, target = _machine_tags(rest)
+        _add_machine(machines, name, target, "default" in tags, "deprecated" in tags)
+    return machines if machines["types"] else None
+
+
+def _new_machines():
+    return {"types": [], "default": None, "aliases": {}, "deprecated": []}
+
+
+def _add_machine(machines, name, alias_of, default, deprecated):
+    if alias_of is not None:
+        machines["aliases"].setdefault(name, []).append(alias_of)
+        return
+    machines["types"].append(name)
+    if default:
+        machines["default"] = name
+    if deprecated:
+        machines["deprecated"].append(name)
+
+
+def _machine_tags(rest):
+    """(tags, alias target) from the trailing "(...)" of a machine line, right to left."""
+    tags, target = [], None
+    while True:
+        m = _MACHINE_TAG.search(rest)
+        if m is None:
+            return tags, target
+        tags.append(m.group(1))
+        target = m.group(2) or target
+        rest = rest[: m.start()]
+
+
+def parse_qemu_version(text):
+    """'QEMU emulator version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)' -> (version, package)."""
+    m = _QEMU_VERSION.search(text or "")
+    return (m.group(1), m.group(2) or None) if m else (None, None)
+
+
+def parse_qemu_caps(text):
+    """libvirt's cached capabilities of one QEMU binary: the binary and its ctime when probed,
+    the kernel it was probed under, version, package, machine types (as from -machine help)
+    and the CPU models usable with KVM (None when it found none)."""
+    number = _xml_value(text, "version")
+    version = None
+    if number and number.isdigit():
+        n = int(number)
+        version = "%d.%d.%d" % (n // 1000000, n // 1000 % 1000, n % 1000)
+    return {
+        "emulator": _xml_value(text, "emulator"),
+        "qemuctime": _xml_value(text, "qemuctime"),
+        "kernel": _xml_value(text, "kernelVersion"),
+        "version": version,
+        "package": _xml_value(text, "package") or None,
+        "machines": _cached_machines(text),
+        "cpu_models": _cached_cpu_models(text),
+    }
+
+
+def _xml_value(text, tag):
+    m = re.search("<%s>([^<]*)</%s>" % (tag, tag), text or "")
+    return m.group(1).strip() if m else None
+
+
+def _entries(pattern, text, kind):
+    """The attributes of each element, those probed with KVM (else with TCG: no KVM then)."""
+    found = [dict(_XML_ATTR.findall(m.group(1))) for m in pattern.finditer(text or "")]
+    for accel in ("kvm", "tcg"):
+        chosen = [e for e in found if e.get("type", accel) == accel and "name" in e]
+        if chosen or kind == "cpu":
+            return chosen
+    return []
+
+
+def _cached_machines(text):
+    machines = _new_machines()
+    for entry in _entries(_CACHE_MACHINE, text, "machine"):
+        name = entry["name"]
+        _add_machine(
+            machines, name, None, entry.get("default") == "yes", entry.get("deprecated") == "yes"
+        )
+        if entry.get("alias"):
+            _add_machine(machines, entry["alias"], name, False, False)
+    return machines if machines["types"] else None
+
+
+def _cached_cpu_models(text):
+    models = [e for e in _entries(_CACHE_CPU, text, "cpu") if e["name"] not in NOT_CPU_MODELS]
+    return sorted(e["name"] for e in models if e.get("usable") == "yes") if models else None
+
+
+def parse_cpu_identity(text):
+    """Vendor, model name, family/model/stepping and flags of the first CPU of /proc/cpuinfo."""
+    found = {}
+    for line in (text or "").splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            if found:
+                break  # the end of the first processor's block
+            continue
+        found.setdefault(name.strip(), value.strip())
+    flags = found.get("flags")
+    return {
+        "vendor": found.get("vendor_id") or None,
+        "model_name": found.get("model name") or None,
+        "family": found.get("cpu family") or None,
+        "model": found.get("model") or None,
+        "stepping": found.get("stepping") or None,
+        "flags": sorted(set(flags.split())) if flags else [],
+    }
+
+
+def _runnable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def choose_emulator(one_path, arch, dirs, runnable=_runnable):
+    """The QEMU binary OpenNebula starts: its default path when that runs, else the
+    distribution's. A dangling qemu-kvm-one counts as absent (ONE-005 judges it)."""
+    res = {
+        "path": None,
+        "source": None,
+        "resolved": None,
+        "opennebula_path": one_path,
+        "opennebula_present": runnable(one_path),
+    }
+    if res["opennebula_present"]:
+        res.update(path=one_path, source="opennebula")
+    else:
+        names = ("qemu-system-" + QEMU_ARCH.get(arch, arch), "qemu-kvm")
+        found = [os.path.join(d, n) for n in names for d in dirs if runnable(os.path.join(d, n))]
+        if found:
+            res.update(path=found[0], source="distribution")
+    if res["path"]:
+        res["resolved"] = os.path.realpath(res["path"])
+    return res
+
+
+def run_parallel(commands, timeout=QEMU_TIMEOUT):
+    """[(rc, stdout, why)] of commands run at the same time; a command that cannot start or
+    outlives timeout gets rc None and the reason."""
+    env = dict(os.environ, LC_ALL="C")
+    procs = []
+    for args in commands:
+        try:
+            procs.append(
+                subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    close_fds=True,
+                )
+            )
+        except OSError as exc:
+            procs.append(_errtext(exc))
+    deadline = time.monotonic() + timeout
+    return [_collect(p, deadline, timeout) for p in procs]
+
+
+def _collect(proc, deadline, timeout):
+    if not isinstance(proc, subprocess.Popen):
+        return None, "", proc
+    try:
+        out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return None, "", "no answer within %g s" % timeout
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    why = lines[-1] if lines else "exit status %d" % proc.returncode
+    return proc.returncode, out.decode("utf-8", "replace"), why
+
+
+def libvirt_caps(paths, cache_dir=LIBVIRT_QEMU_CAPS, errors=None):
+    """(parsed cache, None) for the first of paths libvirt has probed, else (None, why)."""
+    for path in paths:
+        source = os.path.join(cache_dir, hashlib.sha256(path.encode()).hexdigest() + ".xml")
+        text, why = read_text_why(source)
+        if text is not None:
+            caps = parse_qemu_caps(text)
+            caps["source"] = source
+            return caps, None
+        if os.path.exists(source):
+            if errors is not None:
+                errors.append("%s: %s" % (source, why))
+            return None, "%s: %s" % (source, why)
+    return None, "libvirt has not probed %s yet" % paths[-1]
+
+
+def _ctime(path):
+    try:
+        return str(int(os.stat(path).st_ctime))
+    except OSError:
+        return None
+
+
+def _from_emulator(path):
+    """Version, package and machine types by running the emulator, twice at once."""
+    (vrc, vout, vwhy), (mrc, mout, mwhy) = run_parallel(
+        [[path, "--version"], [path, "-machine", "help"]]
+    )
+    version, package = parse_qemu_version(vout) if vrc == 0 else (None, None)
+    machines = parse_machine_help(mout) if mrc == 0 else None
+    problems = []
+    if version is None:
+        problems.append("%s --version: %s" % (path, vwhy if vrc != 0 else "no version"))
+    if machines is None:
+        problems.append("%s -machine help: %s" % (path, mwhy if mrc != 0 else "no machine type"))
+    return version, package, machines, problems
+
+
+def trusted_caps(emulator, cache_dir=LIBVIRT_QEMU_CAPS, errors=None):
+    """(libvirt's cached capabilities of the emulator, None) when libvirt would use them as
+    they are (the binary did not change since), else (None, why not)."""
+    path, resolved = emulator["path"], emulator["resolved"]
+    paths = [path] if resolved == path else [path, resolved]
+    caps, why = libvirt_caps(paths, cache_dir, errors)
+    if caps is None:
+        return None, why
+    if caps["emulator"] not in paths:
+        return None, "%s describes %s" % (caps["source"], caps["emulator"])
+    if caps["qemuctime"] != _ctime(resolved):
+        return None, "QEMU changed since libvirt probed it"
+    return caps, None
+
+
+def cpu_models(caps, why, kernel):
+    """{"usable", "source", "error"}: the named CPU models KVM runs here, as libvirt found."""
+    if caps is None:
+        return {"usable": None, "source": None, "error": why}
+    # Which models KVM can run depends on the kernel too (machine types do not).
+    if caps["kernel"] != kernel:
+        why = "libvirt probed QEMU under another kernel"
+    elif not caps["cpu_models"]:
+        why = "libvirt cached no usable KVM CPU model"
+    usable = None if why else caps["cpu_models"]
+    return {"usable": usable, "source": caps["source"], "error": why}
+
+
+def gather_qemu(
+    version=None,
+    one_path=ONE_EMULATOR,
+    cpuinfo_path="/proc/cpuinfo",
+    cache_dir=LIBVIRT_QEMU_CAPS,
+    errors=None,
+):
+    """What decides whether a VM started here runs on another host: the emulator, its version
+    and machine types, the CPU and the CPU models KVM can run, and the libvirt version.
+
+    libvirt's cache of the emulator's capabilities answers first, when libvirt itself would
+    still use it: it holds the machine types of ``-machine help`` (the list libvirt resolves
+    q35 with), the version and the usable CPU models, for the cost of reading one file.
+    Otherwise QEMU is run (a few 10 ms each, 100-300 ms on a busy host). Not ``virsh
+    domcapabilities``: a read-only connection may not call it, and a read-write virsh spends
+    about 1 s on Debian 12.
+    """
+    uname = os.uname()
+    emulator = choose_emulator(one_path, uname[4], search_dirs(os.environ.get("PATH")))
+    res = {
+        "emulator": emulator,
+        "source": None,
+        "version": None,
+        "package": None,
+        "machines": None,
+        "error": None,
+        "libvirt_version": version,
+        "cpu": parse_cpu_identity(read_text(cpuinfo_path)),
+    }
+    if emulator["path"] is None:
+        arch = QEMU_ARCH.get(uname[4], uname[4])
+        res["error"] = "no QEMU emulator: %s absent, no qemu-system-%s or qemu-kvm" % (
+            one_path,
+            arch,
+        )
+        res["cpu"]["models"] = cpu_models(None, res["error"], None)
+        return res
+    caps, why = trusted_caps(emulator, cache_dir, errors)
+    res["cpu"]["models"] = cpu_models(caps, why, "%s %s" % uname[2:4])
+    if caps is not None:
+        res.update(source="libvirt", version=caps["version"], package=caps["package"])
+        res["machines"] = caps["machines"]
+    if res["machines"] is None or res["version"] is None:
+        version_, package, machines, problems = _from_emulator(emulator["path"])
+        res.update(source="emulator", version=version_, package=package, machines=machines)
+        res["error"] = "; ".join(problems) or None
+        if errors is not None:
+            errors.extend(problems)
+    return res
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -1265,14 +1794,19 @@ def main():
                 "default": ["kvm", "libvirt", "libvirtd"],
             },
             "expect": {"type": "dict", "default": {}},
+            "emulator": {"type": "str", "default": ONE_EMULATOR},
+            "remotes_dir": {"type": "str", "default": ONE_REMOTES_DIR},
+            "frontend": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
     gather = module.params["gather"] or []
     errors = []
     probe = {}
-    # Both groups report the daemon version: run "libvirtd --version" once.
-    version = daemon_version(module) if {"libvirt", "packages"} & set(gather) else UNSET
+    # Ruby is slow to start: it runs while everything else is gathered.
+    ruby = start_ruby_probe(module.params["user"]) if "one" in gather else None
+    # Three groups report the daemon version: run "libvirtd --version" once.
+    version = daemon_version(module) if {"libvirt", "packages", "qemu"} & set(gather) else UNSET
     if "kvm" in gather:
         probe["kvm"] = gather_kvm()
     if "libvirt" in gather:
@@ -1291,6 +1825,16 @@ def main():
         probe["access"] = gather_access(module.params["user"], errors)
     if "identity" in gather:
         probe["identity"] = gather_identity()
+    if "qemu" in gather:
+        probe["qemu"] = gather_qemu(version, module.params["emulator"], errors=errors)
+    if "one" in gather:
+        probe["one"] = gather_one(
+            module.params["user"],
+            module.params["remotes_dir"],
+            module.params["frontend"],
+            lambda args: module.run_command(args),
+            ruby,
+        )
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 

@@ -1,0 +1,402 @@
+"""Verify the front-end scenario: the kvm drivers enabled on the front-end, the hosts registered
+through OpenNebula's XML-RPC API (the TEST DOUBLE of oned, read back here with pyone, the client
+kvmprep uses), the remotes copied, oneadmin's SSH in all four directions without a prompt, and a
+live migration driven as oneadmin the way OpenNebula's KVM driver does it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyone
+import pytest
+import testinfra
+
+FRONTEND = "kvmprep-one"
+NODES = ("kvmprep-node12", "kvmprep-node13")
+CLUSTERS = {"kvmprep-node12": "default", "kvmprep-node13": "kvmprep-lab"}
+SESSION = "oneadmin:kvmprep-lab-only"
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
+FIXTURES = PROJECT / "tests" / "unit" / "fixtures" / "one"
+DOMAIN = "kvmprep-fe-test"
+DATASTORE = "/var/lib/one/datastores/0"
+
+
+def machine(name: str):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def as_oneadmin(host, command: str):
+    return host.run("runuser -u oneadmin -- sh -c %s", command)
+
+
+def address(name: str) -> str:
+    return subprocess.run(
+        [
+            "podman",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> str:
+    return f"http://{address(FRONTEND)}:2633/RPC2"
+
+
+@pytest.fixture(scope="module")
+def one(endpoint):
+    return pyone.OneServer(endpoint, session=SESSION)
+
+
+def kvmprep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("kvmprep")), *args]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def summary_rows(stderr: str) -> dict[str, list[str]]:
+    """HOST OK CHANGED FAILED UNREACHABLE SKIPPED STATUS rows of kvmprep apply's summary."""
+    names = (FRONTEND, *NODES)
+    return {
+        cells[0]: cells
+        for cells in (line.split() for line in stderr.splitlines())
+        if cells and cells[0] in names
+    }
+
+
+# --- the front-end's configuration ------------------------------------------------------------
+
+
+def section_lines(text: str, name: str, value: str) -> list[str]:
+    """The lines of the active vector attribute NAME whose NAME (or name) is `value`."""
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if line.lstrip().startswith(name) and not line.lstrip().startswith("#"):
+            end = start
+            while "]" not in lines[end]:
+                end += 1
+            block = lines[start : end + 1]
+            if any(f'"{value}"' in entry and "NAME" in entry.upper() for entry in block):
+                return block
+    return []
+
+
+def outside(text: str, block: list[str]) -> list[str]:
+    lines = text.splitlines()
+    if not block:
+        return lines
+    start = lines.index(block[0])
+    return lines[:start] + lines[start + len(block) :]
+
+
+@pytest.mark.parametrize(
+    ("path", "fixture", "name"),
+    [
+        ("/etc/one/oned.conf", "oned-current.conf", "VM_MAD"),
+        ("/etc/one/monitord.conf", "monitord.conf", "IM_MAD"),
+    ],
+)
+def test_kvm_driver_enabled_and_the_rest_untouched(path, fixture, name):
+    text = machine(FRONTEND).file(path).content_string
+    block = section_lines(text, name, "kvm")
+    assert block, text
+    original = (FIXTURES / fixture).read_text()
+    # Everything outside the kvm section is the file as it was.
+    assert outside(text, block) == outside(original, section_lines(original, name, "kvm"))
+
+
+def test_config_backups_kept():
+    backups = machine(FRONTEND).run("ls /etc/one | grep -c '^oned.conf\\..*~$'")
+    assert int(backups.stdout.strip() or 0) >= 1
+
+
+def test_kvmrc_migrates_over_the_hosts_transport():
+    kvmrc = machine(FRONTEND).file("/var/lib/one/remotes/etc/vmm/kvm/kvmrc").content_string
+    assert "QEMU_PROTOCOL=qemu+tcp" in kvmrc
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+def test_hosts_registered_with_kvm_drivers_in_their_clusters(one):
+    hosts = {host.NAME: host for host in one.hostpool.info().HOST}
+    assert set(NODES) <= set(hosts)
+    clusters = {cluster.ID: cluster.NAME for cluster in one.clusterpool.info().CLUSTER}
+    for name in NODES:
+        host = hosts[name]
+        assert (host.IM_MAD, host.VM_MAD) == ("kvm", "kvm")
+        assert clusters[host.CLUSTER_ID] == CLUSTERS[name]
+
+
+def test_hosts_monitored_by_the_front_end_over_ssh(one):
+    # The double monitors a host by `ssh HOST cat /var/tmp/one/VERSION` as oneadmin.
+    states = {}
+    for _ in range(30):
+        states = {host.NAME: host.STATE for host in one.hostpool.info().HOST}
+        if all(states.get(name) == 2 for name in NODES):
+            break
+        time.sleep(1)
+    assert all(states.get(name) == 2 for name in NODES), states
+
+
+def test_each_host_registered_once(one):
+    names = [host.NAME for host in one.hostpool.info().HOST]
+    assert sorted(names) == sorted(set(names))
+
+
+# --- remotes -----------------------------------------------------------------------------------
+
+
+def tree_digest(host, root: str) -> dict[str, str]:
+    listing = host.check_output(f"cd {root} && find . -type f -exec sha256sum {{}} + | sort -k 2")
+    return {line.split()[1]: line.split()[0] for line in listing.splitlines()}
+
+
+def test_remotes_byte_identical_on_every_host():
+    # rsync -L: the front-end's symlink arrives as the file it points to, as with onehost sync.
+    wanted = tree_digest(machine(FRONTEND), "/var/lib/one/remotes")
+    link = machine(FRONTEND).check_output("cat /var/lib/one/remotes/tm/ssh/deploy-link")
+    wanted["./tm/ssh/deploy-link"] = hashlib.sha256((link + "\n").encode()).hexdigest()
+    for name in NODES:
+        node = machine(name)
+        assert tree_digest(node, "/var/tmp/one") == wanted, name
+        assert node.file("/var/tmp/one/VERSION").content_string.strip() == "7.0.0"
+        assert node.file("/var/tmp/one").user == "oneadmin"
+        assert not node.file("/var/tmp/one/vmm/stale-script").exists
+
+
+# --- oneadmin's SSH, all four directions -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        (FRONTEND, FRONTEND),
+        *[(FRONTEND, node) for node in NODES],
+        (NODES[0], NODES[1]),
+        (NODES[1], NODES[0]),
+        *[(node, FRONTEND) for node in NODES],
+    ],
+)
+def test_oneadmin_ssh_without_prompt(source, target):
+    host = machine(source)
+    for name in (target, address(target)):
+        result = as_oneadmin(
+            host, f"ssh -o BatchMode=yes -o ConnectTimeout=5 {name} hostname </dev/null"
+        )
+        assert result.rc == 0, (source, name, result.stderr)
+        assert result.stdout.strip() == target
+
+
+# --- a live migration as OpenNebula's driver does it, with the cluster's machine type -------
+
+
+def kvmrc_protocol(node) -> str:
+    return as_oneadmin(
+        node, '. /var/tmp/one/etc/vmm/kvm/kvmrc && printf %s "$QEMU_PROTOCOL"'
+    ).stdout.strip()
+
+
+def os_machine() -> str:
+    """OS MACHINE of the front-end's vmm_exec_kvm.conf, which apply computed from the hosts."""
+    text = machine(FRONTEND).file("/etc/one/vmm_exec/vmm_exec_kvm.conf").content_string
+    line = next(line for line in text.splitlines() if line.startswith("OS"))
+    return line.split("MACHINE")[1].split('"')[1]
+
+
+def domain_state(node, name: str = DOMAIN) -> str:
+    result = as_oneadmin(node, f"virsh -c qemu:///system domstate {name}")
+    return result.stdout.strip() if result.rc == 0 else "absent"
+
+
+def start_domain(node, name: str, machine_type: str):
+    disk = f"{DATASTORE}/{name}.qcow2"
+    xml = (
+        f"<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64' machine='{machine_type}'>hvm</type></os><devices>"
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>"
+        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
+    )
+    for other in NODES:
+        made = as_oneadmin(
+            machine(other),
+            f"mkdir -p {DATASTORE} && rm -f {disk} && qemu-img create -q -f qcow2 {disk} 16M",
+        )
+        assert made.rc == 0, made.stderr
+    node.run(f"cat > /tmp/{name}.xml <<'XML'\n{xml}\nXML")
+    return as_oneadmin(node, f"virsh -c qemu:///system create /tmp/{name}.xml")
+
+
+def driver_migrate(source, name: str, target_name: str):
+    # The KVM driver's migrate: virsh on the source host, as oneadmin, to $QEMU_PROTOCOL.
+    # --unsafe: the lab has no shared storage (the same empty disk exists on both hosts).
+    protocol = kvmrc_protocol(source)
+    return as_oneadmin(
+        source,
+        f"virsh -c qemu:///system migrate --live --unsafe {name} {protocol}://{target_name}/system",
+    )
+
+
+@pytest.fixture
+def cleanup_domains():
+    yield
+    for name in NODES:
+        for domain in (DOMAIN, f"{DOMAIN}-q35"):
+            as_oneadmin(machine(name), f"virsh -c qemu:///system destroy {domain}")
+
+
+def test_the_computed_machine_type_runs_on_every_host():
+    # The fixture's OS MACHINE was the q35 alias: apply pinned the newest q35 both QEMUs run.
+    assert os_machine() == "pc-q35-7.2"
+
+
+def test_the_drivers_protocol_follows_the_hosts_transport():
+    for name in NODES:
+        assert kvmrc_protocol(machine(name)) == "qemu+tcp"
+
+
+def test_a_vm_started_on_the_newer_host_migrates_to_the_older_and_back(cleanup_domains):
+    newer, older = machine(NODES[1]), machine(NODES[0])
+    started = start_domain(newer, DOMAIN, os_machine())
+    assert started.rc == 0, started.stderr
+    result = driver_migrate(newer, DOMAIN, NODES[0])
+    assert result.rc == 0, result.stderr
+    assert domain_state(older) == "running"
+    assert domain_state(newer) == "absent"
+    time.sleep(1)
+    back = driver_migrate(older, DOMAIN, NODES[1])
+    assert back.rc == 0, back.stderr
+    assert domain_state(newer) == "running"
+
+
+def test_without_it_the_older_host_refuses_the_vm(cleanup_domains):
+    # What FLEET-003 warns about: q35 on QEMU 10.0 is pc-q35-10.0, which QEMU 7.2 lacks.
+    newer = machine(NODES[1])
+    started = start_domain(newer, f"{DOMAIN}-q35", "q35")
+    assert started.rc == 0, started.stderr
+    result = driver_migrate(newer, f"{DOMAIN}-q35", NODES[0])
+    assert result.rc != 0
+    assert "pc-q35-10.0" in result.stderr, result.stderr
+
+
+# --- the CLI users run -----------------------------------------------------------------------
+
+
+def test_kvmprep_apply_again_changes_nothing_anywhere(endpoint):
+    result = kvmprep(
+        "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], env={"ONE_XMLRPC": endpoint}
+    )
+    assert result.returncode == 0, result.stderr
+    rows = summary_rows(result.stderr)
+    assert set(rows) == {FRONTEND, *NODES}, result.stderr
+    for cells in rows.values():
+        assert cells[2] == "0", result.stderr
+        assert cells[3] == "0", result.stderr
+    # The secret never reaches the terminal.
+    assert "kvmprep-lab-only" not in result.stderr + result.stdout
+
+
+def test_kvmprep_apply_rejects_a_bad_endpoint_before_any_change():
+    result = kvmprep(
+        "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "one_frontend_xmlrpc=one:2633"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "is not an http(s) URL" in result.stderr, result.stderr
+    rows = summary_rows(result.stderr)
+    # The check runs before the hosts' play: nothing ran on them, the front-end failed.
+    assert set(rows) == {FRONTEND}, result.stderr
+    assert rows[FRONTEND][2] == "0", result.stderr
+
+
+# --- kvmprep check sees the OpenNebula side -------------------------------------------------
+
+
+def check_report(endpoint: str) -> tuple[int, dict, str]:
+    result = kvmprep(
+        "check",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "--format",
+        "json",
+        env={"ONE_XMLRPC": endpoint},
+    )
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, report, result.stderr
+
+
+def test_kvmprep_check_finds_front_end_and_hosts_compliant(endpoint):
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    front = report["hosts"][FRONTEND]
+    assert front["role"] == "frontend"
+    assert front["controls"]["ONE-003"]["status"] == "PASS", front["controls"]["ONE-003"]
+    assert "monitord syntax" in front["controls"]["ONE-003"]["message"]
+    for name in NODES:
+        controls = report["hosts"][name]["controls"]
+        for control in ("USR-003", "ONE-001", "ONE-002", "ONE-006", "ONE-007", "FLEET-003"):
+            assert controls[control]["status"] == "PASS", (name, control, controls[control])
+        assert "7.0.0" in controls["ONE-001"]["message"]
+        assert "MONITORED" in controls["ONE-002"]["message"]
+    assert "kvmprep-lab" in report["hosts"][NODES[1]]["controls"]["ONE-002"]["message"]
+    assert "kvmprep-lab-only" not in stderr
+
+
+def test_kvmprep_check_names_a_broken_ssh_direction(endpoint):
+    node = machine(NODES[0])
+    known = "/var/lib/one/.ssh/known_hosts"
+    node.run(f"cp -p {known} /tmp/known_hosts.good")
+    try:
+        node.run(f"runuser -u oneadmin -- sed -i '/{FRONTEND}/d' {known}")
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        result = report["hosts"][NODES[0]]["controls"]["ONE-006"]
+        assert result["status"] == "FAIL", result
+        assert f"{NODES[0]} -> {FRONTEND}" in result["message"], result
+    finally:
+        node.run(f"cp -p /tmp/known_hosts.good {known}")
+
+
+def test_kvmprep_check_flags_the_machine_type_and_apply_fixes_it(endpoint):
+    # Back to the state before kvmprep: OS MACHINE the q35 alias, which each QEMU resolves to
+    # its own newest pc-q35 (10.0 on Debian 13, unknown to Debian 12's QEMU 7.2).
+    vmm = "/etc/one/vmm_exec/vmm_exec_kvm.conf"
+    front = machine(FRONTEND)
+    front.run(f'sed -i \'s/MACHINE = "pc-q35-7.2"/MACHINE = "q35"/\' {vmm}')
+    code, report, stderr = check_report(endpoint)
+    assert code == 2, stderr
+    lacking = report["hosts"][NODES[0]]["controls"]["FLEET-003"]
+    assert lacking["status"] == "FAIL", lacking
+    assert "pc-q35-10.0" in lacking["message"], lacking
+    assert "pc-q35-7.2" in lacking["message"], lacking
+
+    fixed = kvmprep(
+        "apply",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "--only-frontend",
+        env={"ONE_XMLRPC": endpoint},
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert os_machine() == "pc-q35-7.2"
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    for name in NODES:
+        assert report["hosts"][name]["controls"]["FLEET-003"]["status"] == "PASS"

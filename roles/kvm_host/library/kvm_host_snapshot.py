@@ -1,0 +1,162 @@
+#!/usr/bin/python
+"""kvm_host_snapshot: keep libvirt's configuration as it was, to roll back a failed restart."""
+
+# Ansible module conventions: the documentation strings come before the imports; the code runs
+# on the target's python3 (3.6 or later), standard library only.
+DOCUMENTATION = r"""
+---
+module: kvm_host_snapshot
+short_description: Save a set of configuration paths, or put them back exactly as saved
+description:
+  - C(state=saved) copies every existing path matching I(paths) (shell globs; files, symlinks and
+    directory trees, with modes, owners and times) under I(dest), and records which paths
+    matched. An earlier snapshot in I(dest) is replaced. It reports C(changed=false): the
+    snapshot is the run's own bookkeeping under /run (tmpfs), not a change to the host.
+  - C(state=restored) makes the paths exactly what was saved: saved paths are copied back,
+    replacing what is there now, and paths matching I(paths) now that did not exist when the
+    snapshot was taken (a unit drop-in created by the run) are removed.
+  - Does nothing in check mode.
+options:
+  paths:
+    description: Paths or shell globs to save; only needed with C(state=saved).
+    type: list
+    elements: str
+    default: []
+  dest:
+    description: Directory that holds the snapshot.
+    type: path
+    required: true
+  state:
+    description: Save, or restore.
+    type: str
+    choices: [saved, restored]
+    default: saved
+attributes:
+  check_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Keep libvirt's configuration to roll back to
+  kvm_host_snapshot:
+    paths: [/etc/libvirt, /etc/default/libvirtd, "/etc/systemd/system/libvirtd*"]
+    dest: /run/kvmprep/libvirt-snapshot
+
+- name: Put it back
+  kvm_host_snapshot:
+    dest: /run/kvmprep/libvirt-snapshot
+    state: restored
+"""
+
+RETURN = r"""
+saved:
+  description: The paths that existed and were saved (state=saved), or were put back.
+  type: list
+  returned: always
+removed:
+  description: Paths created after the snapshot and removed by the restore.
+  type: list
+  returned: always
+"""
+
+import glob
+import json
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+
+MANIFEST = "manifest.json"
+TREE = "tree"
+
+
+def _expand(patterns):
+    found = []
+    for pattern in patterns:
+        matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
+        for path in sorted(matches):
+            if os.path.lexists(path) and path not in found:
+                found.append(path)
+    return found
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _copy(source, target):
+    """Copy a file, symlink or tree with its metadata (owner included: the module runs as root)."""
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o700)
+    if os.path.isdir(source) and not os.path.islink(source):
+        shutil.copytree(source, target, symlinks=True)
+        for root, dirs, files in os.walk(source):
+            for name in ["", *dirs, *files]:
+                here = os.path.join(root, name) if name else root
+                there = os.path.join(target, os.path.relpath(here, source))
+                _copy_owner(here, there)
+    else:
+        shutil.copy2(source, target, follow_symlinks=False)
+        _copy_owner(source, target)
+
+
+def _copy_owner(source, target):
+    info = os.lstat(source)
+    os.chown(target, info.st_uid, info.st_gid, follow_symlinks=False)
+
+
+def save(patterns, dest):
+    _remove(dest)
+    os.makedirs(os.path.join(dest, TREE), 0o700)
+    os.chmod(dest, 0o700)
+    saved = _expand(patterns)
+    for path in saved:
+        _copy(path, os.path.join(dest, TREE, path.lstrip("/")))
+    with open(os.path.join(dest, MANIFEST), "w") as handle:
+        json.dump({"patterns": list(patterns), "saved": saved}, handle)
+    return saved, []
+
+
+def restore(dest):
+    with open(os.path.join(dest, MANIFEST)) as handle:
+        manifest = json.load(handle)
+    saved = manifest["saved"]
+    removed = [path for path in _expand(manifest["patterns"]) if path not in saved]
+    for path in removed:
+        _remove(path)
+    for path in saved:
+        _remove(path)
+        _copy(os.path.join(dest, TREE, path.lstrip("/")), path)
+    return saved, removed
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "str", "default": []},
+            "dest": {"type": "path", "required": True},
+            "state": {"type": "str", "choices": ["saved", "restored"], "default": "saved"},
+        },
+        supports_check_mode=True,
+    )
+    dest = module.params["dest"]
+    if module.check_mode:
+        module.exit_json(changed=False, saved=[], removed=[])
+    try:
+        if module.params["state"] == "saved":
+            saved, removed = save(module.params["paths"], dest)
+            changed = False
+        else:
+            saved, removed = restore(dest)
+            changed = True
+    except (OSError, ValueError, KeyError) as exc:
+        module.fail_json(msg="snapshot {0}: {1}".format(dest, exc))
+    module.exit_json(changed=changed, saved=saved, removed=removed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+#!/usr/bin/python
+"""one_frontend_probe: read-only facts about an OpenNebula front-end, in one call."""
+
+# Ansible module conventions: the documentation strings come before the imports; the code runs
+# on the front-end's python3 (3.6 or later), standard library only.
+DOCUMENTATION = r"""
+---
+module: one_frontend_probe
+short_description: Gather what kvmprep check judges on an OpenNebula front-end, in one call
+description:
+  - Reports the installed OpenNebula version (the remotes' C(VERSION)), the C(IM_MAD) and
+    C(VM_MAD) sections of C(oned.conf) and C(monitord.conf) (parsed with one_frontend_conf's
+    parser), C(SCRIPTS_REMOTE_DIR), the KVM driver's defaults in C(vmm_exec_kvm.conf) (C(OS)
+    C(MACHINE), C(CPU_MODEL) C(MODEL), C(EMULATOR)) and C(QEMU_PROTOCOL) of C(kvmrc).
+  - Reports a digest of the remotes tree (the sha256 of every file, links followed as
+    C(onehost sync) copies them), oneadmin's account, SSH key, authorized_keys and known_hosts,
+    and the front-end's SSH host keys, names and addresses (as one_frontend_ssh reports them).
+  - Never changes anything; C(changed) is always false. What cannot be read is reported with
+    the reason, never as a failure.
+options:
+  user:
+    description: The account OpenNebula runs as.
+    type: str
+    default: oneadmin
+  etc_dir:
+    description: OpenNebula's configuration directory.
+    type: path
+    default: /etc/one
+  remotes_dir:
+    description: OpenNebula's remotes on the front-end.
+    type: path
+    default: /var/lib/one/remotes
+attributes:
+  check_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Probe the front-end
+  one_frontend_probe:
+  register: frontend
+"""
+
+RETURN = r"""
+probe:
+  description:
+    - C(version) (null without a VERSION file); C(files), per file (C(oned.conf),
+      C(monitord.conf), C(vmm_exec_kvm.conf), C(kvmrc)), its C(path), C(exists) and C(error)
+      (unreadable or unparsable, with the line).
+    - C(drivers), per file, the C(IM_MAD) and C(VM_MAD) sections (keys upper-cased).
+    - C(scripts_remote_dir) (oned.conf's value, null when unset); C(vmm_kvm) with C(machine),
+      C(cpu_model), C(emulator) (null when unset); C(kvmrc) with C(qemu_protocol).
+    - C(remotes), the digest of the remotes dir (as kvm_host_probe's C(one.remotes)).
+    - C(accounts.user), oneadmin's C(uid), C(gid), C(home) (null when missing).
+    - C(ssh), as kvm_host_probe's C(one.ssh).
+  returned: always
+  type: dict
+"""
+
+import os
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
+from ansible.module_utils.one_frontend_syntax import ConfError, read_values
+
+DRIVER_SECTIONS = ("IM_MAD", "VM_MAD")
+# The KVM driver's kvmrc moved from remotes/vmm/kvm (up to 4.x) to remotes/etc/vmm/kvm.
+KVMRC_CANDIDATES = ("etc/vmm/kvm/kvmrc", "vmm/kvm/kvmrc")
+
+
+def read_conf(path, fmt="one"):
+    """(entry, values): the file's path, existence and error, and its parsed values."""
+    entry = {"path": path, "exists": os.path.exists(path), "error": None}
+    if not entry["exists"]:
+        return entry, None
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "surrogateescape")
+        return entry, read_values(text, fmt)
+    except OSError as exc:
+        entry["error"] = exc.strerror or str(exc)
+    except ConfError as exc:
+        entry["error"] = str(exc)
+    return entry, None
+
+
+def _single(values, name):
+    value = ((values or {}).get("settings") or {}).get(name)
+    return value[-1] if isinstance(value, list) else value
+
+
+def _vector(values, name, key):
+    sections = ((values or {}).get("sections") or {}).get(name) or []
+    return sections[-1].get(key) if sections else None
+
+
+def read_version(remotes_dir):
+    try:
+        with open(os.path.join(remotes_dir, "VERSION")) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def gather(user, etc_dir, remotes_dir, run_command):
+    probe = {"version": read_version(remotes_dir), "files": {}, "drivers": {}}
+    parsed = {}
+    for name in ("oned.conf", "monitord.conf"):
+        probe["files"][name], parsed[name] = read_conf(os.path.join(etc_dir, name))
+        sections = (parsed[name] or {}).get("sections") or {}
+        probe["drivers"][name] = {s: sections.get(s, []) for s in DRIVER_SECTIONS}
+    probe["scripts_remote_dir"] = _single(parsed["oned.conf"], "SCRIPTS_REMOTE_DIR")
+
+    vmm_path = os.path.join(etc_dir, "vmm_exec", "vmm_exec_kvm.conf")
+    probe["files"]["vmm_exec_kvm.conf"], vmm = read_conf(vmm_path)
+    probe["vmm_kvm"] = {
+        "machine": _vector(vmm, "OS", "MACHINE"),
+        "cpu_model": _vector(vmm, "CPU_MODEL", "MODEL"),
+        "emulator": _single(vmm, "EMULATOR"),
+    }
+    kvmrc_path = next(
+        (
+            os.path.join(remotes_dir, c)
+            for c in KVMRC_CANDIDATES
+            if os.path.exists(os.path.join(remotes_dir, c))
+        ),
+        os.path.join(remotes_dir, KVMRC_CANDIDATES[0]),
+    )
+    probe["files"]["kvmrc"], kvmrc = read_conf(kvmrc_path, "shell")
+    probe["kvmrc"] = {"qemu_protocol": _single(kvmrc, "QEMU_PROTOCOL")}
+
+    probe["remotes"] = remotes_digest(remotes_dir, user)
+    try:
+        entry = pwd.getpwnam(user)
+        probe["accounts"] = {
+            "user": {"name": user, "uid": entry.pw_uid, "gid": entry.pw_gid, "home": entry.pw_dir}
+        }
+    except KeyError:
+        probe["accounts"] = {"user": None}
+    probe["ssh"] = ssh_state(user, run_command)
+    return probe
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "user": {"type": "str", "default": "oneadmin"},
+            "etc_dir": {"type": "path", "default": "/etc/one"},
+            "remotes_dir": {"type": "path", "default": "/var/lib/one/remotes"},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    probe = gather(params["user"], params["etc_dir"], params["remotes_dir"], module.run_command)
+    module.exit_json(changed=False, probe=probe)
+
+
+if __name__ == "__main__":
+    main()

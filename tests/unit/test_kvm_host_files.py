@@ -1,0 +1,140 @@
+"""Tests of the kvm_host_files module, end to end through Ansible on this machine."""
+
+from __future__ import annotations
+
+import ast
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.test_kvm_host_conf import LIBRARY, load_library_module, run_ansible
+
+files = load_library_module("kvm_host_files")
+
+OWNER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def test_module_source_parses_as_python_3_6():
+    ast.parse((LIBRARY / "kvm_host_files.py").read_text(), feature_version=(3, 6))
+
+
+@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
+def test_documentation_is_valid_yaml(name):
+    assert yaml.safe_load(getattr(files, name))
+
+
+def _entries(root: Path, content: str = "rule\n") -> list[dict[str, object]]:
+    attrs = {"owner": OWNER, "group": GROUP}
+    return [
+        {"path": str(root / "rules.d"), "state": "directory", "mode": "0755", **attrs},
+        {"path": str(root / "rules.d" / "65.rules"), "content": content, "mode": "0640", **attrs},
+        {"path": str(root / "link"), "state": "link", "src": "/usr/bin/true", **attrs},
+    ]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.ansible
+def test_check_then_create_then_nothing_to_do(tmp_path):
+    root = tmp_path / "etc"
+    root.mkdir()
+    args = {"files": _entries(root)}
+
+    checked = run_ansible(tmp_path, "kvm_host_files", args, "--check", "--diff")
+    assert checked["changed"] is True
+    assert [f["changed"] for f in checked["files"]] == [True, True, True]
+    assert sorted(root.iterdir()) == []
+    content_diffs = [d for d in checked["diff"] if d.get("after") == "rule\n"]
+    assert content_diffs == [
+        {
+            "before_header": str(root / "rules.d" / "65.rules"),
+            "after_header": str(root / "rules.d" / "65.rules"),
+            "before": "",
+            "after": "rule\n",
+        }
+    ]
+
+    created = run_ansible(tmp_path, "kvm_host_files", args)
+    assert created["changed"] is True
+    assert "diff" not in created
+    assert _mode(root / "rules.d") == 0o755
+    assert (root / "rules.d" / "65.rules").read_text() == "rule\n"
+    assert _mode(root / "rules.d" / "65.rules") == 0o640
+    assert str((root / "link").readlink()) == "/usr/bin/true"
+
+    again = run_ansible(tmp_path, "kvm_host_files", args, "--diff")
+    assert again["changed"] is False
+    assert [f["changed"] for f in again["files"]] == [False, False, False]
+    assert "diff" not in again
+    # Nothing left behind by the atomic writes.
+    assert sorted(p.name for p in (root / "rules.d").iterdir()) == ["65.rules"]
+
+
+@pytest.mark.ansible
+def test_changes_content_mode_and_link_with_backup_and_diff(tmp_path):
+    root = tmp_path / "etc"
+    (root / "rules.d").mkdir(parents=True)
+    target = root / "rules.d" / "65.rules"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    (root / "link").symlink_to("/usr/bin/false")
+    entries = _entries(root, content="new\n")
+    entries[1]["backup"] = True
+
+    changed = run_ansible(tmp_path, "kvm_host_files", {"files": entries}, "--diff")
+    assert changed["changed"] is True
+    assert [f["changed"] for f in changed["files"]] == [False, True, True]
+    assert target.read_text() == "new\n"
+    assert _mode(target) == 0o640
+    backup = Path(changed["files"][1]["backup_file"])
+    assert backup.read_text() == "old\n"
+    assert str((root / "link").readlink()) == "/usr/bin/true"
+    texts = [(d["before"], d["after"]) for d in changed["diff"] if isinstance(d["after"], str)]
+    assert texts == [("old\n", "new\n")]
+    modes = [d for d in changed["diff"] if isinstance(d["after"], dict) and "mode" in d["after"]]
+    assert modes[0]["before"]["mode"] == "0600"
+    assert modes[0]["after"]["mode"] == "0640"
+
+
+@pytest.mark.ansible
+def test_validate_refuses_and_keeps_the_file(tmp_path):
+    target = tmp_path / "sudoers"
+    target.write_text("good\n")
+    entry = {"path": str(target), "content": "bad\n", "validate": "grep -q good %s"}
+    failed = run_ansible(tmp_path, "kvm_host_files", {"files": [entry]})
+    assert failed.get("failed") is True
+    assert "failed to validate" in failed["msg"]
+    assert target.read_text() == "good\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".kvmprep")) == []
+
+    entry["validate"] = "grep -q bad %s"
+    passed = run_ansible(tmp_path, "kvm_host_files", {"files": [entry]})
+    assert passed["changed"] is True
+    assert target.read_text() == "bad\n"
+
+
+@pytest.mark.ansible
+def test_refuses_to_replace_a_file_by_a_link_or_a_directory(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("x\n")
+    link = run_ansible(
+        tmp_path,
+        "kvm_host_files",
+        {"files": [{"path": str(plain), "state": "link", "src": "/usr/bin/true"}]},
+    )
+    assert link.get("failed") is True
+    assert "not a link" in link["msg"]
+    directory = run_ansible(
+        tmp_path, "kvm_host_files", {"files": [{"path": str(plain), "state": "directory"}]}
+    )
+    assert directory.get("failed") is True
+    assert "not a directory" in directory["msg"]
+    assert plain.read_text() == "x\n"

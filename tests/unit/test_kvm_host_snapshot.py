@@ -1,0 +1,74 @@
+"""kvm_host_snapshot: a restore makes the saved paths exactly what they were, including paths a
+run created after the snapshot (removed) and trees (replaced whole)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.unit.test_kvm_host_conf import load_library_module
+
+snapshot = load_library_module("kvm_host_snapshot")
+
+
+def make_tree(root: Path) -> None:
+    (root / "etc" / "libvirt").mkdir(parents=True)
+    (root / "etc" / "libvirt" / "qemu.conf").write_text('user = "root"\n')
+    (root / "etc" / "libvirt" / "libvirtd.conf").write_text("listen_tcp = 0\n")
+    (root / "etc" / "libvirt" / "libvirtd.conf").chmod(0o640)
+    (root / "etc" / "pki" / "libvirt").mkdir(parents=True)
+    (root / "etc" / "pki" / "libvirt" / "servercert.pem").write_text("old cert\n")
+    (root / "units").mkdir()
+    (root / "units" / "libvirtd-tcp.socket").symlink_to("/dev/null")
+
+
+def test_restore_undoes_edits_creations_and_removals(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    patterns = [
+        f"{root}/etc/libvirt/*.conf",
+        f"{root}/etc/pki/libvirt",
+        f"{root}/units/libvirtd*",
+        f"{root}/etc/default/libvirtd",  # absent when saved
+    ]
+    dest = str(tmp_path / "snap")
+    saved, _ = snapshot.save(patterns, dest)
+    assert f"{root}/etc/default/libvirtd" not in saved
+    assert Path(dest).stat().st_mode & 0o777 == 0o700
+
+    # What a run might do: edit, add a drop-in, replace a cert, unmask a socket, add a file.
+    (root / "etc" / "libvirt" / "qemu.conf").write_text('user = "oneadmin"\nbroken\n')
+    (root / "units" / "libvirtd.socket.d").mkdir()
+    (root / "units" / "libvirtd.socket.d" / "kvmprep.conf").write_text("[Socket]\n")
+    (root / "etc" / "pki" / "libvirt" / "servercert.pem").write_text("new cert\n")
+    (root / "etc" / "pki" / "libvirt" / "serverkey.pem").write_text("new key\n")
+    (root / "units" / "libvirtd-tcp.socket").unlink()
+    (root / "etc" / "default").mkdir(parents=True)
+    (root / "etc" / "default" / "libvirtd").write_text("LIBVIRTD_ARGS=--listen\n")
+
+    restored, removed = snapshot.restore(dest)
+    assert sorted(restored) == sorted(saved)
+    assert sorted(removed) == sorted(
+        [f"{root}/units/libvirtd.socket.d", f"{root}/etc/default/libvirtd"]
+    )
+    assert (root / "etc" / "libvirt" / "qemu.conf").read_text() == 'user = "root"\n'
+    assert (root / "etc" / "libvirt" / "libvirtd.conf").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in (root / "etc" / "pki" / "libvirt").iterdir()) == [
+        "servercert.pem"
+    ]
+    assert (root / "etc" / "pki" / "libvirt" / "servercert.pem").read_text() == "old cert\n"
+    assert str((root / "units" / "libvirtd-tcp.socket").readlink()) == "/dev/null"
+    assert not (root / "etc" / "default" / "libvirtd").exists()
+
+
+def test_a_new_snapshot_replaces_the_old_one(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    dest = str(tmp_path / "snap")
+    snapshot.save([f"{root}/etc/libvirt/*.conf"], dest)
+    (root / "etc" / "libvirt" / "qemu.conf").write_text("second\n")
+    snapshot.save([f"{root}/etc/libvirt/qemu.conf"], dest)
+    (root / "etc" / "libvirt" / "qemu.conf").write_text("third\n")
+    saved, removed = snapshot.restore(dest)
+    assert saved == [f"{root}/etc/libvirt/qemu.conf"]
+    assert removed == []
+    assert (root / "etc" / "libvirt" / "qemu.conf").read_text() == "second\n"

@@ -1,0 +1,498 @@
+"""The OpenNebula side of `kvmprep check`: the probes' parsing, the judges of USR-003 and
+ONE-001..007 on a fleet with a front-end, the check flow's front-end row, and ONE-002's read
+of oned's host pool (against the oned test double)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, REPO_ROOT
+from test_controls import load
+from test_kvm_host_conf import load_library_module
+
+from kvmprep import check, runner
+from kvmprep.controls.catalog import CATALOG, for_role
+from kvmprep.controls.evaluate import HostInput, evaluate_fleet
+from kvmprep.controls.model import Expect, Role, Status
+from kvmprep.controls.opennebula import known_under, name_matches
+from tests.one_double.oned_double import start
+
+P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
+ONE = FIXTURES / "one"
+FRONTEND = json.loads((ONE / "frontend-probe.json").read_text())
+ONE_IDS = ("USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007")
+
+oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "roles/kvm_host/module_utils")
+probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "roles/one_frontend/library")
+ofh = load_library_module("one_frontend_host", REPO_ROOT / "roles/one_frontend/library")
+
+FE_KEY = FRONTEND["ssh"]["public_key"]
+FE_HOST_KEY = FRONTEND["ssh"]["host_keys"][0]
+
+
+def node(name: str, index: int) -> dict[str, Any]:
+    """debian12-converged as a host that the front-end adopted: remotes, keys, resolution."""
+    facts = load("debian12-converged")
+    one = facts["one"]
+    one["remotes"] = copy.deepcopy(FRONTEND["remotes"])
+    one["remotes"]["path"] = "/var/tmp/one"
+    one["frontend"] = {"name": "fe", "addresses": ["10.89.0.2"], "loopback": False, "error": None}
+    one["ssh"] = {
+        **one["ssh"],
+        "public_key": f"ssh-ed25519 KEY-OF-{name}",
+        "host_keys": [f"ssh-ed25519 HOSTKEY-OF-{name}"],
+        "authorized_keys": [FE_KEY, "ssh-ed25519 KEY-OF-h1", "ssh-ed25519 KEY-OF-h2"],
+        "known_hosts": [
+            {"patterns": ["fe", "10.89.0.2"], "key": FE_HOST_KEY, "marker": None},
+            {"patterns": ["h1"], "key": "ssh-ed25519 HOSTKEY-OF-h1", "marker": None},
+            {"patterns": ["h2"], "key": "ssh-ed25519 HOSTKEY-OF-h2", "marker": None},
+        ],
+    }
+    return facts
+
+
+def api(*hosts: dict[str, Any], error: str = "") -> dict[str, Any]:
+    return {"endpoint": "http://fe:2633/RPC2", "hosts": list(hosts), "clusters": [], "error": error}
+
+
+def registered(name: str, state: str = "MONITORED", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": 0,
+        "name": name,
+        "state_name": state,
+        "im_mad": "kvm",
+        "vm_mad": "kvm",
+        "cluster": "default",
+        "cluster_id": 0,
+        "error": "",
+        **extra,
+    }
+
+
+def fleet(frontend: dict[str, Any] | None = None, **hosts: dict[str, Any]) -> dict[str, dict]:
+    fe = copy.deepcopy(FRONTEND) if frontend is None else frontend
+    fe.setdefault("api", api(registered("h1"), registered("h2")))
+    inputs = [HostInput("fe", fe, role=Role.FRONTEND)]
+    for i, name in enumerate(("h1", "h2")):
+        facts = hosts.get(name) or node(name, i)
+        inputs.append(HostInput(name, facts, Expect(frontend="fe")))
+    reports = evaluate_fleet(inputs)
+    return {r.name: {c.control.id: c for c in r.results} for r in reports}
+
+
+def statuses(rows: dict[str, dict], name: str) -> dict[str, Status]:
+    return {i: rows[name][i].status for i in ONE_IDS if i in rows[name]}
+
+
+# --- the front-end's row and a converged fleet --------------------------------------------------
+
+
+def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> None:
+    rows = fleet()
+    assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
+    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "FLEET-002"}
+    assert "ONE-003" not in rows["h1"]
+    for name in ("h1", "h2"):
+        assert statuses(rows, name) == dict.fromkeys(
+            ("USR-003", "ONE-001", "ONE-002", "ONE-004", "ONE-005", "ONE-006", "ONE-007"), P
+        ), {i: rows[name][i].message for i in ONE_IDS if i in rows[name]}
+    assert rows["fe"]["ONE-003"].status is P
+    assert "monitord syntax" in rows["fe"]["ONE-003"].message
+    assert rows["fe"]["ONE-006"].status is P
+    assert rows["fe"]["FLEET-002"].status is P
+
+
+def test_fleet_controls_of_kvm_hosts_do_not_count_the_front_end() -> None:
+    rows = fleet()
+    assert "FLEET-001" not in rows["fe"]
+    assert "on all 2 host(s)" in rows["h1"]["FLEET-001"].message or rows["h1"]["FLEET-001"]
+    assert "on all 3 host(s)" in rows["fe"]["FLEET-002"].message
+
+
+def test_fleet_002_fails_a_front_end_with_other_ids() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["accounts"]["user"]["uid"] = 1000
+    rows = fleet(fe)
+    assert rows["fe"]["FLEET-002"].status is F
+    assert rows["h1"]["FLEET-002"].status is P
+
+
+def test_without_a_front_end_the_front_end_controls_skip_with_the_reason() -> None:
+    reports = evaluate_fleet([HostInput("h1", node("h1", 0))])
+    row = {r.control.id: r for r in reports[0].results}
+    for control in ("USR-003", "ONE-001", "ONE-002", "ONE-006"):
+        assert row[control].status is S
+        assert "no frontend group in the inventory" in row[control].message
+    assert (row["ONE-004"].status, row["ONE-007"].status) == (P, P)
+
+
+def test_an_unreachable_front_end_is_an_error_row_and_an_error_for_the_hosts() -> None:
+    inputs = [
+        HostInput("fe", None, error="unreachable: ssh: timeout", role=Role.FRONTEND),
+        HostInput("h1", node("h1", 0)),
+    ]
+    fe, h1 = evaluate_fleet(inputs)
+    assert fe.role is Role.FRONTEND
+    assert fe.error == "unreachable: ssh: timeout"
+    assert {r.status for r in fe.results} == {E}
+    row = {r.control.id: r for r in h1.results}
+    assert row["ONE-001"].status is E
+    assert "front-end fe was not probed: unreachable" in row["ONE-001"].message
+
+
+# --- ONE-001 -------------------------------------------------------------------------------------
+
+
+def test_remotes_at_another_version_or_with_changed_files_fail() -> None:
+    older = node("h1", 0)
+    older["one"]["remotes"]["version"] = "6.10.0"
+    changed = node("h2", 1)
+    changed["one"]["remotes"]["files"]["vmm/kvm/deploy"] = "0" * 64
+    changed["one"]["remotes"]["tree"] = "changed"
+    rows = fleet(h1=older, h2=changed)
+    assert rows["h1"]["ONE-001"].status is F
+    assert "6.10.0, fe has 7.0.0" in rows["h1"]["ONE-001"].message
+    assert rows["h2"]["ONE-001"].status is F
+    assert "1 file(s) differ from fe's: vmm/kvm/deploy" in rows["h2"]["ONE-001"].message
+
+
+def test_remotes_with_extra_files_only_pass_and_a_missing_dir_fails() -> None:
+    extra = node("h1", 0)
+    extra["one"]["remotes"]["files"]["im/status.db"] = "1" * 64
+    extra["one"]["remotes"]["tree"] = "other"
+    missing = node("h2", 1)
+    missing["one"]["remotes"] = {**missing["one"]["remotes"], "exists": False, "version": None}
+    rows = fleet(h1=extra, h2=missing)
+    assert rows["h1"]["ONE-001"].status is P
+    assert "im/status.db" in rows["h1"]["ONE-001"].message
+    assert rows["h2"]["ONE-001"].status is F
+
+
+def test_a_remote_dir_other_than_scripts_remote_dir_fails() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["scripts_remote_dir"] = "/var/lib/one-remotes"
+    rows = fleet(fe)
+    assert rows["h1"]["ONE-001"].status is F
+    assert "kvm_host_remotes_dir: /var/lib/one-remotes" in rows["h1"]["ONE-001"].fix
+
+
+# --- ONE-002 -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "status", "words"),
+    [
+        (None, F, "has no host h1"),
+        (registered("h1", "ERROR", error="Could not update remotes"), F, "ERROR: Could not"),
+        (registered("h1", "DISABLED"), W, "an operator's choice"),
+        (registered("h1", "INIT"), W, "not monitored yet"),
+        (registered("h1", vm_mad="qemu"), F, "VM_MAD qemu, not kvm"),
+        (registered("h1", cluster="other", cluster_id=100), F, "not in cluster default"),
+        (registered("h1", "MONITORING_MONITORED"), P, "MONITORING_MONITORED"),
+    ],
+)
+def test_registration_states(entry: dict | None, status: Status, words: str) -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["api"] = api(*([entry] if entry else []), registered("h2"))
+    rows = fleet(fe)
+    assert rows["h1"]["ONE-002"].status is status
+    assert words in rows["h1"]["ONE-002"].message
+
+
+def test_an_unreadable_api_is_an_error_with_the_reason() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["api"] = api(
+        error="OpenNebula at http://fe:2633/RPC2 (one.hostpool.info): connection refused"
+    )
+    rows = fleet(fe)
+    assert rows["h1"]["ONE-002"].status is E
+    assert "connection refused" in rows["h1"]["ONE-002"].message
+
+
+# --- ONE-003 -------------------------------------------------------------------------------------
+
+
+def test_front_end_drivers_in_each_syntax() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["drivers"]["monitord.conf"]["IM_MAD"] = []
+    rows = fleet(fe)
+    assert rows["fe"]["ONE-003"].status is F
+    assert "IM_MAD kvm in monitord.conf" in rows["fe"]["ONE-003"].message
+    legacy = copy.deepcopy(FRONTEND)
+    legacy["version"] = "3.0.0"
+    legacy["files"]["monitord.conf"]["exists"] = False
+    legacy["drivers"]["oned.conf"] = {
+        "IM_MAD": [{"NAME": "im_kvm"}],
+        "VM_MAD": [{"NAME": "vmm_kvm"}],
+    }
+    rows = fleet(legacy)
+    assert rows["fe"]["ONE-003"].status is P
+    assert "legacy syntax" in rows["fe"]["ONE-003"].message
+
+
+# --- ONE-004, ONE-005, ONE-007 -------------------------------------------------------------------
+
+
+def test_runtime_emulator_and_directories_name_what_is_missing() -> None:
+    broken = node("h1", 0)
+    broken["one"]["runtime"]["ruby"] = {
+        "path": "/usr/bin/ruby",
+        "loads": False,
+        "error": "cannot load such file -- sqlite3",
+    }
+    broken["one"]["runtime"]["tools"]["xmllint"] = None
+    broken["one"]["remotes"]["owner"] = "root"
+    broken["one"]["remotes"]["foreign_count"] = 1
+    broken["one"]["remotes"]["foreign"] = ["vmm"]
+    broken["qemu"]["emulator"]["opennebula_present"] = False
+    rows = fleet(h1=broken)
+    assert rows["h1"]["ONE-004"].status is F
+    assert "cannot load such file -- sqlite3" in rows["h1"]["ONE-004"].message
+    assert "xmllint (not found)" in rows["h1"]["ONE-004"].message
+    assert rows["h1"]["ONE-005"].status is F
+    assert rows["h1"]["ONE-007"].status is F
+    assert "/var/tmp/one belongs to root" in rows["h1"]["ONE-007"].message
+
+
+def test_a_front_end_emulator_elsewhere_warns() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["vmm_kvm"]["emulator"] = "/usr/libexec/qemu-kvm"
+    rows = fleet(fe)
+    assert rows["h1"]["ONE-005"].status is W
+
+
+# --- USR-003 and ONE-006 -------------------------------------------------------------------------
+
+
+def test_ssh_trust_names_each_missing_direction() -> None:
+    lonely = node("h2", 1)
+    lonely["one"]["ssh"]["authorized_keys"] = [FE_KEY]  # h1 cannot reach h2
+    lonely["one"]["frontend"]["loopback"] = True
+    lonely["one"]["frontend"]["addresses"] = ["127.0.1.1"]
+    fe = copy.deepcopy(FRONTEND)
+    fe["ssh"]["known_hosts"] = [e for e in fe["ssh"]["known_hosts"] if "h1" not in e["patterns"]]
+    rows = fleet(fe, h2=lonely)
+    assert rows["h1"]["USR-003"].status is F
+    assert "fe's known_hosts has no entry for h1" in rows["h1"]["USR-003"].message
+    assert rows["h2"]["USR-003"].status is P
+    h2 = rows["h2"]["ONE-006"]
+    assert h2.status is F
+    assert "h1 -> h2 (h1's key not in h2's authorized_keys)" in h2.message
+    assert "fe resolves to loopback on h2 (127.0.1.1)" in h2.message
+    assert rows["fe"]["ONE-006"].status is F
+    assert "fe -> h1" in rows["fe"]["ONE-006"].message
+
+
+def test_a_stale_known_hosts_entry_is_named() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    for entry in fe["ssh"]["known_hosts"]:
+        if "h1" in entry["patterns"]:
+            entry["key"] = "ssh-ed25519 OLD-KEY"
+    rows = fleet(fe)
+    assert "a stale entry for h1" in rows["h1"]["USR-003"].message
+
+
+def test_known_hosts_matching_hashed_wildcards_and_negation() -> None:
+    salt = b"0123456789abcdefghij"
+    digest = hmac.new(salt, b"h1", hashlib.sha1).digest()
+    hashed = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+    assert name_matches([hashed], "h1")
+    assert not name_matches([hashed], "h2")
+    assert name_matches(["*.lab", "h9"], "h1.lab")
+    assert not name_matches(["*.lab", "!h1.lab"], "h1.lab")
+    entries = [{"patterns": ["h1"], "key": "k1", "marker": None}]
+    assert known_under(entries, "h1", ["k1"]) == "ok"
+    assert known_under(entries, "h1", ["k2"]) == "stale"
+    assert known_under(entries, "h2", ["k1"]) == "unknown"
+    revoked = [{"patterns": ["h1"], "key": "k1", "marker": "@revoked"}]
+    assert known_under(revoked + entries, "h1", ["k1"]) == "stale"
+
+
+# --- the probes' parsing -------------------------------------------------------------------------
+
+
+def test_authorized_keys_and_known_hosts_parsing() -> None:
+    text = (
+        "# comment\n"
+        'from="10.0.0.0/8",command="echo hi there" ssh-ed25519 AAAA1 oneadmin@fe\n'
+        "ssh-rsa AAAA2\n"
+        "ssh-rsa AAAA2 repeated\n"
+    )
+    assert oneadmin.parse_authorized_keys(text) == ["ssh-ed25519 AAAA1", "ssh-rsa AAAA2"]
+    known = oneadmin.parse_known_hosts(
+        "fe,10.89.0.2 ssh-ed25519 AAAA3\n@revoked h1 ssh-rsa AAAA4\n"
+        "|1|x|y ecdsa-sha2-nistp256 AA5\n"
+    )
+    assert known == [
+        {"patterns": ["fe", "10.89.0.2"], "key": "ssh-ed25519 AAAA3", "marker": None},
+        {"patterns": ["h1"], "key": "ssh-rsa AAAA4", "marker": "@revoked"},
+        {"patterns": ["|1|x|y"], "key": "ecdsa-sha2-nistp256 AA5", "marker": None},
+    ]
+
+
+def _tree(root: Path) -> None:
+    (root / "vmm" / "kvm").mkdir(parents=True)
+    (root / "VERSION").write_text("7.0.0\n")
+    (root / "vmm" / "kvm" / "deploy").write_text("#!/bin/sh\n")
+    (root / "vmm" / "deploy-link").symlink_to("kvm/deploy")
+
+
+def test_remotes_digest_follows_links_like_rsync_and_is_stable(tmp_path: Path) -> None:
+    me = __import__("pwd").getpwuid(os.geteuid()).pw_name
+    _tree(tmp_path / "a")
+    found = oneadmin.remotes_digest(str(tmp_path / "a"), me)
+    assert found["version"] == "7.0.0"
+    assert set(found["files"]) == {"VERSION", "vmm/kvm/deploy", "vmm/deploy-link"}
+    assert found["files"]["vmm/deploy-link"] == found["files"]["vmm/kvm/deploy"]
+    assert found["foreign_count"] == 0
+    # The copy rsync -L makes (the link as a file) has the same tree hash.
+    (tmp_path / "b" / "vmm" / "kvm").mkdir(parents=True)
+    (tmp_path / "b" / "VERSION").write_text("7.0.0\n")
+    (tmp_path / "b" / "vmm" / "kvm" / "deploy").write_text("#!/bin/sh\n")
+    (tmp_path / "b" / "vmm" / "deploy-link").write_text("#!/bin/sh\n")
+    assert oneadmin.remotes_digest(str(tmp_path / "b"), me)["tree"] == found["tree"]
+    other = oneadmin.remotes_digest(str(tmp_path / "a"), "nobody-else")
+    assert other["foreign_count"] == 5
+    assert other["owner"] == me
+    assert oneadmin.remotes_digest(str(tmp_path / "none"), me)["exists"] is False
+
+
+def test_front_end_probe_reads_the_lab_files(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    (etc / "vmm_exec").mkdir(parents=True)
+    (etc / "oned.conf").write_text((ONE / "oned-current.conf").read_text())
+    (etc / "monitord.conf").write_text((ONE / "monitord.conf").read_text())
+    (etc / "vmm_exec" / "vmm_exec_kvm.conf").write_text(
+        (ONE / "vmm_exec_kvm.conf").read_text() + '\nOS = [ MACHINE = "pc-q35-7.2" ]\n'
+    )
+    remotes = tmp_path / "remotes"
+    _tree(remotes)
+    (remotes / "etc" / "vmm" / "kvm").mkdir(parents=True)
+    (remotes / "etc" / "vmm" / "kvm" / "kvmrc").write_text((ONE / "kvmrc").read_text())
+    found = probe_fe.gather("nobody", str(etc), str(remotes), lambda argv: (1, "", ""))
+    assert found["version"] == "7.0.0"
+    assert found["files"]["oned.conf"] == {
+        "path": str(etc / "oned.conf"),
+        "exists": True,
+        "error": None,
+    }
+    assert set(found["drivers"]["oned.conf"]) == {"IM_MAD", "VM_MAD"}
+    assert found["vmm_kvm"]["machine"] == "pc-q35-7.2"
+    assert found["kvmrc"]["qemu_protocol"] is not None
+    assert found["remotes"]["version"] == "7.0.0"
+    assert found["accounts"]["user"]["name"] == "nobody"
+
+
+def test_front_end_probe_reports_a_broken_file_instead_of_failing(tmp_path: Path) -> None:
+    (tmp_path / "oned.conf").write_text('VM_MAD = [ NAME = "kvm"\n')
+    found = probe_fe.gather("nobody", str(tmp_path), str(tmp_path / "r"), lambda a: (1, "", ""))
+    assert "not closed" in found["files"]["oned.conf"]["error"]
+    assert found["version"] is None
+    assert found["drivers"]["oned.conf"] == {"IM_MAD": [], "VM_MAD": []}
+
+
+# --- the check flow with a front-end -------------------------------------------------------------
+
+
+def _run(tasks: dict[str, dict[str, Any]], unreachable: tuple[str, ...] = ()) -> runner.RunResult:
+    hosts = tuple(
+        runner.HostState(
+            n, unreachable=int(n in unreachable), message="timeout" if n in unreachable else None
+        )
+        for n in ("fe", "h1", "h2")
+    )
+    return runner.RunResult(
+        hosts=hosts, artifact_dir=Path("/nonexistent"), runner_status="successful", rc=0,
+        task_results=tasks,
+    )  # fmt: skip
+
+
+def _host_task(name: str) -> dict[str, Any]:
+    return {
+        check.PROBE_TASK: {
+            "probe": node(name, 0),
+            "expect": {"kvmprep_frontend": "fe", "one_frontend_cluster": "default"},
+        }
+    }
+
+
+def test_host_inputs_make_a_front_end_row_and_feed_its_vm_defaults() -> None:
+    fe = {k: v for k, v in FRONTEND.items() if k != "api"}
+    tasks = {
+        "fe": {
+            check.FRONTEND_TASK: {"probe": fe},
+            check.API_TASK: {"msg": api(registered("h1"), registered("h2"))},
+        },
+        "h1": _host_task("h1"),
+        "h2": _host_task("h2"),
+    }
+    inputs = check.host_inputs(_run(tasks))
+    assert [(i.name, i.role) for i in inputs] == [
+        ("fe", Role.FRONTEND),
+        ("h1", Role.KVM_HOST),
+        ("h2", Role.KVM_HOST),
+    ]
+    assert inputs[0].facts["api"]["hosts"][0]["name"] == "h1"
+    assert inputs[1].vmm.machine == FRONTEND["vmm_kvm"]["machine"]
+    assert inputs[1].vmm.source == "vmm_exec_kvm.conf on fe"
+    reports = evaluate_fleet(inputs)
+    assert check.exit_status(reports) == 0, [
+        (r.name, c.control.id, c.message) for r in reports for c in r.results if c.status != P
+    ]
+
+
+def test_an_unreachable_front_end_is_its_own_error_row() -> None:
+    tasks = {"h1": _host_task("h1"), "h2": _host_task("h2")}
+    inputs = check.host_inputs(_run(tasks, unreachable=("fe",)))
+    assert (inputs[0].name, inputs[0].role, inputs[0].error) == (
+        "fe",
+        Role.FRONTEND,
+        "unreachable: timeout",
+    )
+    reports = evaluate_fleet(inputs)
+    assert check.exit_status(reports) == 3
+
+
+def test_catalog_lists_who_each_control_applies_to() -> None:
+    rows = {c.id: c.as_dict() for c in CATALOG}
+    assert rows["ONE-003"]["applies_to"] == "frontend"
+    assert rows["ONE-006"]["applies_to"] == "kvm_host,frontend"
+    assert rows["KVM-001"]["applies_to"] == "kvm_host"
+
+
+# --- ONE-002's query, through pyone against the oned test double ---------------------------------
+
+
+def test_state_query_returns_every_host_and_cluster() -> None:
+    with start(users={"oneadmin": "pw"}, interval=0.1) as one:
+        params = {key: spec.get("default") for key, spec in ofh.ARGUMENT_SPEC.items()}
+        params.update(endpoint=one.url, session="oneadmin:pw", name="h1", wait_monitored=5)
+        failed, _result, _ = ofh.run(params)
+        assert not failed
+        params.update(state="query", name=None)
+        failed, result, _ = ofh.run(params)
+    assert not failed
+    assert [(h["name"], h["im_mad"], h["vm_mad"]) for h in result["hosts"]] == [
+        ("h1", "kvm", "kvm")
+    ]
+    assert result["hosts"][0]["state_name"] == "MONITORED"
+    assert {"id": 0, "name": "default"} in result["clusters"]
+
+
+def test_state_query_against_nothing_fails_with_a_reason_and_no_secret() -> None:
+    params = {key: spec.get("default") for key, spec in ofh.ARGUMENT_SPEC.items()}
+    params.update(
+        endpoint="http://127.0.0.1:9/RPC2", session="oneadmin:S3cret-x", state="query", timeout=2
+    )
+    failed, result, _ = ofh.run(params)
+    assert failed
+    assert "connection refused" in result["msg"]
+    assert "S3cret" not in json.dumps(result)
