@@ -40,8 +40,7 @@ python bench/run --quick
 
 step "lab images"
 lab/build-images bookworm trixie
-# molecule/frontend is not run yet: its converge has not passed in CI (see the session note).
-scenarios=(default classic-tls)
+scenarios=(default classic-tls frontend)
 for scenario in "${scenarios[@]}"; do
   mkdir -p "$KVMPREP_LAB_CACHE/$scenario/bookworm" "$KVMPREP_LAB_CACHE/$scenario/trixie"
 done

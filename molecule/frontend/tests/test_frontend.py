@@ -19,7 +19,7 @@ import testinfra
 
 FRONTEND = "kvmprep-one"
 NODES = ("kvmprep-node12", "kvmprep-node13")
-CLUSTERS = {"kvmprep-node12": "default", "kvmprep-node13": "kvmprep-lab"}
+CLUSTERS = {"kvmprep-node12": "kvmprep-lab", "kvmprep-node13": "kvmprep-lab"}
 SESSION = "oneadmin:kvmprep-lab-only"
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
 FIXTURES = PROJECT / "tests" / "unit" / "fixtures" / "one"
@@ -123,9 +123,29 @@ def test_kvm_driver_enabled_and_the_rest_untouched(path, fixture, name):
     assert outside(text, block) == outside(original, section_lines(original, name, "kvm"))
 
 
-def test_config_backups_kept():
-    backups = machine(FRONTEND).run("ls /etc/one | grep -c '^oned.conf\\..*~$'")
-    assert int(backups.stdout.strip() or 0) >= 1
+@pytest.mark.parametrize(
+    ("path", "fixture"),
+    [
+        ("/etc/one/monitord.conf", "monitord.conf"),
+        ("/etc/one/vmm_exec/vmm_exec_kvm.conf", "vmm_exec_kvm.conf"),
+    ],
+)
+def test_a_changed_config_is_backed_up_as_it_was(path, fixture):
+    front = machine(FRONTEND)
+    found = front.run(f"ls {path}.*~").stdout.split()
+    assert found, f"no backup of {path}"
+    original = (FIXTURES / fixture).read_text()
+    assert any(front.file(backup).content_string == original for backup in found), found
+
+
+def test_an_unchanged_config_is_neither_rewritten_nor_backed_up():
+    # The lab's oned.conf has OpenNebula's own VM_MAD kvm already: nothing to change in it.
+    front = machine(FRONTEND)
+    assert (
+        front.file("/etc/one/oned.conf").content_string
+        == (FIXTURES / "oned-current.conf").read_text()
+    )
+    assert front.run("ls /etc/one/oned.conf.*~").rc != 0
 
 
 def test_kvmrc_migrates_over_the_hosts_transport():
