@@ -40,7 +40,7 @@ python bench/run --quick
 
 step "lab images"
 lab/build-images bookworm trixie
-scenarios=(default classic-tls frontend)
+scenarios=(default frontend)
 for scenario in "${scenarios[@]}"; do
   mkdir -p "$KVMPREP_LAB_CACHE/$scenario/bookworm" "$KVMPREP_LAB_CACHE/$scenario/trixie"
 done
@@ -50,13 +50,14 @@ cleanup() {
   for scenario in "${scenarios[@]}"; do
     molecule destroy -s "$scenario" >/dev/null 2>&1 || true
   done
-  podman network rm -f kvmprep-lab kvmprep-lab-tls kvmprep-lab-fe >/dev/null 2>&1 || true
+  podman network rm -f kvmprep-lab kvmprep-lab-fe >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-# default: socket-activated libvirtd, TCP listener with SASL. classic-tls: libvirtd as a classic
-# daemon (--listen), TLS listener with x509 certificates. Both: Debian 12 + Debian 13 hosts, a KVM
-# domain run by oneadmin live-migrating between them.
+# default: socket-activated libvirtd, TCP listener with SASL, fault injection. frontend: an
+# OpenNebula front-end (oned TEST DOUBLE) and hosts running libvirtd as a classic daemon (--listen)
+# with the TLS listener. Both: Debian 12 + Debian 13 hosts, a KVM domain run by oneadmin
+# live-migrating between them.
 for scenario in "${scenarios[@]}"; do
   step "molecule scenario $scenario"
   molecule test -s "$scenario"

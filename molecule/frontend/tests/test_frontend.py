@@ -1,7 +1,8 @@
 """Verify the front-end scenario: the kvm drivers enabled on the front-end, the hosts registered
 through OpenNebula's XML-RPC API (the TEST DOUBLE of oned, read back here with pyone, the client
-kvmprep uses), the remotes copied, oneadmin's SSH in all four directions without a prompt, and a
-live migration driven as oneadmin the way OpenNebula's KVM driver does it."""
+kvmprep uses), the remotes copied, oneadmin's SSH in all four directions without a prompt, the
+hosts' classic libvirtd with its TLS listener, and a live migration over qemu+tls driven as
+oneadmin the way OpenNebula's KVM driver does it."""
 
 from __future__ import annotations
 
@@ -150,7 +151,7 @@ def test_an_unchanged_config_is_neither_rewritten_nor_backed_up():
 
 def test_kvmrc_migrates_over_the_hosts_transport():
     kvmrc = machine(FRONTEND).file("/var/lib/one/remotes/etc/vmm/kvm/kvmrc").content_string
-    assert "QEMU_PROTOCOL=qemu+tcp" in kvmrc
+    assert "QEMU_PROTOCOL=qemu+tls" in kvmrc
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -226,6 +227,45 @@ def test_oneadmin_ssh_without_prompt(source, target):
         assert result.stdout.strip() == target
 
 
+# --- the hosts' libvirt: classic daemon, TLS listener only --------------------------------------
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_libvirtd_runs_as_a_classic_daemon_with_listen(name):
+    node = machine(name)
+    assert node.service("libvirtd.socket").is_masked
+    assert node.service("libvirtd-tcp.socket").is_masked
+    assert node.service("libvirtd").is_running
+    assert "--listen" in node.check_output("ps -o args= -C libvirtd")
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_only_the_tls_port_listens(name):
+    node = machine(name)
+    assert node.socket("tcp://0.0.0.0:16514").is_listening
+    assert not node.socket("tcp://0.0.0.0:16509").is_listening
+
+
+@pytest.mark.parametrize("name", NODES)
+def test_server_key_and_client_key_are_private(name):
+    node = machine(name)
+    assert node.file("/etc/pki/libvirt/private/serverkey.pem").mode == 0o600
+    client_key = node.file("/var/lib/one/.pki/libvirt/clientkey.pem")
+    assert client_key.user == "oneadmin"
+    assert client_key.mode == 0o600
+
+
+@pytest.mark.parametrize(("name", "other"), [NODES, NODES[::-1]])
+def test_the_tls_listener_refuses_a_client_without_certificate(name, other):
+    # root has no client certificate in /etc/pki: the other host's listener must not let it in,
+    # where oneadmin, with its certificate, gets in.
+    node = machine(name)
+    refused = node.run(f"virsh -c qemu+tls://{other}/system uri </dev/null")
+    assert refused.rc != 0
+    allowed = as_oneadmin(node, f"virsh -c qemu+tls://{other}/system uri </dev/null")
+    assert allowed.rc == 0, allowed.stderr
+
+
 # --- a live migration as OpenNebula's driver does it, with the cluster's machine type -------
 
 
@@ -290,7 +330,7 @@ def test_the_computed_machine_type_runs_on_every_host():
 
 def test_the_drivers_protocol_follows_the_hosts_transport():
     for name in NODES:
-        assert kvmrc_protocol(machine(name)) == "qemu+tcp"
+        assert kvmrc_protocol(machine(name)) == "qemu+tls"
 
 
 def test_a_vm_started_on_the_newer_host_migrates_to_the_older_and_back(cleanup_domains):
@@ -330,8 +370,9 @@ def test_kvmprep_apply_again_changes_nothing_anywhere(endpoint):
     for cells in rows.values():
         assert cells[2] == "0", result.stderr
         assert cells[3] == "0", result.stderr
-    # The secret never reaches the terminal.
+    # No secret reaches the terminal: neither oneadmin's password nor a TLS private key.
     assert "kvmprep-lab-only" not in result.stderr + result.stdout
+    assert "PRIVATE KEY" not in result.stderr + result.stdout
 
 
 def test_kvmprep_apply_rejects_a_bad_endpoint_before_any_change():
