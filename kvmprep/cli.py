@@ -20,6 +20,7 @@ from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 if TYPE_CHECKING:
     from kvmprep.controls.evaluate import HostReport
+    from kvmprep.runner import RunResult
 
 PROG = "kvmprep"
 
@@ -405,6 +406,7 @@ def _apply(args: argparse.Namespace) -> int:
                 color=color,
                 observer=progress,
                 cancel=cancelled.is_set,
+                capture=(ROLLOUT_TASK,),
             )
     finally:
         if progress is not None:
@@ -413,8 +415,22 @@ def _apply(args: argparse.Namespace) -> int:
         raise KvmprepError(f"nothing was run: {result.error}", ExitStatus.USAGE)
     if show_ansible:
         print(file=sys.stderr)  # set the summary apart from Ansible's recap
-    summary.render_summary(result, sys.stderr, color=color)
+    summary.render_summary(result, sys.stderr, color=color, not_reached=_not_reached(result))
     return result.exit_status
+
+
+#: The apply playbook's task that lists the hosts of a --serial rollout.
+ROLLOUT_TASK = "kvmprep rollout hosts"
+
+
+def _not_reached(result: RunResult) -> list[str]:
+    """Hosts of the rollout that no batch reached (a failed batch stopped it)."""
+    seen = {h.name for h in result.hosts}
+    for results in result.task_results.values():
+        targeted = (results.get(ROLLOUT_TASK) or {}).get("msg")
+        if isinstance(targeted, list):
+            return [str(name) for name in targeted if name not in seen]
+    return []
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from kvmprep.progress import BOLD_RED, GREEN, RED, YELLOW, paint
@@ -21,12 +22,19 @@ _STATUS_COLOR = {
 _MESSAGE_LINES = 6
 
 
-def render_summary(result: RunResult, stream: TextIO, *, color: bool) -> None:
+def render_summary(
+    result: RunResult, stream: TextIO, *, color: bool, not_reached: Sequence[str] = ()
+) -> None:
     """Write the host table, the failures, and where the artifacts of a failed run are."""
     lines: list[str] = []
     if result.hosts:
         lines += _table(result.hosts, color=color)
         lines.append(_headline(result))
+    if not_reached:
+        lines.append(
+            f"Not reached (the rollout stopped before their batch; nothing ran on them): "
+            f"{', '.join(not_reached)}"
+        )
     broken = [h for h in result.hosts if h.status in (HostStatus.FAILED, HostStatus.UNREACHABLE)]
     if broken:
         lines.append("")

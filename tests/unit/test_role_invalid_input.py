@@ -70,6 +70,11 @@ def test_serial_rollout_stops_after_a_failed_batch(capsys) -> None:
     assert rows["first"][-1] == "FAILED"
     assert "second" not in rows
     assert "third" not in rows
+    # ... and the summary says so, by name.
+    assert (
+        "Not reached (the rollout stopped before their batch; nothing ran on them): "
+        "second, third" in err
+    )
 
 
 @pytest.mark.parametrize(
