@@ -15,7 +15,7 @@ step "system packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  podman runc netavark aardvark-dns conmon debootstrap ca-certificates python3-venv chromium \
+  podman runc netavark aardvark-dns conmon debootstrap ca-certificates python3-venv chromium gnupg \
   >/dev/null
 
 step "python packages (venv $venv)"

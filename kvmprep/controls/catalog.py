@@ -296,9 +296,11 @@ CATALOG: tuple[Control, ...] = (
         rationale="the remotes run Ruby probes and driver scripts on the host as oneadmin",
         detection="as oneadmin, `ruby -e \"require 'sqlite3'; require "
         "'load_opennebula_paths'\"` succeeds; lspci, rsync and xmllint in PATH; "
-        "/etc/sudoers.d/kvmprep-oneadmin present, root 0440",
+        "/etc/sudoers.d/kvmprep-oneadmin present, root 0440 (with kvm_host_one_node_install: "
+        "package, the node package's /etc/sudoers.d/opennebula-node-kvm instead)",
         remediation="kvmprep apply installs ruby, ruby-sqlite3, pciutils, rsync, "
-        "libxml2-utils, its load_opennebula_paths.rb and its sudoers file (visudo-checked)",
+        "libxml2-utils, its load_opennebula_paths.rb and its sudoers file (visudo-checked); "
+        "in package mode OpenNebula's opennebula-node-kvm brings the last two",
         judge=opennebula.node_runtime,
     ),
     Control(

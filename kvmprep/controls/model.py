@@ -94,6 +94,8 @@ class Expect:
     apparmor_datastore_path: str = "/var/lib/one"
     migration_transport: str = "tcp"
     libvirt_tcp_allow_unauthenticated: bool = False
+    #: manual: kvmprep's own sudoers file and load_opennebula_paths; package: the node package's.
+    one_node_install: str = "manual"
     #: The OpenNebula cluster the host is in: fleet migration controls compare its hosts.
     cluster: str = _inventory("one_frontend_cluster", "default")
     #: What apply sets as OS MACHINE: "auto" computes it from the cluster's hosts.

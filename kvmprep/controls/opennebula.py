@@ -245,15 +245,24 @@ def node_runtime(facts: Mapping[str, Any], expect: Expect) -> Result:
     elif not ruby.get("loads"):
         missing.append(f"Ruby as {expect.oneadmin_user}: {ruby.get('error')}")
     missing += [f"{tool} (not found)" for tool, path in runtime["tools"].items() if not path]
-    sudoers = runtime["sudoers"]
+    package = expect.one_node_install == "package"
+    # Older probes did not report the package's file: then it reads as missing.
+    sudoers = runtime.get("sudoers_package" if package else "sudoers") or {
+        "path": "/etc/sudoers.d/opennebula-node-kvm",
+        "error": "not gathered",
+    }
     if not sudoers.get("exists"):
         missing.append(f"{sudoers['path']} ({sudoers.get('error')})")
-    elif (sudoers.get("owner"), sudoers.get("mode")) != ("root", "0440"):
+    elif sudoers.get("owner") != "root" or sudoers.get("mode") not in ("0440", "0400"):
         missing.append(f"{sudoers['path']} is {sudoers['owner']} {sudoers['mode']}, not root 0440")
     if missing:
         return Result.fail(
             "; ".join(missing),
-            "kvmprep apply installs ruby, ruby-sqlite3, pciutils, rsync, libxml2-utils, "
+            "kvmprep apply (kvm_host_one_node_install: package) installs OpenNebula's "
+            "opennebula-node-kvm and the distribution's ruby-sqlite3, pciutils, rsync, "
+            "libxml2-utils"
+            if package
+            else "kvmprep apply installs ruby, ruby-sqlite3, pciutils, rsync, libxml2-utils, "
             "load_opennebula_paths.rb and /etc/sudoers.d/kvmprep-oneadmin",
         )
     return Result.passed(

@@ -77,13 +77,19 @@ def registered(name: str, state: str = "MONITORED", **extra: Any) -> dict[str, A
     }
 
 
-def fleet(frontend: dict[str, Any] | None = None, **hosts: dict[str, Any]) -> dict[str, dict]:
+def fleet(
+    frontend: dict[str, Any] | None = None,
+    *,
+    inventory: dict[str, Any] | None = None,
+    **hosts: dict[str, Any],
+) -> dict[str, dict]:
     fe = copy.deepcopy(FRONTEND) if frontend is None else frontend
     fe.setdefault("api", api(registered("h1"), registered("h2")))
     inputs = [HostInput("fe", fe, role=Role.FRONTEND)]
+    expect = Expect.from_vars({"kvmprep_frontend": "fe", **(inventory or {})})
     for i, name in enumerate(("h1", "h2")):
         facts = hosts.get(name) or node(name, i)
-        inputs.append(HostInput(name, facts, Expect(frontend="fe")))
+        inputs.append(HostInput(name, facts, expect))
     reports = evaluate_fleet(inputs)
     return {r.name: {c.control.id: c for c in r.results} for r in reports}
 
@@ -260,6 +266,32 @@ def test_runtime_emulator_and_directories_name_what_is_missing() -> None:
     assert rows["h1"]["ONE-005"].status is F
     assert rows["h1"]["ONE-007"].status is F
     assert "/var/tmp/one belongs to root" in rows["h1"]["ONE-007"].message
+
+
+def test_package_mode_judges_the_node_packages_sudoers_file() -> None:
+    host = node("h1", 0)
+    package_sudoers = {
+        "path": "/etc/sudoers.d/opennebula-node-kvm",
+        "exists": True,
+        "owner": "root",
+        "mode": "0440",
+    }
+    host["one"]["runtime"]["sudoers"] = {
+        "path": "/etc/sudoers.d/kvmprep-oneadmin",
+        "exists": False,
+        "error": "not found",
+    }
+    host["one"]["runtime"]["sudoers_package"] = package_sudoers
+    manual = fleet(h1=host)["h1"]["ONE-004"]
+    assert manual.status is F
+    assert "kvmprep-oneadmin" in manual.message
+    packaged = fleet(h1=host, inventory={"kvm_host_one_node_install": "package"})["h1"]["ONE-004"]
+    assert packaged.status is P, packaged.message
+    package_sudoers["mode"] = "0644"
+    loose = fleet(h1=host, inventory={"kvm_host_one_node_install": "package"})["h1"]["ONE-004"]
+    assert loose.status is F
+    assert "opennebula-node-kvm is root 0644" in loose.message
+    assert "opennebula-node-kvm" in loose.remediation
 
 
 def test_a_front_end_emulator_elsewhere_warns() -> None:

@@ -302,8 +302,9 @@ probe:
         - C(frontend), how I(frontend) resolves (C(addresses), C(loopback), C(error)); null
           without I(frontend).
         - C(runtime), C(ruby) (C(path), C(loads), and C(error), the line where Ruby says why
-          it failed), C(tools) (lspci, rsync, xmllint to their path or null) and C(sudoers)
-          (the stat of /etc/sudoers.d/kvmprep-oneadmin).
+          it failed), C(tools) (lspci, rsync, xmllint to their path or null), C(sudoers)
+          (the stat of /etc/sudoers.d/kvmprep-oneadmin) and C(sudoers_package) (of
+          /etc/sudoers.d/opennebula-node-kvm, OpenNebula's node package's).
       returned: when C(one) is gathered
       type: dict
     errors:
@@ -1343,6 +1344,8 @@ def gather_devices(paths=DEVICES):
 
 ONE_REMOTES_DIR = "/var/tmp/one"
 ONE_SUDOERS = "/etc/sudoers.d/kvmprep-oneadmin"
+# The one OpenNebula's node package installs (kvm_host_one_node_install: package).
+ONE_SUDOERS_PACKAGE = "/etc/sudoers.d/opennebula-node-kvm"
 # What the remotes require before anything else (roles/kvm_host/tasks/node_runtime.yml).
 ONE_RUBY_PROBE = "require 'sqlite3'; require 'load_opennebula_paths'"
 ONE_RUNTIME_TOOLS = ("lspci", "rsync", "xmllint")
@@ -1437,6 +1440,7 @@ def gather_one(user, remotes_dir=ONE_REMOTES_DIR, frontend="", run_command=None,
             "ruby": {"path": ruby_path, "loads": False, "error": None},
             "tools": {name: find_program(name, dirs) for name in ONE_RUNTIME_TOOLS},
             "sudoers": stat_path(ONE_SUDOERS),
+            "sudoers_package": stat_path(ONE_SUDOERS_PACKAGE),
         },
     }
     why = _ruby_error(proc, deadline)
