@@ -3,6 +3,8 @@ run created after the snapshot (removed) and trees (replaced whole)."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from tests.unit.test_kvm_host_conf import load_library_module
@@ -72,3 +74,47 @@ def test_a_new_snapshot_replaces_the_old_one(tmp_path: Path) -> None:
     assert saved == [f"{root}/etc/libvirt/qemu.conf"]
     assert removed == []
     assert (root / "etc" / "libvirt" / "qemu.conf").read_text() == "second\n"
+
+
+def test_a_change_the_running_daemon_never_read_is_pending(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    patterns = [f"{root}/etc/libvirt/*.conf", f"{root}/etc/pki/libvirt", f"{root}/units/libvirtd*"]
+    dest = str(tmp_path / "snap")
+    snapshot.save(patterns, dest)
+    qemu = root / "etc" / "libvirt" / "qemu.conf"
+    cert = root / "etc" / "pki" / "libvirt" / "servercert.pem"
+    started = qemu.stat().st_mtime + 10  # the daemon started after the snapshot's files
+
+    # Nothing changed, or changes the daemon started after: nothing pending.
+    assert snapshot.pending_restart(dest, started) == []
+    qemu.write_text('user = "oneadmin"\n')
+    cert.unlink()
+    for path in (qemu, cert.parent):
+        os.utime(path, (started - 5, started - 5))
+    assert snapshot.pending_restart(dest, started) == []
+
+    # An interrupted run: the files changed after the daemon started, and it was not restarted.
+    os.utime(qemu, (started + 5, started + 5))
+    os.utime(cert.parent, (started + 5, started + 5))
+    assert snapshot.pending_restart(dest, started) == sorted([str(cert), str(qemu)])
+    # A daemon that does not run reads the files when it starts: nothing pending.
+    assert snapshot.pending_restart(dest, None) == []
+    # No earlier snapshot (the first run since boot): nothing to compare with.
+    assert snapshot.pending_restart(str(tmp_path / "none"), started) == []
+
+
+def test_the_start_of_a_daemon_that_does_not_run_is_none() -> None:
+    class Done:
+        stdout = "0\n"
+
+    assert snapshot.daemon_started("libvirtd.service", run=lambda *a, **k: Done()) is None
+
+
+def test_the_start_of_a_running_process_is_read_from_proc() -> None:
+    class Done:
+        stdout = f"{os.getpid()}\n"
+
+    started = snapshot.daemon_started("any.service", run=lambda *a, **k: Done())
+    assert started is not None
+    assert 0 < time.time() - started < 24 * 3600

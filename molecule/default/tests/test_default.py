@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -378,3 +379,45 @@ def test_a_later_failure_does_not_leave_a_change_unapplied():
     assert socket_started_at(host) != before
     again = apply_on(HOSTS[1])
     assert again.returncode == 0, again.stderr
+
+
+def test_an_apply_interrupted_before_its_restart_is_finished_by_the_next(lab_domain):
+    host = lab_host(HOSTS[0])
+    assert domain_state(host) == "running"  # it keeps libvirtd up (no idle exit)
+    # Drift the running daemon has read: qemu.conf changed, then libvirt restarted.
+    host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    host.run("systemctl restart libvirtd.service")
+    time.sleep(3)
+    command = [
+        str(Path(sys.executable).with_name("kvmprep")),
+        "apply",
+        "-i",
+        os.environ["MOLECULE_INVENTORY_FILE"],
+        "-l",
+        HOSTS[0],
+    ]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C once qemu.conf is repaired and before the handler restarts libvirt.
+    seen = []
+    for line in run.stderr:
+        seen.append(line)
+        if "Allow QEMU to use the datastores under AppArmor" in line:
+            run.send_signal(signal.SIGINT)
+            break
+    _, rest = run.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+    assert run.returncode == 130, stderr
+    assert f"may be partially changed: {HOSTS[0]}" in stderr, stderr
+    text = host.file("/etc/libvirt/qemu.conf").content_string
+    assert active_value(text, "dynamic_ownership") == "0"
+    daemon = libvirtd_pid(host)
+
+    # The files are converged now; the next apply still restarts libvirt into them, once.
+    finished = apply_on(HOSTS[0])
+    assert finished.returncode == 0, finished.stderr
+    assert libvirtd_pid(host) != daemon
+    assert domain_state(host) == "running"
+    settled = apply_on(HOSTS[0])
+    assert settled.returncode == 0, settled.stderr
+    row = next(line.split() for line in settled.stderr.splitlines() if line.startswith(HOSTS[0]))
+    assert row[2] == "0", settled.stderr

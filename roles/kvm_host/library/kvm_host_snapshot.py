@@ -15,7 +15,12 @@ description:
   - C(state=restored) makes the paths exactly what was saved: saved paths are copied back,
     replacing what is there now, and paths matching I(paths) now that did not exist when the
     snapshot was taken (a unit drop-in created by the run) are removed.
-  - Does nothing in check mode.
+  - With I(service), C(state=saved) first compares the earlier snapshot with the files now: a
+    path that changed since then, while I(service) has been running from before the change,
+    is configuration the daemon has never read (an earlier run was interrupted between its
+    change and its restart). It is returned in I(restart_pending), and the earlier snapshot is
+    kept: it is what the running daemon uses, so it stays the one to roll back to.
+  - Reads, but does not save or restore, in check mode.
 options:
   paths:
     description: Paths or shell globs to save; only needed with C(state=saved).
@@ -26,6 +31,12 @@ options:
     description: Directory that holds the snapshot.
     type: path
     required: true
+  service:
+    description:
+      - The systemd unit of the daemon that reads these paths (C(state=saved)); empty skips the
+        comparison.
+    type: str
+    default: ""
   state:
     description: Save, or restore.
     type: str
@@ -57,12 +68,20 @@ removed:
   description: Paths created after the snapshot and removed by the restore.
   type: list
   returned: always
+restart_pending:
+  description:
+    - Files changed since the earlier snapshot that the running I(service) started before
+      (C(state=saved) with I(service)); empty when there is nothing the daemon has not read.
+  type: list
+  returned: always
 """
 
 import glob
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -121,6 +140,78 @@ def save(patterns, dest):
     return saved, []
 
 
+def _leaves(path, root=None):
+    """{path as on the host: (kind, digest)} of a file, link or tree under ``root`` (or /)."""
+    found = {}
+    base = path if root is None else os.path.join(root, path.lstrip("/"))
+    if not os.path.lexists(base):
+        return found
+    walk = [(base, [], [""])] if not os.path.isdir(base) or os.path.islink(base) else os.walk(base)
+    for here, _dirs, files in walk:
+        for name in files:
+            full = os.path.join(here, name) if name else here
+            shown = os.path.join(path, os.path.relpath(full, base)) if full != base else path
+            if os.path.islink(full):
+                found[os.path.normpath(shown)] = ("link", os.readlink(full))
+            else:
+                with open(full, "rb") as handle:
+                    found[os.path.normpath(shown)] = (
+                        "file",
+                        hashlib.sha256(handle.read()).hexdigest(),
+                    )
+    return found
+
+
+def daemon_started(service, run=subprocess.run):
+    """When the unit's main process started (epoch seconds), or None when it does not run."""
+    try:
+        out = run(
+            ["systemctl", "show", "--property=MainPID", "--value", service],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            universal_newlines=True,
+            check=False,
+        ).stdout.strip()
+        pid = int(out or 0)
+        if pid <= 0:
+            return None
+        with open("/proc/{0}/stat".format(pid)) as handle:
+            # The command name (field 2) may hold spaces: the fields after it are counted from ")".
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pending_restart(dest, started):
+    """Paths changed since the snapshot in ``dest`` after the daemon (started at ``started``)."""
+    if started is None or not os.path.exists(os.path.join(dest, MANIFEST)):
+        return []
+    with open(os.path.join(dest, MANIFEST)) as handle:
+        manifest = json.load(handle)
+    tree = os.path.join(dest, TREE)
+    before, now = {}, {}
+    for path in manifest["saved"]:
+        before.update(_leaves(path, tree))
+    for path in _expand(manifest["patterns"]):
+        now.update(_leaves(path))
+    pending = []
+    for path in sorted(set(before) | set(now)):
+        if before.get(path) == now.get(path):
+            continue
+        # A removed file leaves its mark on the directory it was in.
+        probe = path if os.path.lexists(path) else os.path.dirname(path)
+        try:
+            changed_at = os.lstat(probe).st_mtime
+        except OSError:
+            continue
+        if changed_at > started:
+            pending.append(path)
+    return pending
+
+
 def restore(dest):
     with open(os.path.join(dest, MANIFEST)) as handle:
         manifest = json.load(handle)
@@ -140,14 +231,26 @@ def main():
             "paths": {"type": "list", "elements": "str", "default": []},
             "dest": {"type": "path", "required": True},
             "state": {"type": "str", "choices": ["saved", "restored"], "default": "saved"},
+            "service": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
     dest = module.params["dest"]
+    saving = module.params["state"] == "saved"
+    pending = []
+    if saving and module.params["service"]:
+        try:
+            pending = pending_restart(dest, daemon_started(module.params["service"]))
+        except (OSError, ValueError, KeyError) as exc:
+            module.warn("snapshot {0} unreadable, not compared: {1}".format(dest, exc))
     if module.check_mode:
-        module.exit_json(changed=False, saved=[], removed=[])
+        module.exit_json(changed=False, saved=[], removed=[], restart_pending=pending)
     try:
-        if module.params["state"] == "saved":
+        if saving and pending:
+            # The daemon still runs the earlier snapshot's configuration: keep that one.
+            saved, removed = [], []
+            changed = False
+        elif saving:
             saved, removed = save(module.params["paths"], dest)
             changed = False
         else:
@@ -155,7 +258,7 @@ def main():
             changed = True
     except (OSError, ValueError, KeyError) as exc:
         module.fail_json(msg="snapshot {0}: {1}".format(dest, exc))
-    module.exit_json(changed=changed, saved=saved, removed=removed)
+    module.exit_json(changed=changed, saved=saved, removed=removed, restart_pending=pending)
 
 
 if __name__ == "__main__":
