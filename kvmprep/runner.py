@@ -137,6 +137,8 @@ class HostState:
     failed_task: str | None = None
     message: str | None = None
     task_in_progress: str | None = None
+    #: What the role warned about on this host (a pending oned restart...), each once, in order.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> HostStatus:
@@ -192,14 +194,18 @@ class RunState:
             self.task_name = _task_name(data)
         elif kind == "runner_on_start":
             self.host(data["host"]).task_in_progress = _task_name(data)
+        elif kind in ("runner_item_on_ok", "runner_item_on_failed"):
+            self._warnings(data)
         elif kind == "runner_on_ok":
             host = self._finish(data)
+            self._warnings(data)
             self._capture(data)
             host.ok += 1
             if (data.get("res") or {}).get("changed"):
                 host.changed += 1
         elif kind == "runner_on_failed":
             host = self._finish(data)
+            self._warnings(data)
             if data.get("ignore_errors"):
                 host.ignored += 1
             else:
@@ -215,6 +221,12 @@ class RunState:
             host.message = failure_message(data.get("res") or {})
         elif kind == "playbook_on_stats":
             self._apply_stats(data)
+
+    def _warnings(self, data: Mapping[str, Any]) -> None:
+        found = (data.get("res") or {}).get("warnings") or []
+        if found and data.get("host"):
+            seen = self.host(data["host"]).warnings
+            seen.extend(str(w) for w in found if str(w) not in seen)
 
     def _capture(self, data: Mapping[str, Any]) -> None:
         name = _task_name(data)

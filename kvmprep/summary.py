@@ -35,6 +35,13 @@ def render_summary(
             f"Not reached (the rollout stopped before their batch; nothing ran on them): "
             f"{', '.join(not_reached)}"
         )
+    warned = [h for h in result.hosts if h.warnings]
+    if warned:
+        lines += ["", "Warnings:"]
+    for host in warned:
+        for warning in host.warnings:
+            first, *rest = warning.splitlines() or [""]
+            lines += [f"{host.name}: {first}", *_indent("\n".join(rest))]
     broken = [h for h in result.hosts if h.status in (HostStatus.FAILED, HostStatus.UNREACHABLE)]
     if broken:
         lines.append("")

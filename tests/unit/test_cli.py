@@ -337,6 +337,24 @@ def test_summary_table_and_failures(tmp_path: Path) -> None:
     ]
 
 
+def test_summary_shows_the_roles_warnings_and_the_hosts_not_reached(tmp_path: Path) -> None:
+    hosts = (
+        HostState("fe", ok=3, warnings=["the kvm drivers changed: restart oned\nsecond line"]),
+        HostState("h1", ok=2),
+    )
+    result = RunResult(hosts=hosts, artifact_dir=tmp_path, runner_status="successful", rc=0)
+    stream = io.StringIO()
+    render_summary(result, stream, color=False, not_reached=["h2", "h3"])
+    lines = stream.getvalue().splitlines()
+    assert lines[4:] == [
+        "Not reached (the rollout stopped before their batch; nothing ran on them): h2, h3",
+        "",
+        "Warnings:",
+        "fe: the kvm drivers changed: restart oned",
+        "    second line",
+    ]
+
+
 def test_summary_of_an_interrupted_run(tmp_path: Path) -> None:
     hosts = (HostState("a", ok=1, changed=1), HostState("b", task_in_progress="Install"))
     result = RunResult(

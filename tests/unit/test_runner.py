@@ -197,6 +197,20 @@ def test_event_handler_follows_ansible_navigator_rules() -> None:
     assert state.stats_seen
 
 
+def test_warnings_are_kept_per_host_once() -> None:
+    state = RunState()
+    warn = {"warnings": ["oned must be restarted"]}
+    for event in (
+        {"event": "runner_item_on_ok", "event_data": {"host": "fe", "res": warn}},
+        {"event": "runner_on_ok", "event_data": {"host": "fe", "res": warn}},
+        {"event": "runner_on_ok", "event_data": {"host": "h1", "res": {"warnings": []}}},
+        {"event": "runner_on_failed", "event_data": {"host": "h1", "res": {"warnings": ["x"]}}},
+    ):
+        state(event)
+    assert state.hosts["fe"].warnings == ["oned must be restarted"]
+    assert state.hosts["h1"].warnings == ["x"]
+
+
 def test_event_handler_never_raises() -> None:
     state = RunState()
     assert state({"event": "runner_on_ok", "event_data": {}}) is True  # no host: KeyError

@@ -461,3 +461,28 @@ def test_kvmprep_check_flags_the_machine_type_and_apply_fixes_it(endpoint):
     assert code == 0, stderr
     for name in NODES:
         assert report["hosts"][name]["controls"]["FLEET-003"]["status"] == "PASS"
+
+
+def test_the_hosts_follow_the_front_ends_datastore_location(endpoint):
+    front = machine(FRONTEND)
+    conf = "/etc/one/oned.conf"
+    front.run(f"cp -p {conf} /tmp/oned.conf.kept")
+    front.run(f"printf 'DATASTORE_LOCATION = \"/srv/one/datastores\"\\n' >> {conf}")
+    try:
+        result = kvmprep(
+            "apply",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            "--only-frontend",
+            env={"ONE_XMLRPC": endpoint},
+        )
+        assert result.returncode == 0, result.stderr
+        for name in NODES:
+            location = machine(name).file("/srv/one/datastores")
+            assert location.is_directory, name
+            assert (location.user, location.mode) == ("oneadmin", 0o750), name
+        # The role's warnings reach the summary: AppArmor's rule does not cover /srv.
+        assert "Warnings:" in result.stderr, result.stderr
+        assert "outside kvm_host_apparmor_datastore_path" in result.stderr, result.stderr
+    finally:
+        front.run(f"cp -p /tmp/oned.conf.kept {conf}")
