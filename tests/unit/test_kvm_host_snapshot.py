@@ -4,6 +4,7 @@ run created after the snapshot (removed) and trees (replaced whole)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -118,3 +119,24 @@ def test_the_start_of_a_running_process_is_read_from_proc() -> None:
     started = snapshot.daemon_started("any.service", run=lambda *a, **k: Done())
     assert started is not None
     assert 0 < time.time() - started < 24 * 3600
+
+
+def test_a_file_written_just_before_a_restart_is_older_than_the_daemon(tmp_path: Path) -> None:
+    # A whole-second boot time would put the start up to 1 s early: a file written a moment
+    # before the daemon started must not look like a change the daemon never read.
+    marker = tmp_path / "written-before"
+    marker.write_text("x")
+    time.sleep(0.05)
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+
+        class Done:
+            stdout = f"{child.pid}\n"
+
+        started = snapshot.daemon_started("any.service", run=lambda *a, **k: Done())
+        assert started is not None
+        assert marker.stat().st_mtime < started
+        assert abs(time.time() - started) < 2
+    finally:
+        child.kill()
+        child.wait()

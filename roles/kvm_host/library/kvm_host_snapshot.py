@@ -82,6 +82,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -178,11 +179,13 @@ def daemon_started(service, run=subprocess.run):
         with open("/proc/{0}/stat".format(pid)) as handle:
             # The command name (field 2) may hold spaces: the fields after it are counted from ")".
             ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
-    except (OSError, ValueError, StopIteration, IndexError):
+        # Both on the boot clock, to 10 ms: how long ago the process started. (/proc/stat's btime
+        # is whole seconds: a file written just before a restart could look newer than it.)
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def pending_restart(dest, started):
