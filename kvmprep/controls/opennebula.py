@@ -246,11 +246,7 @@ def node_runtime(facts: Mapping[str, Any], expect: Expect) -> Result:
         missing.append(f"Ruby as {expect.oneadmin_user}: {ruby.get('error')}")
     missing += [f"{tool} (not found)" for tool, path in runtime["tools"].items() if not path]
     package = expect.one_node_install == "package"
-    # Older probes did not report the package's file: then it reads as missing.
-    sudoers = runtime.get("sudoers_package" if package else "sudoers") or {
-        "path": "/etc/sudoers.d/opennebula-node-kvm",
-        "error": "not gathered",
-    }
+    sudoers = fact(runtime, "sudoers_package" if package else "sudoers")
     if not sudoers.get("exists"):
         missing.append(f"{sudoers['path']} ({sudoers.get('error')})")
     elif sudoers.get("owner") != "root" or sudoers.get("mode") not in ("0440", "0400"):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from kvmprep import content
+from tests.unit.ansible_env import ansible_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
@@ -477,16 +478,9 @@ def run_ansible(tmp_path, module, args, *extra, library=LIBRARY):
     ansible = _ansible_bin()
     assert ansible is not None, "the ansible command is not installed (pip install .[test])"
     interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
+    env = ansible_env(
+        tmp_path,
         ANSIBLE_REMOTE_TEMP=str(tmp_path / ".ansible" / "remote"),
-        ANSIBLE_NOCOLOR="1",
         # The roles' shared code, as a play that uses the role would find it.
         ANSIBLE_MODULE_UTILS=os.pathsep.join(str(p) for p in content.module_utils_paths()),
     )

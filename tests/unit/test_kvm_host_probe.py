@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.unit.ansible_env import ansible_env
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
 # The code the module shares with the front-end's (a play that uses the role finds it itself).
@@ -493,15 +495,8 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
     ansible = ansible or shutil.which("ansible")
     assert ansible is not None, "the ansible command is not installed (pip install .[test])"
     interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
-        ANSIBLE_NOCOLOR="1",
+    env = ansible_env(
+        tmp_path,
         ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
     cmd = [
@@ -1207,14 +1202,8 @@ def test_qemu_group_end_to_end_through_ansible(tmp_path):
     """The module as Ansible runs it, with a stand-in emulator (this machine has no QEMU)."""
     ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
     one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian13-qemu-10.0", tmp_path / "ran")
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
+    env = ansible_env(
+        tmp_path,
         ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
     args = json.dumps({"gather": ["qemu"], "emulator": str(one)})

@@ -7,7 +7,6 @@ talks to it with the real pyone client over real HTTP, as it talks to a front-en
 import datetime
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -22,11 +21,11 @@ import pyone
 import pytest
 
 from tests.one_double.oned_double import start
+from tests.unit.ansible_env import ansible_env
 from tests.unit.test_kvm_host_conf import load_library_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "one_frontend" / "library"
-
 
 ofh = load_library_module("one_frontend_host", library=LIBRARY)
 
@@ -743,15 +742,8 @@ def test_through_ansible_the_secret_never_shows(one, tmp_path):
             }
         )
     )
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_HOME=str(tmp_path / ".ansible"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / ".ansible" / "tmp"),
-        ANSIBLE_NOCOLOR="1",
+    env = ansible_env(
+        tmp_path,
         ANSIBLE_LIBRARY=str(LIBRARY),
         ANSIBLE_KEEP_REMOTE_FILES="0",
     )
