@@ -590,3 +590,73 @@ def test_ansible_end_to_end_shell_create_and_missing(tmp_path):
     bad = run_ansible(tmp_path, "kvm_host_conf", dict(args, style="libvirt"))
     assert bad.get("failed") is True
     assert "style=shell" in bad["msg"]
+
+
+@pytest.mark.ansible
+def test_ansible_edits_several_files_in_one_call(tmp_path):
+    qemu = tmp_path / "qemu.conf"
+    qemu.write_text(QEMU_CONF)
+    defaults = tmp_path / "libvirtd"
+    args = {
+        "edits": [
+            {"path": str(qemu), "settings": ONEADMIN},
+            {
+                "path": str(defaults),
+                "style": "shell",
+                "create": True,
+                "mode": "0644",
+                "settings": {"LIBVIRTD_ARGS": {"add_words": ["--listen"]}},
+            },
+        ]
+    }
+    expected, _ = conf.edit_config(QEMU_CONF, ONEADMIN)
+
+    checked = run_ansible(tmp_path, "kvm_host_conf", args, "--check", "--diff")
+    assert checked["changed"] is True
+    assert [d["after_header"] for d in checked["diff"]] == [str(qemu), str(defaults)]
+    assert checked["diff"][0]["after"] == expected
+    assert qemu.read_text() == QEMU_CONF
+    assert not defaults.exists()
+
+    applied = run_ansible(tmp_path, "kvm_host_conf", args)
+    assert [e["changed"] for e in applied["edits"]] == [True, True]
+    assert applied["edits"][0]["keys_changed"] == ["user", "group", "dynamic_ownership"]
+    assert Path(applied["edits"][0]["backup_file"]).read_text() == QEMU_CONF
+    assert "backup_file" not in applied["edits"][1]  # created, nothing to back up
+    assert qemu.read_text() == expected
+    assert defaults.read_text() == 'LIBVIRTD_ARGS="--listen"\n'
+    assert stat.S_IMODE(defaults.stat().st_mode) == 0o644
+
+    again = run_ansible(tmp_path, "kvm_host_conf", args)
+    assert again["changed"] is False
+    assert [e["changed"] for e in again["edits"]] == [False, False]
+
+    # Only the file that differs changes; a mode drift alone counts as a change.
+    defaults.chmod(0o600)
+    drift = run_ansible(tmp_path, "kvm_host_conf", args)
+    assert [e["changed"] for e in drift["edits"]] == [False, True]
+    assert stat.S_IMODE(defaults.stat().st_mode) == 0o644
+
+
+@pytest.mark.ansible
+def test_ansible_edits_stop_at_the_first_file_that_fails(tmp_path):
+    qemu = tmp_path / "qemu.conf"
+    qemu.write_text(QEMU_CONF)
+    later = tmp_path / "later.conf"
+    later.write_text("")
+    args = {
+        "edits": [
+            {"path": str(qemu), "settings": ONEADMIN},
+            {"path": str(tmp_path / "missing.conf"), "settings": {"a": 1}},
+            {"path": str(later), "settings": {"a": 1}},
+        ]
+    }
+    failed = run_ansible(tmp_path, "kvm_host_conf", args)
+    assert failed.get("failed") is True
+    assert "missing.conf does not exist" in failed["msg"]
+    assert qemu.read_text() == conf.edit_config(QEMU_CONF, ONEADMIN)[0]  # done before it
+    assert later.read_text() == ""  # never reached
+
+    both = run_ansible(tmp_path, "kvm_host_conf", dict(args, path=str(qemu), settings={"a": 1}))
+    assert both.get("failed") is True
+    assert "mutually exclusive" in both["msg"]

@@ -1226,3 +1226,221 @@ def test_qemu_group_end_to_end_through_ansible(tmp_path):
     assert set(qemu["cpu"]) == {
         "vendor", "model_name", "family", "model", "stepping", "flags", "models"
     }  # fmt: skip
+
+
+# --- installed, paths, ruby_dir, sasl, blocks: what apply decides on --------------------------
+
+DPKG_STATUS = """\
+Package: libvirt-daemon-system
+Status: install ok installed
+Architecture: amd64
+Description: a multi-line
+ description: with a colon
+
+Package: ruby
+Status: deinstall ok config-files
+Architecture: all
+
+Package: sudo
+Status: hold ok installed
+Architecture: amd64
+
+Package: rsync
+Status: install ok half-configured
+Architecture: amd64
+"""
+
+
+def test_dpkg_installed_counts_only_installed_packages():
+    have = probe.dpkg_installed(DPKG_STATUS)
+    assert have == {
+        "libvirt-daemon-system",
+        "libvirt-daemon-system:amd64",
+        "sudo",
+        "sudo:amd64",
+    }
+
+
+def test_gather_installed_from_dpkg(tmp_path):
+    status = tmp_path / "status"
+    status.write_text(DPKG_STATUS)
+    names = ["libvirt-daemon-system", "ruby", "sudo:amd64", "rsync", "sudo=1.9*", "qemu-kvm"]
+    found = probe.gather_installed(FakeModule(), names, status_path=str(status))
+    # A name with a version (or anything dpkg does not name) is left to apt: "missing".
+    assert found == {"manager": "dpkg", "missing": ["ruby", "rsync", "sudo=1.9*", "qemu-kvm"]}
+
+
+def test_gather_installed_from_rpm(tmp_path):
+    rpm = tmp_path / "rpm"
+    rpm.write_text("#!/bin/sh\n")
+    rpm.chmod(0o755)
+    module = FakeModule(
+        outputs=lambda args: (1, "libvirt-client\npackage ruby is not installed\n", "")
+    )
+    found = probe.gather_installed(
+        module,
+        ["libvirt-client", "ruby", "@virt"],
+        status_path=str(tmp_path / "none"),
+        dirs=[str(tmp_path)],
+    )
+    assert module.calls == [[str(rpm), "-q", "--qf", "%{NAME}\n", "libvirt-client", "ruby"]]
+    assert found == {"manager": "rpm", "missing": ["ruby", "@virt"]}
+
+
+def test_gather_installed_without_a_package_database(tmp_path):
+    found = probe.gather_installed(
+        FakeModule(), ["ruby"], status_path=str(tmp_path / "none"), dirs=[str(tmp_path)]
+    )
+    assert found == {"manager": None, "missing": ["ruby"]}
+
+
+def test_gather_paths(tmp_path):
+    there = tmp_path / "there"
+    there.mkdir(mode=0o750)
+    there.chmod(0o750)
+    found = probe.gather_paths([str(there), str(tmp_path / "gone")])
+    assert found[str(there)]["exists"] is True
+    assert found[str(there)]["mode"] == "0750"
+    assert found[str(tmp_path / "gone")]["exists"] is False
+    assert "path" not in found[str(there)]
+
+
+def _fake_ruby(tmp_path, script):
+    ruby = tmp_path / "ruby"
+    ruby.write_text("#!/bin/sh\n" + script)
+    ruby.chmod(0o755)
+    return [str(tmp_path)]
+
+
+def test_ruby_dir(tmp_path):
+    dirs = _fake_ruby(
+        tmp_path, 'case "$2" in *vendordir*) printf /usr/lib/ruby/vendor_ruby;; esac\n'
+    )
+    started = probe.start_ruby_dir(dirs=dirs)
+    assert probe.finish_ruby_dir(started) == {"dir": "/usr/lib/ruby/vendor_ruby", "error": None}
+
+
+def test_ruby_dir_says_why_not(tmp_path):
+    dirs = _fake_ruby(
+        tmp_path, "echo '-e:1:in abort: neither the vendor nor the site' >&2; exit 1\n"
+    )
+    assert probe.finish_ruby_dir(probe.start_ruby_dir(dirs=dirs)) == {
+        "dir": None,
+        "error": "-e:1:in abort: neither the vendor nor the site",
+    }
+    assert probe.finish_ruby_dir(probe.start_ruby_dir(dirs=[str(tmp_path / "none")])) == {
+        "dir": None,
+        "error": "ruby is not installed",
+    }
+    slow = _fake_ruby(tmp_path, "sleep 5\n")
+    found = probe.finish_ruby_dir(probe.start_ruby_dir(dirs=slow), timeout=0.2)
+    assert found == {"dir": None, "error": "ruby gave no answer within 0.2 s"}
+
+
+def test_sasl_user_listed():
+    text = "oneadminx@host: userPassword\nroot@host: userPassword\n"
+    assert not probe.sasl_user_listed(text, "oneadmin")
+    assert probe.sasl_user_listed(text + "oneadmin@host: userPassword\n", "oneadmin")
+
+
+def test_gather_sasl(tmp_path):
+    lister = tmp_path / "sasldblistusers2"
+    lister.write_text("#!/bin/sh\n")
+    lister.chmod(0o755)
+    db = tmp_path / "passwd.db"
+    db.write_text("")
+    (tmp_path / "passwd.db.kvmprep").write_text("abc\n")
+    module = FakeModule(outputs=lambda args: (0, "oneadmin@h: userPassword\n", ""))
+    dirs = [str(tmp_path)]
+    assert probe.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs) == {
+        "user_present": True,
+        "fingerprint_matches": True,
+    }
+    assert module.calls == [[str(lister), "-f", str(db)]]
+    assert probe.gather_sasl(module, str(db), "other", "abd", dirs=dirs) == {
+        "user_present": False,
+        "fingerprint_matches": False,
+    }
+    # No database yet: nobody is in it, whatever a stale fingerprint file says.
+    db.unlink()
+    found = probe.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs)
+    assert found["user_present"] is False
+
+
+MARKER = "# {mark} kvmprep: OpenNebula datastores"
+RULE = "  owner /var/lib/one/** rw,"
+BEGIN = "# BEGIN kvmprep: OpenNebula datastores"
+END = "# END kvmprep: OpenNebula datastores"
+
+
+@pytest.mark.parametrize(
+    ("text", "present"),
+    [
+        (
+            f"{BEGIN}\n{RULE}\n{END}\n",
+            True,
+        ),
+        (
+            f"x\n{BEGIN}\n{RULE}\n{END}",
+            True,
+        ),
+        (
+            f"{BEGIN}\n  owner /srv/one/** rw,\n{END}\n",
+            False,
+        ),
+        (f"{RULE}\n", False),
+        (
+            f"{END}\n{RULE}\n{BEGIN}\n",
+            False,
+        ),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_block_present(text, present):
+    assert probe.block_present(text, MARKER, RULE) is present
+
+
+@pytest.mark.ansible
+def test_block_present_agrees_with_blockinfile(tmp_path):
+    """The probe says present exactly when blockinfile would leave the file as it is."""
+    target = tmp_path / "libvirt-qemu"
+    target.write_text("# local rules\n")
+    args = json.dumps({"path": str(target), "marker": MARKER, "block": RULE, "create": True})
+    env = ansible_env(tmp_path)
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
+    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    cmd = [
+        ansible,
+        "localhost",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-m",
+        "blockinfile",
+        "-a",
+        args,
+        "-e",
+        f"ansible_python_interpreter={interpreter}",
+    ]
+    for expect_changed in (True, False):
+        assert probe.block_present(target.read_text(), MARKER, RULE) is not expect_changed
+        proc = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        assert result["changed"] is expect_changed, result
+    assert (
+        probe.gather_blocks([{"path": str(target), "marker": MARKER, "block": RULE}])[str(target)][
+            "present"
+        ]
+        is True
+    )
+
+
+@pytest.mark.skipif(not Path(probe.DPKG_STATUS).exists(), reason="not a dpkg system")
+def test_gather_installed_on_this_machine():
+    # The suite runs on Debian: its own interpreter's package is installed.
+    found = probe.gather_installed(FakeModule(), ["python3", "kvmprep-no-such-package"])
+    assert found == {"manager": "dpkg", "missing": ["kvmprep-no-such-package"]}

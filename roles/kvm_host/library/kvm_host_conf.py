@@ -24,9 +24,8 @@ author:
   - kvmprep
 options:
   path:
-    description: Path of the file to edit.
+    description: Path of the file to edit (or I(edits)).
     type: path
-    required: true
   settings:
     description:
       - Keys to set, as a mapping of key to value.
@@ -41,8 +40,8 @@ options:
       - "C(shell) style only: a mapping with C(add_words) and/or C(remove_words) (lists of
         strings) edits the words of the current value (empty when the key is not set): words of
         C(remove_words) are removed, then words of C(add_words) appended when missing."
+      - Required with I(path).
     type: dict
-    required: true
   style:
     description: Syntax of the file.
     type: str
@@ -57,6 +56,44 @@ options:
       - Create the file when it does not exist. When C(false), a missing file is an error.
     type: bool
     default: false
+  edits:
+    description:
+      - Several files in one call (one round trip instead of one per file), edited in order,
+        each with its own diff and backup; instead of I(path). The first edit that fails stops
+        the call; the files before it stay edited.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Path of the file to edit.
+        type: path
+        required: true
+      settings:
+        description: As I(settings).
+        type: dict
+        required: true
+      style:
+        description: As I(style).
+        type: str
+        choices: [libvirt, shell]
+        default: libvirt
+      backup:
+        description: As I(backup).
+        type: bool
+        default: true
+      create:
+        description: As I(create).
+        type: bool
+        default: false
+      mode:
+        description: Mode of the file, applied after the edit.
+        type: raw
+      owner:
+        description: Owner of the file, applied after the edit.
+        type: str
+      group:
+        description: Group of the file, applied after the edit.
+        type: str
 extends_documentation_fragment:
   - files
 attributes:
@@ -115,19 +152,20 @@ changed:
   type: bool
 keys_changed:
   description: Keys whose lines were (or would be) replaced, inserted or commented out.
-  returned: always
+  returned: with I(path)
   type: list
   elements: str
   sample: ["user", "group", "dynamic_ownership"]
 backup_file:
   description: Path of the backup of the original file.
-  returned: when the file was written with I(backup=true) and existed before
+  returned: with I(path), when the file was written with I(backup=true) and existed before
   type: str
   sample: /etc/libvirt/qemu.conf.12345.2024-01-01@10:00:00~
 diff:
-  description: Content before and after, with the file path as headers.
+  description:
+    - Content before and after, with the file path as headers; with I(edits), a list of them.
   returned: when running with --diff
-  type: dict
+  type: raw
   sample:
     before: "#user = \"root\"\n"
     after: "#user = \"root\"\nuser = \"oneadmin\"\n"
@@ -135,8 +173,15 @@ diff:
     after_header: /etc/libvirt/qemu.conf
 path:
   description: The edited path.
-  returned: always
+  returned: with I(path)
   type: str
+edits:
+  description:
+    - With I(edits), per file in order, its C(path), C(changed), C(keys_changed) and
+      C(backup_file).
+  returned: with I(edits)
+  type: list
+  elements: dict
 """
 
 import os
@@ -609,26 +654,17 @@ def _write_atomic(module, path, content):
             os.unlink(tmp)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "settings": {"type": "dict", "required": True},
-            "style": {"type": "str", "default": "libvirt", "choices": list(STYLES)},
-            "backup": {"type": "bool", "default": True},
-            "create": {"type": "bool", "default": False},
-        },
-        add_file_common_args=True,
-        supports_check_mode=True,
-    )
-    path = module.params["path"]
-    style = module.params["style"]
+def edit_file(module, spec, diffs):
+    """Apply one edit (path, settings, style, backup, create and the file attributes); return
+    its result. Fails the module, naming the file, when the edit cannot be made."""
+    path = spec["path"]
+    style = spec.get("style") or "libvirt"
     result = {"changed": False, "keys_changed": [], "path": path}
 
     if os.path.isdir(path):
         module.fail_json(msg=f"{path} is a directory", **result)
     exists = os.path.exists(path)
-    if not exists and not module.params["create"]:
+    if not exists and not spec.get("create"):
         module.fail_json(msg=f"{path} does not exist (set create=true to create it)", **result)
     if not exists and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         module.fail_json(msg=f"the directory of {path} does not exist", **result)
@@ -639,7 +675,7 @@ def main():
         module.fail_json(msg=f"cannot read {path}: {exc}", **result)
 
     try:
-        after, keys_changed = edit_config(before, module.params["settings"], style)
+        after, keys_changed = edit_config(before, spec["settings"], style)
     except ValueError as exc:
         module.fail_json(msg=f"{path}: {exc}", **result)
 
@@ -647,15 +683,12 @@ def main():
     result["changed"] = changed
     result["keys_changed"] = keys_changed
     if module._diff:
-        result["diff"] = {
-            "before": before,
-            "after": after,
-            "before_header": path,
-            "after_header": path,
-        }
+        diffs.append(
+            {"before": before, "after": after, "before_header": path, "after_header": path}
+        )
 
     if changed and not module.check_mode:
-        if exists and module.params["backup"]:
+        if exists and spec.get("backup", True):
             result["backup_file"] = module.backup_local(path)
         try:
             _write_atomic(module, path, after)
@@ -663,8 +696,52 @@ def main():
             module.fail_json(msg=f"cannot write {path}: {exc}", **result)
 
     if os.path.exists(path):
-        file_args = module.load_file_common_arguments(module.params)
+        file_args = module.load_file_common_arguments(spec)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path"},
+            "settings": {"type": "dict"},
+            "style": {"type": "str", "default": "libvirt", "choices": list(STYLES)},
+            "backup": {"type": "bool", "default": True},
+            "create": {"type": "bool", "default": False},
+            "edits": {
+                "type": "list",
+                "elements": "dict",
+                "options": {
+                    "path": {"type": "path", "required": True},
+                    "settings": {"type": "dict", "required": True},
+                    "style": {"type": "str", "default": "libvirt", "choices": list(STYLES)},
+                    "backup": {"type": "bool", "default": True},
+                    "create": {"type": "bool", "default": False},
+                    "mode": {"type": "raw"},
+                    "owner": {"type": "str"},
+                    "group": {"type": "str"},
+                },
+            },
+        },
+        add_file_common_args=True,
+        mutually_exclusive=[("path", "edits")],
+        required_one_of=[("path", "edits")],
+        required_by={"path": ("settings",)},
+        supports_check_mode=True,
+    )
+    diffs = []
+    if module.params["edits"] is None:
+        result = edit_file(module, module.params, diffs)
+        if diffs:
+            result["diff"] = diffs[0]
+        module.exit_json(**result)
+    # Several files in one call (one round trip), in order; the first that fails stops the
+    # call, the ones before it stay edited (each with its backup).
+    edits = [edit_file(module, spec, diffs) for spec in module.params["edits"]]
+    result = {"changed": any(e["changed"] for e in edits), "edits": edits}
+    if diffs:
+        result["diff"] = diffs
     module.exit_json(**result)
 
 
