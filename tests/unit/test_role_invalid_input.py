@@ -51,6 +51,20 @@ def test_unauthenticated_tcp_needs_the_explicit_opt_in(capsys) -> None:
     assert "kvm_host_libvirt_tcp_allow_unauthenticated" in err
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        'kvm_host_kvm_device_group="kvm\\", MODE=\\"0666"',
+        "kvm_host_kvm_device_mode=0666,",
+        "kvm_host_kvm_device_mode=rw-rw----",
+    ],
+)
+def test_udev_rule_values_are_refused_before_they_reach_udev(capsys, extra) -> None:
+    status, err = apply(capsys, "kvm_host_libvirt_sasl_password=x", extra)
+    assert status == ExitStatus.FAILED
+    assert "kvm_host_kvm_device_group must be a group name" in err
+
+
 def test_tls_without_certificates_is_refused(capsys) -> None:
     status, err = apply(capsys, "kvm_host_migration_transport=tls")
     assert status == ExitStatus.FAILED
