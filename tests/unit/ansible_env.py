@@ -3,8 +3,14 @@ about the implicit localhost, and Ansible's own state kept under the test's tmp_
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -20,3 +26,46 @@ def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "1",
         **extra,
     }
+
+
+def run_module_locally(
+    tmp_path: Path, module: str, args: Mapping[str, Any], *extra: str, **env: str
+) -> dict[str, Any]:
+    """Run one module on localhost with the ansible CLI (``extra``: more CLI arguments, ``env``:
+    ANSIBLE_LIBRARY and the like); return its result dict."""
+    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which(
+        "ansible"
+    )
+    assert ansible is not None, "the ansible command is not installed (pip install .[test])"
+    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    cmd = [
+        ansible,
+        "localhost",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-m",
+        module,
+        # An empty "{}" would be taken for raw parameters.
+        *(["-a", json.dumps(dict(args))] if args else []),
+        "-e",
+        f"ansible_python_interpreter={interpreter}",
+        *extra,
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        env=ansible_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(
+            f"ansible printed no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}"
+        ) from None
+    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]

@@ -2,11 +2,8 @@
 
 import ast
 import importlib.util
-import json
 import os
-import shutil
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 import yaml
 
 from kvmprep import content
-from tests.unit.ansible_env import ansible_env
+from tests.unit.ansible_env import run_module_locally
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
@@ -468,47 +465,19 @@ def test_documentation_is_valid_yaml(name):
 # --- end to end through Ansible -------------------------------------------------------------
 
 
-def _ansible_bin():
-    found = shutil.which("ansible", path=str(Path(sys.executable).parent))
-    return found or shutil.which("ansible")
-
-
 def run_ansible(tmp_path, module, args, *extra, library=LIBRARY):
     """Run one module of library on localhost with the ansible CLI; return its result dict."""
-    ansible = _ansible_bin()
-    assert ansible is not None, "the ansible command is not installed (pip install .[test])"
-    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    env = ansible_env(
+    return run_module_locally(
         tmp_path,
+        module,
+        args,
+        "-M",
+        str(library),
+        *extra,
         ANSIBLE_REMOTE_TEMP=str(tmp_path / ".ansible" / "remote"),
         # The roles' shared code, as a play that uses the role would find it.
         ANSIBLE_MODULE_UTILS=os.pathsep.join(str(p) for p in content.module_utils_paths()),
     )
-    cmd = [
-        ansible,
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-M",
-        str(library),
-        "-m",
-        module,
-        "-a",
-        json.dumps(args),
-        "-e",
-        f"ansible_python_interpreter={interpreter}",
-        *extra,
-    ]
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    try:
-        output = json.loads(proc.stdout)
-    except ValueError:
-        pytest.fail(f"ansible printed no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}")
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 def _backups(path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.ansible_env import ansible_env
+from tests.unit.ansible_env import ansible_env, run_module_locally
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
@@ -491,33 +491,15 @@ def test_documentation_is_valid_yaml(name):
 
 @pytest.mark.ansible
 def test_ansible_end_to_end_on_this_machine(tmp_path):
-    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent))
-    ansible = ansible or shutil.which("ansible")
-    assert ansible is not None, "the ansible command is not installed (pip install .[test])"
-    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    env = ansible_env(
+    result = run_module_locally(
         tmp_path,
-        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
-    )
-    cmd = [
-        ansible,
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
+        "kvm_host_probe",
+        {},
         "-M",
         str(LIBRARY),
-        "-m",
-        "kvm_host_probe",
-        "-e",
-        f"ansible_python_interpreter={interpreter}",
         "--check",
-    ]
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result.get("failed") is not True, result
     assert result["changed"] is False
     data = result["probe"]
@@ -1406,30 +1388,10 @@ def test_block_present_agrees_with_blockinfile(tmp_path):
     """The probe says present exactly when blockinfile would leave the file as it is."""
     target = tmp_path / "libvirt-qemu"
     target.write_text("# local rules\n")
-    args = json.dumps({"path": str(target), "marker": MARKER, "block": RULE, "create": True})
-    env = ansible_env(tmp_path)
-    ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
-    interpreter = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    cmd = [
-        ansible,
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-m",
-        "blockinfile",
-        "-a",
-        args,
-        "-e",
-        f"ansible_python_interpreter={interpreter}",
-    ]
+    args = {"path": str(target), "marker": MARKER, "block": RULE, "create": True}
     for expect_changed in (True, False):
         assert probe.block_present(target.read_text(), MARKER, RULE) is not expect_changed
-        proc = subprocess.run(
-            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-        result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        result = run_module_locally(tmp_path, "ansible.builtin.blockinfile", args)
         assert result["changed"] is expect_changed, result
     assert (
         probe.gather_blocks([{"path": str(target), "marker": MARKER, "block": RULE}])[str(target)][
