@@ -111,6 +111,11 @@ _PASSTHROUGH = frozenset(
     }
 )
 
+# Ansible's own notices about its working directory, given on the first contact with every
+# new host ("Module remote_tmp /root/.ansible/tmp did not exist and was created with a mode of
+# 0700..."): not something the roles found, and nothing for the operator to act on.
+_NOT_OURS = ("Module remote_tmp ",)
+
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAX_MESSAGE_CHARS = 2000
 
@@ -226,7 +231,9 @@ class RunState:
         found = (data.get("res") or {}).get("warnings") or []
         if found and data.get("host"):
             seen = self.host(data["host"]).warnings
-            seen.extend(str(w) for w in found if str(w) not in seen)
+            seen.extend(
+                str(w) for w in found if str(w) not in seen and not str(w).startswith(_NOT_OURS)
+            )
 
     def _capture(self, data: Mapping[str, Any]) -> None:
         name = _task_name(data)

@@ -211,6 +211,17 @@ def test_warnings_are_kept_per_host_once() -> None:
     assert state.hosts["h1"].warnings == ["x"]
 
 
+def test_ansibles_remote_tmp_notice_is_not_a_warning_of_the_roles() -> None:
+    state = RunState()
+    notice = (
+        "Module remote_tmp /root/.ansible/tmp did not exist and was created with a mode of 0700,"
+        " this may cause issues when running as another user."
+    )
+    res = {"warnings": [notice, "AppArmor does not apply"]}
+    state({"event": "runner_on_ok", "event_data": {"host": "h1", "res": res}})
+    assert state.hosts["h1"].warnings == ["AppArmor does not apply"]
+
+
 def test_event_handler_never_raises() -> None:
     state = RunState()
     assert state({"event": "runner_on_ok", "event_data": {}}) is True  # no host: KeyError

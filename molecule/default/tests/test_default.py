@@ -137,6 +137,34 @@ def test_apparmor_rule_in_the_abstraction_drop_in(host):
     assert host.run("apparmor_parser -Q -K /etc/apparmor.d/libvirt/TEMPLATE.qemu").rc == 0
 
 
+# Where kvmprep writes (files, the directories it makes, the files it edits).
+KVMPREP_WRITES = (
+    "/etc/libvirt",
+    "/etc/sasl2/libvirt.conf",
+    "/etc/sudoers.d/kvmprep-oneadmin",
+    "/etc/udev/rules.d/65-kvmprep-kvm.rules",
+    "/etc/systemd/system/libvirtd.socket.d",
+    "/etc/apparmor.d",
+    "/var/lib/one",
+    "/var/tmp/one",
+)
+
+
+def test_nothing_kvmprep_writes_is_world_writable(host):
+    missing = [path for path in KVMPREP_WRITES if not host.file(path).exists]
+    assert missing == []
+    # load_opennebula_paths.rb, where Ruby finds it (the directory depends on the Ruby).
+    ruby = host.check_output(
+        'ruby -e \'require "load_opennebula_paths"; '
+        "print $LOADED_FEATURES.grep(/load_opennebula_paths/).first'"
+    )
+    assert ruby.endswith("/load_opennebula_paths.rb")
+    paths = " ".join((*KVMPREP_WRITES, ruby))
+    found = host.run(f"find {paths} \\( -type f -o -type d \\) -perm -0002 -print")
+    assert found.rc == 0, found.stderr
+    assert found.stdout == ""
+
+
 # --- a real KVM domain, run by oneadmin and live-migrated between the two hosts ------------
 
 
