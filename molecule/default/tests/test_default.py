@@ -435,7 +435,7 @@ def test_an_apply_killed_before_its_restart_is_finished_by_the_next(lab_domain):
         start_new_session=True,
     )
     for line in run.stderr:
-        if "AppArmor" in line:  # the first task after the qemu.conf edit
+        if "AppArmor" in line:  # the first task after the qemu.conf edit (services.yml include)
             os.killpg(run.pid, signal.SIGKILL)
             break
     run.wait(timeout=60)
