@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -384,9 +385,12 @@ def test_run_command(module: Any, tmp_path: Path) -> None:
 
 
 def test_run_command_does_not_wait_for_what_the_command_left_running(module: Any) -> None:
-    # The shell exits at once; its background child keeps stdout open for 30 s.
-    rc, out, _err = module.run_command(["sh", "-c", "sleep 30 & echo started"])
+    # The shell exits at once; its background child keeps stdout open for 10 s. AnsibleModule
+    # returns after a second of silence (communicate() would wait for the pipe to close).
+    started = time.monotonic()
+    rc, out, _err = module.run_command(["sh", "-c", "sleep 10 & echo started"])
     assert (rc, out) == (0, "started\n")
+    assert time.monotonic() - started < 5
 
 
 def test_get_bin_path_searches_as_ansible_does(
@@ -552,16 +556,16 @@ def test_invalid_arguments_fail_with_ansiblemodules_message(
     assert "Using module file" not in said  # refused on the controller, no call to the host
 
 
-def _probe_of(tmp_path: Path, body: str) -> tuple[dict[str, Any], str]:
-    """Run (directly if it can) a kvm_host_probe module of ``body`` from a library of its own:
-    the action plugin runs for any module of that name."""
+def _probe_of(tmp_path: Path, body: str, *, direct: bool = True) -> tuple[dict[str, Any], str]:
+    """Run a kvm_host_probe module of ``body`` from a library of its own (the action plugin
+    runs for any module of that name), directly if it can or under AnsiballZ."""
     library = tmp_path / "library"
     library.mkdir(parents=True)
     spec = 'ARGUMENT_SPEC = {"name": {"type": "str", "default": "x"}}\n'
     (library / "kvm_host_probe.py").write_text(
         "#!/usr/bin/python\n" + MODULE_HEAD + body.replace("SPEC\n", spec, 1)
     )
-    return _probe(tmp_path, {}, direct=True, ANSIBLE_LIBRARY=str(library))
+    return _probe(tmp_path, {}, direct=direct, ANSIBLE_LIBRARY=str(library))
 
 
 @pytest.mark.ansible
@@ -597,3 +601,13 @@ def test_a_failing_module_is_a_failed_result(tmp_path: Path) -> None:
     assert "directly (without AnsiballZ)" in said
     assert result["failed"] is True
     assert result["msg"] == "Module failed: OSError: [Errno 5] disk gone"
+
+
+@pytest.mark.ansible
+def test_warnings_reach_the_task_either_way(tmp_path: Path) -> None:
+    body = "SPEC\nm = AnsibleModule(argument_spec=ARGUMENT_SPEC)\nm.warn('mind the gap')\n"
+    body += "m.exit_json(changed=False)\n"
+    direct, said = _probe_of(tmp_path / "direct", body)
+    zipped, _said = _probe_of(tmp_path / "zipped", body, direct=False)
+    assert "directly (without AnsiballZ)" in said
+    assert direct["warnings"] == zipped["warnings"] == ["mind the gap"]
