@@ -15,7 +15,8 @@ basic.py: the locale check, the invocation line in syslog, no_log values masked 
 ``invocation.module_args``, exit codes 0 and 1. Anything else a module asks of it fails the
 task with a message saying so, never silently.
 
-Runs on the target's python3 (3.8 or later), standard library only; writes nothing.
+Runs on the target's python3 (3.8 or later), standard library only. It writes nothing on the
+host but AnsibleModule's "Invoked with" line to syslog (no temp dir, unlike AnsiballZ).
 """
 
 import sys
