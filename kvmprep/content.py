@@ -63,3 +63,10 @@ def library_paths() -> list[Path]:
 def module_utils_paths() -> list[Path]:
     """The module_utils directories of kvmprep's roles (shared code of their modules)."""
     return [content_root() / "roles" / role / "module_utils" for role in _ROLES]
+
+
+def action_plugin_paths() -> list[Path]:
+    """The action plugin directories of kvmprep's roles that have one (kvm_host_probe's
+    runs the probe without AnsiballZ)."""
+    paths = [content_root() / "roles" / role / "action_plugins" for role in _ROLES]
+    return [path for path in paths if path.is_dir()]

@@ -87,6 +87,7 @@ _DEFAULTS_IN_CFG = {
     "ANSIBLE_HOST_KEY_CHECKING": (("defaults", "host_key_checking"),),
     "ANSIBLE_ROLES_PATH": (("defaults", "roles_path"),),
     "ANSIBLE_LIBRARY": (("defaults", "library"),),
+    "ANSIBLE_ACTION_PLUGINS": (("defaults", "action_plugins"),),
 }
 
 # Variables from the caller's environment that reach ansible-playbook besides ANSIBLE_*:
@@ -329,6 +330,7 @@ def run_playbook(
     environ: Mapping[str, str] | None = None,
     library_path: Path | Sequence[Path] | None = None,
     module_utils_path: Sequence[Path] = (),
+    action_plugin_path: Sequence[Path] = (),
     capture: Sequence[str] = (),
 ) -> RunResult:
     """Run ``playbook`` against ``inventories`` and return what happened to each host.
@@ -338,8 +340,9 @@ def run_playbook(
     ``observer`` is called with the live ``RunState`` after each event; ``cancel`` is polled
     and, once true, ansible-runner kills ansible-playbook (the run is then ``interrupted``).
     ``library_path`` is searched first for modules (``module_utils_path`` for the code they
-    share, when the playbook uses them without loading their role); the results of the tasks
-    named in ``capture`` are returned per host in ``task_results``.
+    share, ``action_plugin_path`` for the action plugins of modules of the same name, when the
+    playbook uses them without loading their role); the results of the tasks named in
+    ``capture`` are returned per host in ``task_results``.
     """
     from ansible_runner.interface import init_runner
 
@@ -361,6 +364,7 @@ def run_playbook(
         roles_path=roles_path,
         library_path=library_path,
         module_utils_path=module_utils_path,
+        action_plugin_path=action_plugin_path,
         color=color,
         cwd=cwd,
     )
@@ -464,6 +468,7 @@ def ansible_environment(
     roles_path: Path | None = None,
     library_path: Path | Sequence[Path] | None = None,
     module_utils_path: Sequence[Path] = (),
+    action_plugin_path: Sequence[Path] = (),
     color: bool = False,
     cwd: Path | None = None,
 ) -> dict[str, str]:
@@ -489,18 +494,17 @@ def ansible_environment(
     chosen = _ansible_cfg_settings(_ansible_cfg_path(env, cwd))
     for key, value in _DEFAULTS.items():
         env.setdefault(key, chosen.get(key, value))
-    if roles_path is not None:
-        theirs = env.get("ANSIBLE_ROLES_PATH") or chosen.get("ANSIBLE_ROLES_PATH")
-        env["ANSIBLE_ROLES_PATH"] = os.pathsep.join(p for p in (str(roles_path), theirs) if p)
-    if library_path is not None:
-        ours = [library_path] if isinstance(library_path, Path) else list(library_path)
-        theirs = env.get("ANSIBLE_LIBRARY") or chosen.get("ANSIBLE_LIBRARY")
-        env["ANSIBLE_LIBRARY"] = os.pathsep.join(p for p in (*map(str, ours), theirs) if p)
-    if module_utils_path:
-        theirs = env.get("ANSIBLE_MODULE_UTILS")
-        env["ANSIBLE_MODULE_UTILS"] = os.pathsep.join(
-            p for p in (*map(str, module_utils_path), theirs) if p
-        )
+    if isinstance(library_path, Path):
+        library_path = [library_path]
+    for key, ours in (
+        ("ANSIBLE_ROLES_PATH", [] if roles_path is None else [roles_path]),
+        ("ANSIBLE_LIBRARY", library_path or []),
+        ("ANSIBLE_MODULE_UTILS", module_utils_path),
+        ("ANSIBLE_ACTION_PLUGINS", action_plugin_path),
+    ):
+        if ours:
+            theirs = env.get(key) or chosen.get(key)
+            env[key] = os.pathsep.join(p for p in (*map(str, ours), theirs) if p)
     # ansible-playbook runs on a pty, so it would colour its output (and the saved stdout)
     # even when nobody sees it on a terminal.
     if not color or environ.get("NO_COLOR"):
@@ -525,7 +529,7 @@ def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
         for section, option in options:
             if parser.has_option(section, option):
                 found[key] = parser.get(section, option)
-    for key in ("ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY"):
+    for key in ("ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY", "ANSIBLE_ACTION_PLUGINS"):
         if key in found:
             # Relative entries are relative to the file in ansible.cfg, not the environment.
             found[key] = os.pathsep.join(

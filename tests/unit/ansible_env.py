@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,11 +29,24 @@ def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+# Where the json callback's document starts (sorted keys: "custom_stats" first), after what
+# -v and up print on the same stdout.
+_JSON_RESULT = re.compile(r'^\{\n\s*"custom_stats"', re.MULTILINE)
+
+
 def run_module_locally(
     tmp_path: Path, module: str, args: Mapping[str, Any], *extra: str, **env: str
 ) -> dict[str, Any]:
     """Run one module on localhost with the ansible CLI (``extra``: more CLI arguments, ``env``:
     ANSIBLE_LIBRARY and the like); return its result dict."""
+    return run_module_with_output(tmp_path, module, args, *extra, **env)[0]
+
+
+def run_module_with_output(
+    tmp_path: Path, module: str, args: Mapping[str, Any], *extra: str, **env: str
+) -> tuple[dict[str, Any], str]:
+    """``run_module_locally``, and everything else Ansible printed (with ``-vvv`` in
+    ``extra``: the connection's commands and the action's messages)."""
     ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which(
         "ansible"
     )
@@ -62,10 +76,12 @@ def run_module_locally(
         timeout=120,
         check=False,
     )
+    start = _JSON_RESULT.search(proc.stdout)
     try:
-        output = json.loads(proc.stdout)
+        output = json.loads(proc.stdout[start.start() if start else 0 :])
     except ValueError:
         raise AssertionError(
             f"ansible printed no JSON (rc={proc.returncode}): {proc.stdout}{proc.stderr}"
         ) from None
-    return output["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    printed = proc.stdout[: start.start() if start else 0] + proc.stderr
+    return output["plays"][0]["tasks"][0]["hosts"]["localhost"], printed

@@ -148,6 +148,10 @@ def test_library_path_is_prepended(tmp_path: Path) -> None:
     assert env["ANSIBLE_LIBRARY"] == "/kvmprep/lib:/mine"
     assert "ANSIBLE_LIBRARY" not in runner.ansible_environment({}, cwd=tmp_path)
     assert (content.library_path() / "kvm_host_probe.py").is_file()
+    # The action plugin of the same name, which check.yml reaches only through this path.
+    assert [p / "kvm_host_probe.py" for p in content.action_plugin_paths()] == [
+        content.roles_path() / "kvm_host" / "action_plugins" / "kvm_host_probe.py"
+    ]
 
 
 def test_reports_from_a_run_without_facts(tmp_path: Path) -> None:
@@ -203,6 +207,32 @@ def test_check_this_machine_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert "KVM-002" not in err
     assert f"report written to {out}" in err
     assert "fleet: 1 host" in out.read_text()
+
+
+@pytest.mark.ansible
+def test_check_probes_without_ansiballz_and_judges_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """check.yml reaches kvm_host_probe's action plugin: with pipelining (kvmprep's default)
+    the probe runs directly, without it under AnsiballZ; every control is judged the same."""
+    judged, said = {}, {}
+    for pipelining in ("True", "False"):
+        monkeypatch.setenv("ANSIBLE_PIPELINING", pipelining)
+        out = io.StringIO()
+        outcome = check.run_check(None, verbosity=3, output=out)
+        judged[pipelining] = [
+            (r.name, r.error, [(c.control.id, c.status, c.message, c.fix) for c in r.results])
+            for r in outcome.reports
+        ]
+        said[pipelining] = out.getvalue()
+    assert "directly (without AnsiballZ)" in said["True"]
+    assert "AnsiballZ_kvm_host_probe.py" not in said["True"]
+    assert "directly (without AnsiballZ)" not in said["False"]
+    assert "AnsiballZ_kvm_host_probe.py" in said["False"]
+    ((_name, error, results),) = judged["True"]
+    assert error is None
+    assert [control for control, *_rest in results] == IDS
+    assert judged["True"] == judged["False"]
 
 
 @pytest.mark.ansible

@@ -304,6 +304,24 @@ def test_ansible_cfg_choices_are_kept(tmp_path: Path) -> None:
     assert env["ANSIBLE_FORKS"] == "9"
 
 
+def test_action_plugin_path_is_prepended(tmp_path: Path) -> None:
+    # check.yml runs kvm_host_probe without loading its role: Ansible finds the role's action
+    # plugin (the probe without AnsiballZ) only on ANSIBLE_ACTION_PLUGINS.
+    ours = [tmp_path / "roles" / "kvm_host" / "action_plugins"]
+    env = ansible_environment(
+        {"ANSIBLE_ACTION_PLUGINS": "/mine"}, action_plugin_path=ours, cwd=tmp_path
+    )
+    assert env["ANSIBLE_ACTION_PLUGINS"] == f"{ours[0]}{os.pathsep}/mine"
+    assert "ANSIBLE_ACTION_PLUGINS" not in ansible_environment({}, cwd=tmp_path)
+    # An ansible.cfg's action_plugins stay searched (after ours), relative to the file.
+    (tmp_path / "ansible.cfg").write_text("[defaults]\naction_plugins = plugins/action\n")
+    env = ansible_environment({}, action_plugin_path=ours, cwd=tmp_path)
+    assert env["ANSIBLE_ACTION_PLUGINS"].split(os.pathsep) == [
+        str(ours[0]),
+        str(tmp_path / "plugins" / "action"),
+    ]
+
+
 def test_artifact_root_dir() -> None:
     assert artifact_root_dir({"KVMPREP_ARTIFACT_DIR": "/x/runs"}) == Path("/x/runs")
     assert artifact_root_dir({"XDG_STATE_HOME": "/state", "HOME": "/h"}) == Path(

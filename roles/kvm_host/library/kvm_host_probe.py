@@ -417,25 +417,56 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
 
-GATHER_CHOICES = (
-    "kvm",
-    "libvirt",
-    "config",
-    "accounts",
-    "packages",
-    "listen",
-    "devices",
-    "access",
-    "identity",
-    "qemu",
-    "one",
-    "installed",
-    "paths",
-    "ruby_dir",
-    "sasl",
-    "blocks",
-)
-DEFAULT_GATHER = ("kvm", "libvirt")
+# A literal (no names, no calls): the kvm_host_probe action plugin reads it from this file with
+# ast.literal_eval to validate a task's arguments on the controller, without importing the module.
+ARGUMENT_SPEC = {
+    "gather": {
+        "type": "list",
+        "elements": "str",
+        "choices": [
+            "kvm",
+            "libvirt",
+            "config",
+            "accounts",
+            "packages",
+            "listen",
+            "devices",
+            "access",
+            "identity",
+            "qemu",
+            "one",
+            "installed",
+            "paths",
+            "ruby_dir",
+            "sasl",
+            "blocks",
+        ],
+        "default": ["kvm", "libvirt"],
+    },
+    "user": {"type": "str", "default": "oneadmin"},
+    "groups": {"type": "list", "elements": "str", "default": ["kvm", "libvirt", "libvirtd"]},
+    "expect": {"type": "dict", "default": {}},
+    "emulator": {"type": "str", "default": "/usr/bin/qemu-kvm-one"},
+    "remotes_dir": {"type": "str", "default": "/var/tmp/one"},
+    "frontend": {"type": "str", "default": ""},
+    "packages": {"type": "list", "elements": "str", "default": []},
+    "paths": {"type": "list", "elements": "str", "default": []},
+    "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
+    "sasl_user": {"type": "str", "default": ""},
+    "sasl_fingerprint": {"type": "str", "default": "", "no_log": True},
+    "blocks": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            "path": {"type": "str", "required": True},
+            "marker": {"type": "str", "required": True},
+            "block": {"type": "str", "required": True},
+        },
+    },
+}
+GATHER_CHOICES = tuple(ARGUMENT_SPEC["gather"]["choices"])
+DEFAULT_GATHER = tuple(ARGUMENT_SPEC["gather"]["default"])
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
 KVM_GET_API_VERSION = 0xAE00
 KVM_CREATE_VM = 0xAE01
@@ -1426,7 +1457,7 @@ def gather_devices(paths=DEVICES):
 # one: what the OpenNebula front-end needs on the host (remotes, trust, runtime)
 # ---------------------------------------------------------------------------------------------
 
-ONE_REMOTES_DIR = "/var/tmp/one"
+ONE_REMOTES_DIR = ARGUMENT_SPEC["remotes_dir"]["default"]
 ONE_SUDOERS = "/etc/sudoers.d/kvmprep-oneadmin"
 # The one OpenNebula's node package installs (kvm_host_one_node_install: package).
 ONE_SUDOERS_PACKAGE = "/etc/sudoers.d/opennebula-node-kvm"
@@ -1536,7 +1567,7 @@ def gather_one(user, remotes_dir=ONE_REMOTES_DIR, frontend="", run_command=None,
 # qemu: the emulator OpenNebula starts, what it can run, and the host CPU (live migration)
 # ---------------------------------------------------------------------------------------------
 
-ONE_EMULATOR = "/usr/bin/qemu-kvm-one"
+ONE_EMULATOR = ARGUMENT_SPEC["emulator"]["default"]
 # uname's machine -> the suffix of the distribution's qemu-system-* binary.
 QEMU_ARCH = {
     "x86_64": "x86_64",
@@ -2012,42 +2043,7 @@ def gather_blocks(blocks):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "gather": {
-                "type": "list",
-                "elements": "str",
-                "choices": list(GATHER_CHOICES),
-                "default": list(DEFAULT_GATHER),
-            },
-            "user": {"type": "str", "default": "oneadmin"},
-            "groups": {
-                "type": "list",
-                "elements": "str",
-                "default": ["kvm", "libvirt", "libvirtd"],
-            },
-            "expect": {"type": "dict", "default": {}},
-            "emulator": {"type": "str", "default": ONE_EMULATOR},
-            "remotes_dir": {"type": "str", "default": ONE_REMOTES_DIR},
-            "frontend": {"type": "str", "default": ""},
-            "packages": {"type": "list", "elements": "str", "default": []},
-            "paths": {"type": "list", "elements": "str", "default": []},
-            "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
-            "sasl_user": {"type": "str", "default": ""},
-            "sasl_fingerprint": {"type": "str", "default": "", "no_log": True},
-            "blocks": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "options": {
-                    "path": {"type": "str", "required": True},
-                    "marker": {"type": "str", "required": True},
-                    "block": {"type": "str", "required": True},
-                },
-            },
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     gather = module.params["gather"] or []
     errors = []
     probe = {}
