@@ -25,8 +25,8 @@ step "python packages (venv $venv)"
 export PATH=$venv/bin:$PATH
 
 step "lint"
-ruff check kvmprep tests roles/*/library roles/*/filter_plugins molecule bench
-ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins molecule bench
+ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
+ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
 
 step "unit tests"
 # pytest exits 5 when it collects nothing: for this suite that is a failure, not a pass.

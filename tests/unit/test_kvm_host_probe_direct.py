@@ -611,3 +611,48 @@ def test_warnings_reach_the_task_either_way(tmp_path: Path) -> None:
     zipped, _said = _probe_of(tmp_path / "zipped", body, direct=False)
     assert "directly (without AnsiballZ)" in said
     assert direct["warnings"] == zipped["warnings"] == ["mind the gap"]
+
+
+def test_a_path_option_means_ansiballz() -> None:
+    # Validated on the controller, a path would be expanded there (~, $VAR), not on the host.
+    for source in (
+        'ARGUMENT_SPEC = {"dest": {"type": "path"}}\n',
+        'ARGUMENT_SPEC = {"files": {"type": "list", "elements": "path"}}\n',
+        'ARGUMENT_SPEC = {"x": {"type": "dict", "options": {"dest": {"type": "path"}}}}\n',
+    ):
+        with pytest.raises(plugin.NotDirect, match="of type path"):
+            plugin.read_argument_spec(source)
+    assert plugin.read_argument_spec('ARGUMENT_SPEC = {"dest": {"type": "str"}}\n')
+
+
+@pytest.mark.ansible
+def test_the_snapshot_is_taken_and_restored_the_same_either_way(tmp_path: Path) -> None:
+    # kvm_host_snapshot's action plugin is kvm_host_probe's, loaded from its file.
+    conf = tmp_path / "etc" / "a.conf"
+    conf.parent.mkdir()
+    results = {}
+    for direct in (True, False):
+        conf.write_text("before\n")
+        dest = tmp_path / f"snap-{direct}"
+        env = {
+            "ANSIBLE_LIBRARY": str(LIBRARY),
+            "ANSIBLE_MODULE_UTILS": str(MODULE_UTILS),
+            "ANSIBLE_ACTION_PLUGINS": str(ACTIONS),
+            "ANSIBLE_PIPELINING": "True" if direct else "False",
+        }
+        args = {"paths": [f"{tmp_path}/etc/*.conf"], "dest": str(dest)}
+        saved, said = run_module_with_output(tmp_path, "kvm_host_snapshot", args, "-vvv", **env)
+        running = "kvm_host_snapshot: running {} directly (without AnsiballZ)"
+        assert (running.format(LIBRARY / "kvm_host_snapshot.py") in said) is direct
+        conf.write_text("after\n")
+        restored, _said = run_module_with_output(
+            tmp_path, "kvm_host_snapshot", {**args, "state": "restored"}, **env
+        )
+        assert conf.read_text() == "before\n"
+        results[direct] = (saved, restored)
+    for saved, restored in results.values():
+        assert saved["saved"] == [str(conf)]
+        assert saved["changed"] is False
+        assert restored["changed"] is True
+        assert restored["saved"] == [str(conf)]  # what it put back
+    assert results[True][0]["restart_pending"] == results[False][0]["restart_pending"]

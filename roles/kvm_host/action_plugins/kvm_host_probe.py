@@ -84,7 +84,23 @@ def read_argument_spec(source: str, path: str = "<module>") -> dict[str, Any]:
         raise NotDirect(f"{path}: ARGUMENT_SPEC is not a literal ({exc})") from exc
     if not isinstance(spec, dict):
         raise NotDirect(f"{path}: ARGUMENT_SPEC is not a dict")
+    path_option = _path_option(spec)
+    if path_option:
+        # Validated here, a path would be expanded (~, $VAR) on the controller, not the host.
+        raise NotDirect(f"{path}: option {path_option} is of type path")
     return spec
+
+
+def _path_option(spec: Mapping[str, Any], prefix: str = "") -> str:
+    for name, option in spec.items():
+        if not isinstance(option, Mapping):
+            continue
+        if option.get("type") == "path" or option.get("elements") == "path":
+            return prefix + name
+        nested = _path_option(option.get("options") or {}, f"{prefix}{name}.")
+        if nested:
+            return nested
+    return ""
 
 
 def _imported_names(names: str) -> list[str]:

@@ -28,8 +28,8 @@ options:
     elements: str
     default: []
   dest:
-    description: Directory that holds the snapshot.
-    type: path
+    description: Directory that holds the snapshot, an absolute path.
+    type: str
     required: true
   service:
     description:
@@ -85,6 +85,16 @@ import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+# A literal at module level: the action plugin (action_plugins/kvm_host_snapshot.py) reads it
+# to validate the arguments on the controller and run this file without AnsiballZ. dest is a
+# str, not a path: a path would be expanded (~, $VAR) on the controller there.
+ARGUMENT_SPEC = {
+    "paths": {"type": "list", "elements": "str", "default": []},
+    "dest": {"type": "str", "required": True},
+    "state": {"type": "str", "choices": ["saved", "restored"], "default": "saved"},
+    "service": {"type": "str", "default": ""},
+}
 
 MANIFEST = "manifest.json"
 TREE = "tree"
@@ -229,15 +239,7 @@ def restore(dest):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "paths": {"type": "list", "elements": "str", "default": []},
-            "dest": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": ["saved", "restored"], "default": "saved"},
-            "service": {"type": "str", "default": ""},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     dest = module.params["dest"]
     saving = module.params["state"] == "saved"
     pending = []
