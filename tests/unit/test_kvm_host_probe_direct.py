@@ -444,9 +444,11 @@ def test_remove_values_as_ansible_does() -> None:
 # --- end to end through Ansible: the same probe either way ------------------------------------
 
 
-def _probe(tmp_path: Path, args: Mapping[str, Any], *extra: str, direct: bool, **env: str):
-    """Run kvm_host_probe with the action plugin, pipelining (the direct path) or not
-    (AnsiballZ); (result, what -vvv printed)."""
+def _run(
+    tmp_path: Path, module: str, args: Mapping[str, Any], *extra: str, direct: bool, **env: str
+):
+    """Run one of the role's modules with its action plugin, pipelining (the direct path) or
+    not (AnsiballZ); (result, what -vvv printed)."""
     env = {
         "ANSIBLE_LIBRARY": str(LIBRARY),
         "ANSIBLE_MODULE_UTILS": str(MODULE_UTILS),
@@ -454,7 +456,11 @@ def _probe(tmp_path: Path, args: Mapping[str, Any], *extra: str, direct: bool, *
         "ANSIBLE_PIPELINING": "True" if direct else "False",
         **env,
     }
-    return run_module_with_output(tmp_path, "kvm_host_probe", args, "-vvv", *extra, **env)
+    return run_module_with_output(tmp_path, module, args, "-vvv", *extra, **env)
+
+
+def _probe(tmp_path: Path, args: Mapping[str, Any], *extra: str, direct: bool, **env: str):
+    return _run(tmp_path, "kvm_host_probe", args, *extra, direct=direct, **env)
 
 
 def _leaves(data: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -634,19 +640,13 @@ def test_the_snapshot_is_taken_and_restored_the_same_either_way(tmp_path: Path) 
     for direct in (True, False):
         conf.write_text("before\n")
         dest = tmp_path / f"snap-{direct}"
-        env = {
-            "ANSIBLE_LIBRARY": str(LIBRARY),
-            "ANSIBLE_MODULE_UTILS": str(MODULE_UTILS),
-            "ANSIBLE_ACTION_PLUGINS": str(ACTIONS),
-            "ANSIBLE_PIPELINING": "True" if direct else "False",
-        }
         args = {"paths": [f"{tmp_path}/etc/*.conf"], "dest": str(dest)}
-        saved, said = run_module_with_output(tmp_path, "kvm_host_snapshot", args, "-vvv", **env)
+        saved, said = _run(tmp_path, "kvm_host_snapshot", args, direct=direct)
         running = "kvm_host_snapshot: running {} directly (without AnsiballZ)"
         assert (running.format(LIBRARY / "kvm_host_snapshot.py") in said) is direct
         conf.write_text("after\n")
-        restored, _said = run_module_with_output(
-            tmp_path, "kvm_host_snapshot", {**args, "state": "restored"}, **env
+        restored, _said = _run(
+            tmp_path, "kvm_host_snapshot", {**args, "state": "restored"}, direct=direct
         )
         assert conf.read_text() == "before\n"
         results[direct] = (saved, restored)

@@ -140,9 +140,8 @@ class AnsibleModule(object):
         self._warnings = []
         self._clean = None
         self.no_log_values = set(_PAYLOAD.get("no_log_values", ()))
-        self.params = {}
-        self._check_locale()
         self.params = dict(_PAYLOAD.get("params", {}))
+        self._check_locale()
         unsupported = [
             name
             for name, value in (
