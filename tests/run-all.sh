@@ -40,6 +40,8 @@ python bench/run --quick
 
 step "lab images"
 lab/build-images bookworm trixie
+# The real OpenNebula front-end of molecule/frontend, built from source (cached like the others).
+lab/build-one-image
 scenarios=(default frontend)
 for scenario in "${scenarios[@]}"; do
   mkdir -p "$KVMPREP_LAB_CACHE/$scenario/bookworm" "$KVMPREP_LAB_CACHE/$scenario/trixie"
@@ -54,9 +56,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# default: socket-activated libvirtd, TCP listener with SASL, fault injection. frontend: an
-# OpenNebula front-end (oned TEST DOUBLE) and hosts running libvirtd as a classic daemon (--listen)
-# with the TLS listener. Both: Debian 12 + Debian 13 hosts, a KVM domain run by oneadmin
+# default: socket-activated libvirtd, TCP listener with SASL, fault injection. frontend: a real
+# OpenNebula front-end (oned built from source) and hosts running libvirtd as a classic daemon
+# (--listen) with the TLS listener; VMs created and live-migrated through OpenNebula. Both:
+# Debian 12 + Debian 13 hosts, a KVM domain run by oneadmin
 # live-migrating between them.
 for scenario in "${scenarios[@]}"; do
   step "molecule scenario $scenario"

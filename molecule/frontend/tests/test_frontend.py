@@ -1,14 +1,16 @@
-"""Verify the front-end scenario: the kvm drivers enabled on the front-end, the hosts registered
-through OpenNebula's XML-RPC API (the TEST DOUBLE of oned, read back here with pyone, the client
-kvmprep uses), the remotes copied, oneadmin's SSH in all four directions without a prompt, the
-hosts' classic libvirtd with its TLS listener, and a live migration over qemu+tls driven as
-oneadmin the way OpenNebula's KVM driver does it."""
+"""Verify the front-end scenario against a real OpenNebula front-end (oned built from source,
+lab/build-one-image): the configuration kvmprep changed (and only that), oned restarted into it,
+the hosts registered and MONITORED by OpenNebula's own monitoring, the remotes copied without
+touching the hosts' monitoring state, oneadmin's SSH in all four directions without a prompt, the
+hosts' classic libvirtd with its TLS listener, and VMs created through OpenNebula that
+live-migrate between Debian 12 and Debian 13 in both directions."""
 
 from __future__ import annotations
 
-import hashlib
+import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,9 +25,15 @@ NODES = ("kvmprep-node12", "kvmprep-node13")
 CLUSTERS = {"kvmprep-node12": "kvmprep-lab", "kvmprep-node13": "kvmprep-lab"}
 SESSION = "oneadmin:kvmprep-lab-only"
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
-FIXTURES = PROJECT / "tests" / "unit" / "fixtures" / "one"
 DOMAIN = "kvmprep-fe-test"
 DATASTORE = "/var/lib/one/datastores/0"
+# OpenNebula's configuration as installed, kept by prepare.yml before kvmprep ran.
+INSTALLED = "/var/tmp/etc-one.installed"
+REMOTES = "/srv/one/remotes"
+VMM_CONF = "/etc/one/vmm_exec/vmm_exec_kvm.conf"
+# What the remotes copy leaves alone (roles/one_frontend/vars/main.yml): backups, caches, the
+# monitoring probes' state on the hosts.
+LOCAL_STATE = ("*~", "*__pycache__/*", "im/status_*.db")
 
 
 def machine(name: str):
@@ -86,75 +94,55 @@ def summary_rows(stderr: str) -> dict[str, list[str]]:
 # --- the front-end's configuration ------------------------------------------------------------
 
 
-def section_lines(text: str, name: str, value: str) -> list[str]:
-    """The lines of the active vector attribute NAME whose NAME (or name) is `value`."""
-    lines = text.splitlines()
-    for start, line in enumerate(lines):
-        if line.lstrip().startswith(name) and not line.lstrip().startswith("#"):
-            end = start
-            while "]" not in lines[end]:
-                end += 1
-            block = lines[start : end + 1]
-            if any(f'"{value}"' in entry and "NAME" in entry.upper() for entry in block):
-                return block
-    return []
+def oned_started(front) -> int:
+    """oned's start, in seconds since the epoch."""
+    return int(
+        front.check_output('date -d "$(ps -o lstart= -p "$(pgrep -o -x oned)")" +%s').strip()
+    )
 
 
-def outside(text: str, block: list[str]) -> list[str]:
-    lines = text.splitlines()
-    if not block:
-        return lines
-    start = lines.index(block[0])
-    return lines[:start] + lines[start + len(block) :]
-
-
-@pytest.mark.parametrize(
-    ("path", "fixture", "name"),
-    [
-        ("/etc/one/oned.conf", "oned-current.conf", "VM_MAD"),
-        ("/etc/one/monitord.conf", "monitord.conf", "IM_MAD"),
-    ],
-)
-def test_kvm_driver_enabled_and_the_rest_untouched(path, fixture, name):
-    text = machine(FRONTEND).file(path).content_string
-    block = section_lines(text, name, "kvm")
-    assert block, text
-    original = (FIXTURES / fixture).read_text()
-    # Everything outside the kvm section is the file as it was.
-    assert outside(text, block) == outside(original, section_lines(original, name, "kvm"))
-
-
-@pytest.mark.parametrize(
-    ("path", "fixture"),
-    [
-        ("/etc/one/monitord.conf", "monitord.conf"),
-        ("/etc/one/vmm_exec/vmm_exec_kvm.conf", "vmm_exec_kvm.conf"),
-    ],
-)
-def test_a_changed_config_is_backed_up_as_it_was(path, fixture):
-    front = machine(FRONTEND)
-    found = front.run(f"ls {path}.*~").stdout.split()
-    assert found, f"no backup of {path}"
-    original = (FIXTURES / fixture).read_text()
-    assert any(front.file(backup).content_string == original for backup in found), found
-
-
-def test_an_unchanged_config_is_neither_rewritten_nor_backed_up():
-    # The lab's oned.conf has OpenNebula's own VM_MAD kvm already: nothing to change in it.
+@pytest.mark.parametrize("name", ["oned.conf", "monitord.conf"])
+def test_the_kvm_drivers_as_installed_are_neither_rewritten_nor_backed_up(name):
+    # OpenNebula installs its kvm drivers enabled: kvmprep has nothing to change there.
     front = machine(FRONTEND)
     assert (
-        front.file("/etc/one/oned.conf").content_string
-        == (FIXTURES / "oned-current.conf").read_text()
+        front.file(f"/etc/one/{name}").content_string
+        == front.file(f"{INSTALLED}/{name}").content_string
     )
-    assert front.run("ls /etc/one/oned.conf.*~").rc != 0
+    assert front.run(f"ls /etc/one/{name}.*~").rc != 0
 
 
-def test_kvmrc_migrates_over_the_hosts_transport():
-    kvmrc = machine(FRONTEND).file("/var/lib/one/remotes/etc/vmm/kvm/kvmrc").content_string
+def test_the_machine_type_changed_alone_and_backed_up_as_it_was():
+    front = machine(FRONTEND)
+    installed = front.file(f"{INSTALLED}/vmm_exec/vmm_exec_kvm.conf").content_string
+    now = front.file(VMM_CONF).content_string
+    assert 'MACHINE = "q35"' in installed
+    changed = [
+        (a, b) for a, b in zip(installed.splitlines(), now.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 1, changed
+    assert "pc-q35-7.2" in changed[0][1], changed
+    backups = front.run(f"ls {VMM_CONF}.*~").stdout.split()
+    assert any(front.file(b).content_string == installed for b in backups), backups
+
+
+def test_oned_restarted_into_the_new_machine_type():
+    # one_frontend_restart_oned (molecule.yml): oned reads vmm_exec_kvm.conf at start only.
+    front = machine(FRONTEND)
+    changed = int(front.check_output(f"stat -c %Y {VMM_CONF}").strip())
+    assert oned_started(front) >= changed
+
+
+def test_kvmrc_migrates_over_the_hosts_transport_and_its_backup_stays_home():
+    front = machine(FRONTEND)
+    kvmrc = front.file(f"{REMOTES}/etc/vmm/kvm/kvmrc").content_string
     assert "QEMU_PROTOCOL=qemu+tls" in kvmrc
+    assert front.run(f"ls {REMOTES}/etc/vmm/kvm/kvmrc.*~").rc == 0
+    for name in NODES:
+        assert machine(name).run("ls /var/tmp/one/etc/vmm/kvm/kvmrc.*~").rc != 0, name
 
 
-# --- registration --------------------------------------------------------------------------------
+# --- registration and OpenNebula's own monitoring ------------------------------------------------
 
 
 def test_hosts_registered_with_kvm_drivers_in_their_clusters(one):
@@ -167,14 +155,19 @@ def test_hosts_registered_with_kvm_drivers_in_their_clusters(one):
         assert clusters[host.CLUSTER_ID] == CLUSTERS[name]
 
 
-def test_hosts_monitored_by_the_front_end_over_ssh(one):
-    # The double monitors a host by `ssh HOST cat /var/tmp/one/VERSION` as oneadmin.
+def host_states(one) -> dict[str, int]:
+    return {host.NAME: host.STATE for host in one.hostpool.info().HOST}
+
+
+def test_hosts_monitored_by_opennebula(one):
+    # STATE 2 is MONITORED: monitord ran the kvm probes on the host over SSH as oneadmin and the
+    # host's monitoring reached the front-end.
     states = {}
-    for _ in range(30):
-        states = {host.NAME: host.STATE for host in one.hostpool.info().HOST}
+    for _ in range(90):
+        states = host_states(one)
         if all(states.get(name) == 2 for name in NODES):
             break
-        time.sleep(1)
+        time.sleep(2)
     assert all(states.get(name) == 2 for name in NODES), states
 
 
@@ -187,21 +180,33 @@ def test_each_host_registered_once(one):
 
 
 def tree_digest(host, root: str) -> dict[str, str]:
-    listing = host.check_output(f"cd {root} && find . -type f -exec sha256sum {{}} + | sort -k 2")
-    return {line.split()[1]: line.split()[0] for line in listing.splitlines()}
+    listing = host.check_output(
+        f"cd {root}/ && find -L . -type f -exec sha256sum {{}} + | sort -k 2"
+    )
+    files = {line.split()[1][2:]: line.split()[0] for line in listing.splitlines()}
+    return {
+        path: digest
+        for path, digest in files.items()
+        if not any(fnmatch.fnmatch(path, pattern) for pattern in LOCAL_STATE)
+    }
 
 
-def test_remotes_byte_identical_on_every_host():
-    # rsync -L: the front-end's symlink arrives as the file it points to, as with onehost sync.
-    wanted = tree_digest(machine(FRONTEND), "/var/lib/one/remotes")
-    link = machine(FRONTEND).check_output("cat /var/lib/one/remotes/tm/ssh/deploy-link")
-    wanted["./tm/ssh/deploy-link"] = hashlib.sha256((link + "\n").encode()).hexdigest()
+def test_remotes_identical_on_every_host_and_the_probes_state_kept(one):
+    front = machine(FRONTEND)
+    wanted = tree_digest(front, REMOTES)
+    assert "vmm/kvm/migrate" in wanted
+    ids = {host.NAME: host.ID for host in one.hostpool.info().HOST}
     for name in NODES:
         node = machine(name)
         assert tree_digest(node, "/var/tmp/one") == wanted, name
-        assert node.file("/var/tmp/one/VERSION").content_string.strip() == "7.0.0"
+        assert (
+            node.file("/var/tmp/one/VERSION").content_string
+            == front.file(f"{REMOTES}/VERSION").content_string
+        )
         assert node.file("/var/tmp/one").user == "oneadmin"
         assert not node.file("/var/tmp/one/vmm/stale-script").exists
+        # OpenNebula's kvm probes keep their VM state here; the remotes copy must not delete it.
+        assert node.file(f"/var/tmp/one/im/status_kvm_{ids[name]}.db").exists, name
 
 
 # --- oneadmin's SSH, all four directions -------------------------------------------------------
@@ -277,9 +282,10 @@ def kvmrc_protocol(node) -> str:
 
 def os_machine() -> str:
     """OS MACHINE of the front-end's vmm_exec_kvm.conf, which apply computed from the hosts."""
-    text = machine(FRONTEND).file("/etc/one/vmm_exec/vmm_exec_kvm.conf").content_string
-    line = next(line for line in text.splitlines() if line.startswith("OS"))
-    return line.split("MACHINE")[1].split('"')[1]
+    text = machine(FRONTEND).file(VMM_CONF).content_string
+    found = re.search(r'^OS\s*=\s*\[[^\]]*?MACHINE\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    assert found, text
+    return found.group(1)
 
 
 def domain_state(node, name: str = DOMAIN) -> str:
@@ -357,10 +363,70 @@ def test_without_it_the_older_host_refuses_the_vm(cleanup_domains):
     assert "pc-q35-10.0" in result.stderr, result.stderr
 
 
+# --- VMs created, deployed and live-migrated by OpenNebula --------------------------------------
+
+# A VM with no disk and no NIC: QEMU runs its firmware, which is all live migration needs. It
+# gets OS MACHINE from vmm_exec_kvm.conf as oned loaded it.
+VM_TEMPLATE = 'NAME="{name}"\nCPU="0.1"\nVCPU="1"\nMEMORY="64"\n'
+ACTIVE, RUNNING = 3, 3
+
+
+def on_front_end(command: str):
+    return as_oneadmin(machine(FRONTEND), command)
+
+
+def vm_story(vm_id: int) -> str:
+    """What to show when a VM did not get where it should: OpenNebula's view and its log."""
+    show = on_front_end(f"onevm show {vm_id}").stdout
+    log = machine(FRONTEND).run(f"tail -n 25 /var/log/one/{vm_id}.log").stdout
+    return f"{show}\n--- /var/log/one/{vm_id}.log ---\n{log}"
+
+
+def wait_running_on(one, vm_id: int, host: str) -> None:
+    where = None
+    for _ in range(150):
+        vm = one.vm.info(vm_id)
+        history = vm.HISTORY_RECORDS.HISTORY if vm.HISTORY_RECORDS else []
+        where = (vm.STATE, vm.LCM_STATE, history[-1].HOSTNAME if history else None)
+        if where == (ACTIVE, RUNNING, host):
+            return
+        time.sleep(2)
+    raise AssertionError(f"VM {vm_id} is {where}, not running on {host}:\n{vm_story(vm_id)}")
+
+
+def domain_machine(node, vm_id: int) -> str:
+    xml = as_oneadmin(node, f"virsh -c qemu:///system dumpxml one-{vm_id}").stdout
+    return xml.split("machine='")[1].split("'")[0] if "machine='" in xml else ""
+
+
+@pytest.mark.parametrize(("born", "other"), [NODES[::-1], NODES])
+def test_a_vm_made_by_opennebula_live_migrates_to_the_other_host_and_back(one, born, other):
+    name = f"kvmprep-born-on-{born}"
+    template = VM_TEMPLATE.format(name=name)
+    made = on_front_end(f"printf '{template}' > /tmp/{name}.tpl && onevm create /tmp/{name}.tpl")
+    assert made.rc == 0, made.stderr
+    vm_id = int(made.stdout.split("ID:")[1].split()[0])
+    try:
+        deployed = on_front_end(f"onevm deploy {vm_id} {born}")
+        assert deployed.rc == 0, deployed.stderr
+        wait_running_on(one, vm_id, born)
+        # The machine type oned gives new VMs is the one kvmprep set, on the newer host too.
+        assert domain_machine(machine(born), vm_id) == "pc-q35-7.2", vm_story(vm_id)
+        for source, target in ((born, other), (other, born)):
+            moved = on_front_end(f"onevm migrate --live {vm_id} {target}")
+            assert moved.rc == 0, moved.stderr
+            wait_running_on(one, vm_id, target)
+            assert domain_state(machine(target), f"one-{vm_id}") == "running"
+            assert domain_state(machine(source), f"one-{vm_id}") == "absent"
+    finally:
+        on_front_end(f"onevm terminate --hard {vm_id}")
+
+
 # --- the CLI users run -----------------------------------------------------------------------
 
 
-def test_kvmprep_apply_again_changes_nothing_anywhere(endpoint):
+def test_kvmprep_apply_again_changes_nothing_anywhere(endpoint, one):
+    ids = {host.NAME: host.ID for host in one.hostpool.info().HOST}
     result = kvmprep(
         "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], env={"ONE_XMLRPC": endpoint}
     )
@@ -373,6 +439,9 @@ def test_kvmprep_apply_again_changes_nothing_anywhere(endpoint):
     # No secret reaches the terminal: neither oneadmin's password nor a TLS private key.
     assert "kvmprep-lab-only" not in result.stderr + result.stdout
     assert "PRIVATE KEY" not in result.stderr + result.stdout
+    # The monitoring probes' state is still on the hosts (the remotes copy deleted nothing).
+    for name in NODES:
+        assert machine(name).file(f"/var/tmp/one/im/status_kvm_{ids[name]}.db").exists, name
 
 
 def test_kvmprep_apply_rejects_a_bad_endpoint_before_any_change():
@@ -414,7 +483,7 @@ def test_kvmprep_check_finds_front_end_and_hosts_compliant(endpoint):
         controls = report["hosts"][name]["controls"]
         for control in ("USR-003", "ONE-001", "ONE-002", "ONE-006", "ONE-007", "FLEET-003"):
             assert controls[control]["status"] == "PASS", (name, control, controls[control])
-        assert "7.0.0" in controls["ONE-001"]["message"]
+        assert "7.5.80" in controls["ONE-001"]["message"]
         assert "MONITORED" in controls["ONE-002"]["message"]
     assert "kvmprep-lab" in report["hosts"][NODES[1]]["controls"]["ONE-002"]["message"]
     assert "kvmprep-lab-only" not in stderr

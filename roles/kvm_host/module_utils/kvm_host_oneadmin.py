@@ -7,6 +7,7 @@ oneadmin trusts (authorized_keys, known_hosts), and a digest of a remotes tree (
 later), standard library only; nothing here writes.
 """
 
+import fnmatch
 import glob
 import hashlib
 import ipaddress
@@ -21,6 +22,14 @@ HOST_KEYS_GLOB = "/etc/ssh/ssh_host_*_key.pub"
 #: Paths of a tree not owned by its user that are reported by name (the rest are counted).
 FOREIGN_SHOWN = 5
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+# What a remotes tree holds that is not the front-end's drivers: Ansible's backup of an edited
+# file (kvmrc.<pid>.<date>~), Python's caches, and the state OpenNebula's kvm monitoring probes
+# keep on each host (im/status_kvm_<host id>.db). The remotes copy neither sends nor deletes them
+# (one_frontend's __one_frontend_rsync_excludes, kept equal by a unit test) and the digest leaves
+# them out, so a converged host is one whose drivers match the front-end's.
+REMOTES_LOCAL_NAMES = ("*~",)
+REMOTES_LOCAL_DIRS = ("__pycache__",)
+REMOTES_LOCAL_PATHS = ("im/status_*.db",)
 
 
 def _errtext(exc):
@@ -239,10 +248,12 @@ def remotes_digest(path, user):
             dirs[:] = []
             continue
         seen.add(real)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d not in REMOTES_LOCAL_DIRS)
         for name in [*dirs, *sorted(names)]:
             full = os.path.join(top, name)
             rel = os.path.relpath(full, path)
+            if name not in dirs and remotes_local(rel):
+                continue
             try:
                 lst = os.lstat(full)
                 if _owner(lst.st_uid) != user:
@@ -267,6 +278,14 @@ def remotes_digest(path, user):
             pass
     res["tree"] = tree_hash(res["files"])
     return res
+
+
+def remotes_local(rel):
+    """Whether the file at rel (relative to a remotes tree) is local state, not a driver."""
+    name = os.path.basename(rel)
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in REMOTES_LOCAL_NAMES) or any(
+        fnmatch.fnmatchcase(rel, pattern) for pattern in REMOTES_LOCAL_PATHS
+    )
 
 
 def tree_hash(files):

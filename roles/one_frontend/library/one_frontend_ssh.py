@@ -24,6 +24,13 @@ options:
     type: str
     choices: [ed25519, ecdsa, rsa]
     default: ed25519
+  blocks:
+    description:
+      - Files of the user's C(.ssh) directory (by name) and the marker of the block kvmprep
+        manages in each, as blockinfile's C(marker) with C({mark}). The lines now inside each
+        block are reported, so that a run that lacks some machine can keep their lines.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -57,11 +64,19 @@ addresses:
   description: The machine's non-loopback IPv4 and IPv6 addresses.
   type: list
   returned: always
+blocks:
+  description:
+    - Per file of I(blocks), the lines inside its managed block (empty when the file or the
+      block does not exist). A file that is not a regular file (a link, for instance) is not
+      read and reports no lines.
+  type: dict
+  returned: always
 """
 
 import os
 import pwd
 import socket
+import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kvm_host_oneadmin import (  # shared with the check's probes
@@ -96,6 +111,24 @@ def generate(module, user, key_file, key_type):
         module.fail_json(msg="ssh-keygen for {0} failed: {1}".format(user, err.strip()))
 
 
+def block_lines(path, marker):
+    """The lines between blockinfile's BEGIN and END markers in path, without following a link
+    (root reads oneadmin's files here: a link oneadmin planted must not make root read another)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return []
+    with os.fdopen(fd) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return []
+        lines = handle.read().splitlines()
+    begin, end = marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
+    if begin not in lines or end not in lines[lines.index(begin) :]:
+        return []
+    start = lines.index(begin) + 1
+    return lines[start : lines.index(end, start)]
+
+
 def run_module(module):
     user = module.params["user"]
     key_type = module.params["key_type"]
@@ -125,6 +158,10 @@ def run_module(module):
         host_keys=host_keys(),
         names=machine_names(),
         addresses=interface_addresses(module.run_command),
+        blocks={
+            name: block_lines(os.path.join(ssh_dir, os.path.basename(name)), marker)
+            for name, marker in module.params["blocks"].items()
+        },
     )
 
 
@@ -137,6 +174,7 @@ def main():
                 "default": "ed25519",
                 "choices": ["ed25519", "ecdsa", "rsa"],
             },
+            "blocks": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
