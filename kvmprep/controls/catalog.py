@@ -345,6 +345,22 @@ CATALOG: tuple[Control, ...] = (
         judge=opennebula.directories,
     ),
     Control(
+        id="ONE-011",
+        title="oned runs with the configuration on disk",
+        severity=Severity.HIGH,
+        rationale="oned.conf: the kvm drivers and vmm_exec_kvm.conf's defaults (OS MACHINE for "
+        "live migration) take effect when oned reads them, which it does at start only",
+        detection="on the front-end (one_frontend_probe): the oned process in /proc and its "
+        "start time (/proc/PID/stat starttime / SC_CLK_TCK + btime of /proc/stat) against the "
+        "mtimes of oned.conf, monitord.conf and vmm_exec/vmm_exec_kvm.conf (2 s of slack for "
+        "whole-second clocks); a file changed after the start FAILs with both times; oned not "
+        "running FAILs",
+        remediation="restart OpenNebula (systemctl restart opennebula), or kvmprep apply with "
+        "one_frontend_restart_oned=true",
+        judge=opennebula.oned_loaded,
+        applies_to=(Role.FRONTEND,),
+    ),
+    Control(
         id="FLEET-001",
         title="libvirt host UUID unique across hosts",
         severity=Severity.HIGH,

@@ -1,6 +1,6 @@
-"""The OpenNebula side of `kvmprep check`: the probes' parsing, the judges of USR-003 and
-ONE-001..007 on a fleet with a front-end, the check flow's front-end row, and ONE-002's read
-of oned's host pool (against the oned test double)."""
+"""The OpenNebula side of `kvmprep check`: the probes' parsing, the judges of USR-003,
+ONE-001..007 and ONE-011 on a fleet with a front-end, the check flow's front-end row, and
+ONE-002's read of oned's host pool (against the oned test double)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,10 @@ from tests.one_double.oned_double import start
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 ONE = FIXTURES / "one"
 FRONTEND = json.loads((ONE / "frontend-probe.json").read_text())
-ONE_IDS = ("USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007")
+ONE_IDS = (
+    "USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007",
+    "ONE-011",
+)  # fmt: skip
 
 oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "roles/kvm_host/module_utils")
 probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "roles/one_frontend/library")
@@ -104,8 +110,9 @@ def statuses(rows: dict[str, dict], name: str) -> dict[str, Status]:
 def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> None:
     rows = fleet()
     assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
-    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "FLEET-002"}
+    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "ONE-011", "FLEET-002"}
     assert "ONE-003" not in rows["h1"]
+    assert "ONE-011" not in rows["h1"]
     for name in ("h1", "h2"):
         assert statuses(rows, name) == dict.fromkeys(
             ("USR-003", "ONE-001", "ONE-002", "ONE-004", "ONE-005", "ONE-006", "ONE-007"), P
@@ -114,6 +121,12 @@ def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> No
     assert "monitord syntax" in rows["fe"]["ONE-003"].message
     assert rows["fe"]["ONE-006"].status is P
     assert rows["fe"]["FLEET-002"].status is P
+    assert rows["fe"]["ONE-011"].status is P
+    assert rows["fe"]["ONE-011"].message == (
+        "oned (pid 4127) started at 2026-01-01 09:55:41 UTC, after the last change of "
+        "oned.conf (2026-01-01 09:55:00 UTC), monitord.conf (2026-01-01 09:55:00 UTC), "
+        "vmm_exec_kvm.conf (2026-01-01 09:55:01 UTC)"
+    )
 
 
 def test_fleet_controls_of_kvm_hosts_do_not_count_the_front_end() -> None:
@@ -138,6 +151,9 @@ def test_without_a_front_end_the_front_end_controls_skip_with_the_reason() -> No
         assert row[control].status is S
         assert "no frontend group in the inventory" in row[control].message
     assert (row["ONE-004"].status, row["ONE-007"].status) == (P, P)
+    # The front-end's own controls have no row on a KVM host (as ONE-003).
+    assert "ONE-011" not in row
+    assert "ONE-003" not in row
 
 
 def test_an_unreachable_front_end_is_an_error_row_and_an_error_for_the_hosts() -> None:
@@ -242,6 +258,75 @@ def test_front_end_drivers_in_each_syntax() -> None:
     rows = fleet(legacy)
     assert rows["fe"]["ONE-003"].status is P
     assert "legacy syntax" in rows["fe"]["ONE-003"].message
+
+
+# --- ONE-011 -------------------------------------------------------------------------------------
+
+STARTED = FRONTEND["oned"]["started"]
+
+
+def changed(after: dict[str, float]) -> dict[str, Any]:
+    """The fixture front-end with files' mtimes set to seconds after oned started."""
+    fe = copy.deepcopy(FRONTEND)
+    for name, seconds in after.items():
+        fe["files"][name]["mtime"] = STARTED + seconds
+    return fe
+
+
+def test_a_file_changed_after_oned_started_fails_with_both_times() -> None:
+    result = fleet(changed({"vmm_exec_kvm.conf": 120.0, "oned.conf": 3600.0}))["fe"]["ONE-011"]
+    assert result.status is F
+    assert result.message == (
+        "oned.conf changed at 2026-01-01 10:55:41 UTC, vmm_exec_kvm.conf changed at "
+        "2026-01-01 09:57:41 UTC, after oned (pid 4127) started at 2026-01-01 09:55:41 UTC: "
+        "oned runs with what they said before"
+    )
+    assert "monitord.conf" not in result.message
+    assert result.remediation == (
+        "restart OpenNebula (systemctl restart opennebula), or kvmprep apply with "
+        "one_frontend_restart_oned=true"
+    )
+    assert result.control.severity == "high"
+
+
+def test_oned_not_running_fails() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["oned"] = {"running": False, "pid": None, "started": None, "error": None}
+    result = fleet(fe)["fe"]["ONE-011"]
+    assert (result.status, result.message) == (F, "oned is not running")
+    assert "systemctl start opennebula" in result.remediation
+
+
+@pytest.mark.parametrize(
+    ("after", "status"),
+    [
+        (-30.0, P),  # written, then OpenNebula restarted: the fixture's order
+        (0.0, P),  # the same instant
+        (0.99, P),  # the same second, as a whole-second btime rounds it
+        (2.0, P),  # still inside the slack: btime and mtimes may each be a second off
+        (2.01, F),  # past it
+        (86400.0, F),
+    ],
+)
+def test_the_same_second_does_not_flap(after: float, status: Status) -> None:
+    assert fleet(changed({"vmm_exec_kvm.conf": after}))["fe"]["ONE-011"].status is status
+
+
+def test_a_missing_monitord_conf_is_not_a_change_and_an_unknown_state_is_an_error() -> None:
+    legacy = changed({"monitord.conf": 600.0})
+    legacy["files"]["monitord.conf"].update(exists=False, mtime=None)
+    result = fleet(legacy)["fe"]["ONE-011"]
+    assert result.status is P
+    assert "monitord.conf" not in result.message
+    blind = copy.deepcopy(FRONTEND)
+    blind["oned"] = {"running": None, "pid": None, "started": None, "error": "cannot read /proc"}
+    result = fleet(blind)["fe"]["ONE-011"]
+    assert (result.status, result.message) == (
+        E,
+        "whether oned runs is unknown: cannot read /proc",
+    )
+    older = {k: v for k, v in FRONTEND.items() if k != "oned"}
+    assert fleet(older)["fe"]["ONE-011"].status is E
 
 
 # --- ONE-004, ONE-005, ONE-007 -------------------------------------------------------------------
@@ -414,6 +499,7 @@ def test_front_end_probe_reads_the_lab_files(tmp_path: Path) -> None:
     assert found["files"]["oned.conf"] == {
         "path": str(etc / "oned.conf"),
         "exists": True,
+        "mtime": (etc / "oned.conf").stat().st_mtime,
         "error": None,
     }
     assert set(found["drivers"]["oned.conf"]) == {"IM_MAD", "VM_MAD"}
@@ -429,6 +515,65 @@ def test_front_end_probe_reports_a_broken_file_instead_of_failing(tmp_path: Path
     assert "not closed" in found["files"]["oned.conf"]["error"]
     assert found["version"] is None
     assert found["drivers"]["oned.conf"] == {"IM_MAD": [], "VM_MAD": []}
+
+
+def test_front_end_probe_reports_each_files_mtime_and_none_for_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "oned.conf").write_text('VM_MAD = [ NAME = "kvm" ]\n')
+    os.utime(tmp_path / "oned.conf", (1700000000.25, 1700000000.25))
+    found = probe_fe.gather("nobody", str(tmp_path), str(tmp_path / "r"), lambda a: (1, "", ""))
+    assert found["files"]["oned.conf"]["mtime"] == 1700000000.25
+    assert found["files"]["monitord.conf"] == {
+        "path": str(tmp_path / "monitord.conf"),
+        "exists": False,
+        "mtime": None,
+        "error": None,
+    }
+    assert found["files"]["vmm_exec_kvm.conf"]["mtime"] is None
+    assert set(found["oned"]) == {"running", "pid", "started", "error"}
+
+
+def _proc(root: Path, *pids: int) -> Path:
+    """A /proc with only the given processes of the real one (and its stat, for btime): the
+    machine may run an oned of its own (the lab's front-end) that the test must not see."""
+    root.mkdir()
+    (root / "stat").symlink_to("/proc/stat")
+    for pid in pids:
+        (root / str(pid)).symlink_to(f"/proc/{pid}")
+    return root
+
+
+def test_front_end_probe_finds_a_real_oned_and_when_it_started(tmp_path: Path) -> None:
+    # A real process whose name the kernel reports as oned: sleep, run under that name.
+    binary = tmp_path / "oned"
+    binary.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    before = time.time()
+    oned = subprocess.Popen([str(binary), "30"])
+    try:
+        # Popen returns when the exec closed its pipe, which the kernel does before it renames
+        # the process: wait for the name.
+        comm = Path(f"/proc/{oned.pid}/comm")
+        deadline = time.monotonic() + 5
+        while comm.read_text().strip() != "oned" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        found = probe_fe.oned_state(str(_proc(tmp_path / "proc", oned.pid, os.getpid())))
+    finally:
+        oned.kill()
+        oned.wait()
+    assert (found["running"], found["pid"], found["error"]) == (True, oned.pid, None)
+    # btime has whole seconds: the start time may read up to a second early.
+    assert before - 1.5 <= found["started"] <= time.time() + 0.5
+
+
+def test_front_end_probe_says_oned_is_not_running_and_why_it_cannot_tell(
+    tmp_path: Path,
+) -> None:
+    found = probe_fe.oned_state(str(_proc(tmp_path / "proc", os.getpid())))
+    assert found == {"running": False, "pid": None, "started": None, "error": None}
+    found = probe_fe.oned_state(str(tmp_path / "no-proc"))
+    assert found["running"] is None
+    assert "cannot read" in found["error"]
 
 
 # --- the check flow with a front-end -------------------------------------------------------------
