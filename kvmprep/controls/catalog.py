@@ -402,11 +402,14 @@ CATALOG: tuple[Control, ...] = (
         "cluster). What VMs get on each host (OS MACHINE when the front-end's value is known, "
         "else the emulator's default) must run on every other host of the cluster: the hosts "
         "that lack it and the hosts whose VMs cannot leave FAIL, naming the newest machine "
-        "type every host runs",
+        "type every host runs. oned reads vmm_exec_kvm.conf at start only: when it changed "
+        "after oned started, or oned is not running (ONE-011), the file's OS MACHINE is not "
+        "what VMs get and a host that would pass on it FAILs",
         remediation="kvmprep apply with the front-end role sets OS MACHINE in "
         "vmm_exec_kvm.conf to the newest machine type every host of the cluster runs "
-        "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; VMs "
-        "started before keep their machine type until they are redeployed",
+        "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; oned "
+        "uses it once OpenNebula is restarted (systemctl restart opennebula); VMs started "
+        "before keep their machine type until they are redeployed",
         fleet_judge=fleet.machine_type,
     ),
     Control(

@@ -243,10 +243,8 @@ LOADED_AT_START = ("oned.conf", "monitord.conf", "vmm_exec_kvm.conf")
 #: systems keep mtimes in whole seconds. A file written and oned started in the same second must
 #: not read as "changed after", and nobody edits oned's files within 2 s after a restart.
 CLOCK_SLACK = 2.0
-RESTART_FIX = (
-    "restart OpenNebula (systemctl restart opennebula), or kvmprep apply with "
-    "one_frontend_restart_oned=true"
-)
+RESTART = "restart OpenNebula (systemctl restart opennebula)"
+RESTART_FIX = f"{RESTART}, or kvmprep apply with one_frontend_restart_oned=true"
 
 
 def when(epoch: float) -> str:

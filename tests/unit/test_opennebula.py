@@ -620,10 +620,66 @@ def test_host_inputs_make_a_front_end_row_and_feed_its_vm_defaults() -> None:
     assert inputs[0].facts["api"]["hosts"][0]["name"] == "h1"
     assert inputs[1].vmm.machine == FRONTEND["vmm_kvm"]["machine"]
     assert inputs[1].vmm.source == "vmm_exec_kvm.conf on fe"
+    assert inputs[1].vmm.not_loaded == ""
     reports = evaluate_fleet(inputs)
     assert check.exit_status(reports) == 0, [
         (r.name, c.control.id, c.message) for r in reports for c in r.results if c.status != P
     ]
+
+
+def _fleet_003(fe: dict[str, Any]) -> tuple[list[HostInput], dict[str, dict]]:
+    tasks = {
+        "fe": {check.FRONTEND_TASK: {"probe": fe}, check.API_TASK: {"msg": FRONTEND_API}},
+        "h1": _host_task("h1"),
+        "h2": _host_task("h2"),
+    }
+    inputs = check.host_inputs(_run(tasks))
+    reports = evaluate_fleet(inputs)
+    return inputs, {r.name: {c.control.id: c for c in r.results} for r in reports}
+
+
+FRONTEND_API = api(registered("h1"), registered("h2"))
+
+
+def test_fleet_003_does_not_pass_on_a_file_oned_has_not_read() -> None:
+    """apply set OS MACHINE to what every host runs, OpenNebula was not restarted: VMs still
+    get the old machine type, so the file's value must not make FLEET-003 pass."""
+    _inputs, loaded = _fleet_003(copy.deepcopy(FRONTEND))
+    assert loaded["h1"]["FLEET-003"].status is P
+    inputs, rows = _fleet_003(changed({"vmm_exec_kvm.conf": 300.0}))
+    assert inputs[1].vmm.not_loaded == (
+        "vmm_exec_kvm.conf changed at 2026-01-01 10:00:41 UTC, after oned started at "
+        "2026-01-01 09:55:41 UTC"
+    )
+    for name in ("h1", "h2"):
+        result = rows[name]["FLEET-003"]
+        assert result.status is F
+        assert result.message == (
+            "vmm_exec_kvm.conf on fe says OS MACHINE pc-q35-7.2, but that is not what oned "
+            "uses until it is restarted (vmm_exec_kvm.conf changed at 2026-01-01 10:00:41 UTC, "
+            "after oned started at 2026-01-01 09:55:41 UTC): VMs get what it read at start"
+        )
+        assert "systemctl restart opennebula" in result.remediation
+    assert rows["fe"]["ONE-011"].status is F
+    # Another file changed (oned.conf): vmm_exec_kvm.conf was read, FLEET-003 is unchanged.
+    _inputs, other = _fleet_003(changed({"oned.conf": 300.0}))
+    assert other["h1"]["FLEET-003"].status is P
+    assert other["fe"]["ONE-011"].status is F
+
+
+def test_fleet_003_does_not_pass_while_oned_is_not_running() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["oned"] = {"running": False, "pid": None, "started": None, "error": None}
+    inputs, rows = _fleet_003(fe)
+    assert inputs[1].vmm.not_loaded == "oned is not running"
+    assert rows["h1"]["FLEET-003"].status is F
+    assert "(oned is not running)" in rows["h1"]["FLEET-003"].message
+    # A probe that could not tell leaves FLEET-003 to the file; ONE-011 is the ERROR.
+    fe["oned"] = {"running": None, "pid": None, "started": None, "error": "cannot read /proc"}
+    inputs, rows = _fleet_003(fe)
+    assert inputs[1].vmm.not_loaded == ""
+    assert rows["h1"]["FLEET-003"].status is P
+    assert rows["fe"]["ONE-011"].status is E
 
 
 def test_an_unreachable_front_end_is_its_own_error_row() -> None:
