@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import FIXTURES, REPO_ROOT
 from test_controls import load
 from test_kvm_host_conf import load_library_module
@@ -27,6 +28,7 @@ from kvmprep.controls.evaluate import HostInput, evaluate_fleet
 from kvmprep.controls.model import Expect, Role, Status
 from kvmprep.controls.opennebula import known_under, name_matches
 from tests.one_double.oned_double import start
+from tests.unit.ansible_env import run_module_locally
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 ONE = FIXTURES / "one"
@@ -532,6 +534,46 @@ def test_front_end_probe_reports_each_files_mtime_and_none_for_a_missing_one(
     }
     assert found["files"]["vmm_exec_kvm.conf"]["mtime"] is None
     assert set(found["oned"]) == {"running", "pid", "started", "error"}
+
+
+@pytest.mark.ansible
+def test_front_end_probe_through_ansible_on_this_machine(tmp_path: Path) -> None:
+    """The module as the front-end runs it (AnsiballZ, /usr/bin/python3): the new facts
+    arrive, and oned's absence or a missing file is reported, never a failure."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "oned.conf").write_text((ONE / "oned-current.conf").read_text())
+    os.utime(etc / "oned.conf", (1700000000.5, 1700000000.5))
+    me = __import__("pwd").getpwuid(os.geteuid()).pw_name
+    roles = REPO_ROOT / "roles"
+    result = run_module_locally(
+        tmp_path,
+        "one_frontend_probe",
+        {"user": me, "etc_dir": str(etc), "remotes_dir": str(tmp_path / "remotes")},
+        "-M",
+        str(roles / "one_frontend" / "library"),
+        "--check",
+        ANSIBLE_MODULE_UTILS=f"{roles / 'one_frontend' / 'module_utils'}:"
+        f"{roles / 'kvm_host' / 'module_utils'}",
+    )
+    assert result.get("failed") is not True, result
+    probe = result["probe"]
+    assert probe["files"]["oned.conf"]["mtime"] == 1700000000.5
+    assert probe["files"]["monitord.conf"]["mtime"] is None
+    assert probe["files"]["vmm_exec_kvm.conf"]["exists"] is False
+    oned = probe["oned"]
+    # The machine may run the lab's oned: whichever, the answer is consistent.
+    assert oned["error"] is None
+    assert oned["running"] in (True, False)
+    assert (oned["pid"] is None) is (not oned["running"])
+    if oned["running"]:
+        assert 0 < oned["started"] <= time.time() + 1
+
+
+def test_front_end_probe_documentation_is_valid_yaml() -> None:
+    returned = yaml.safe_load(probe_fe.RETURN)["probe"]["description"]
+    assert any("C(oned)" in line and "C(started)" in line for line in returned)
+    assert yaml.safe_load(probe_fe.DOCUMENTATION)["module"] == "one_frontend_probe"
 
 
 def _proc(root: Path, *pids: int) -> Path:

@@ -16,7 +16,7 @@ description:
     C(onehost sync) copies them), oneadmin's account, SSH key, authorized_keys and known_hosts,
     and the front-end's SSH host keys, names and addresses (as one_frontend_ssh reports them).
   - Reports whether oned runs and when it started, and when C(oned.conf), C(monitord.conf) and
-    C(vmm_exec_kvm.conf) last changed: oned reads them at start only, so a file changed after
+    C(vmm_exec_kvm.conf) last changed. oned reads them at start only, so a file changed after
     that is not what oned uses.
   - Never changes anything; C(changed) is always false. What cannot be read is reported with
     the reason, never as a failure.
@@ -58,10 +58,10 @@ probe:
     - C(accounts.user), oneadmin's C(uid), C(gid), C(home) (null when missing).
     - C(ssh), as kvm_host_probe's C(one.ssh).
     - C(oned), the oned process found in /proc by its name (the earliest started when there
-      are several): C(running) (true, false, or null when /proc cannot be read), C(pid) and
-      C(started) (seconds since the epoch: its starttime over SC_CLK_TCK plus the boot time of
-      /proc/stat; whole-second precision at best), both null when it does not run, and
-      C(error) (why it could not be told, else null).
+      are several). C(running) is true, false, or null when /proc cannot be read; C(pid) and
+      C(started) (seconds since the epoch, its starttime over SC_CLK_TCK plus the boot time of
+      /proc/stat, whole-second precision at best) are null when it does not run; C(error)
+      says why it could not be told, else null.
   returned: always
   type: dict
 """
