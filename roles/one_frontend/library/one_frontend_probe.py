@@ -142,7 +142,7 @@ def _process(proc, pid):
         return None  # gone meanwhile, or not ours to read
     # The name in parentheses may hold spaces: count the fields after its closing one.
     fields = stat.rpartition(")")[2].split()
-    if len(fields) < 20:
+    if len(fields) < 20 or not fields[19].isdigit():
         return None
     return fields[0], int(fields[19])
 
