@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kvmprep import content, runner, smoke
+from kvmprep.controls import opennebula
 from kvmprep.controls.catalog import CATALOG, smoke_controls
 from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
 from kvmprep.controls.model import Expect, Role, Status, VmmDefaults
@@ -209,6 +210,7 @@ def host_inputs(result: runner.RunResult) -> list[HostInput]:
         machine=vmm_kvm.get("machine"),
         cpu_model=vmm_kvm.get("cpu_model"),
         source=f"vmm_exec_kvm.conf on {fe.name}",
+        not_loaded=opennebula.not_loaded(fe.facts, "vmm_exec_kvm.conf"),  # type: ignore[arg-type]
     )
     return [
         replace(i, vmm=vmm) if i.role is Role.KVM_HOST and i.facts is not None else i

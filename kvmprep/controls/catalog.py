@@ -345,6 +345,22 @@ CATALOG: tuple[Control, ...] = (
         judge=opennebula.directories,
     ),
     Control(
+        id="ONE-011",
+        title="oned runs with the configuration on disk",
+        severity=Severity.HIGH,
+        rationale="oned.conf: the kvm drivers and vmm_exec_kvm.conf's defaults (OS MACHINE for "
+        "live migration) take effect when oned reads them, which it does at start only",
+        detection="on the front-end (one_frontend_probe): the oned process in /proc and its "
+        "start time (/proc/PID/stat starttime / SC_CLK_TCK + btime of /proc/stat) against the "
+        "mtimes of oned.conf, monitord.conf and vmm_exec/vmm_exec_kvm.conf (2 s of slack for "
+        "whole-second clocks); a file changed after the start FAILs with both times; oned not "
+        "running FAILs",
+        remediation="restart OpenNebula (systemctl restart opennebula), or kvmprep apply with "
+        "one_frontend_restart_oned=true",
+        judge=opennebula.oned_loaded,
+        applies_to=(Role.FRONTEND,),
+    ),
+    Control(
         id="FLEET-001",
         title="libvirt host UUID unique across hosts",
         severity=Severity.HIGH,
@@ -386,11 +402,14 @@ CATALOG: tuple[Control, ...] = (
         "cluster). What VMs get on each host (OS MACHINE when the front-end's value is known, "
         "else the emulator's default) must run on every other host of the cluster: the hosts "
         "that lack it and the hosts whose VMs cannot leave FAIL, naming the newest machine "
-        "type every host runs",
+        "type every host runs. oned reads vmm_exec_kvm.conf at start only: when it changed "
+        "after oned started, or oned is not running (ONE-011), the file's OS MACHINE is not "
+        "what VMs get and a host that would pass on it FAILs",
         remediation="kvmprep apply with the front-end role sets OS MACHINE in "
         "vmm_exec_kvm.conf to the newest machine type every host of the cluster runs "
-        "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; VMs "
-        "started before keep their machine type until they are redeployed",
+        "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; oned "
+        "uses it once OpenNebula is restarted (systemctl restart opennebula); VMs started "
+        "before keep their machine type until they are redeployed",
         fleet_judge=fleet.machine_type,
     ),
     Control(

@@ -22,6 +22,7 @@ from typing import Any
 
 from kvmprep.controls import machines as mt
 from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, VmmDefaults, fact
+from kvmprep.controls.opennebula import RESTART
 
 AUTO = "auto"
 HOST_CPU_MODES = ("host-passthrough", "host-model")
@@ -336,8 +337,19 @@ class MachinePlan:
                 "their own"
             )
         problems = self._problems(member)
-        if not problems:
+        unread = _not_loaded(member)
+        if not problems and not unread:
             return Result.passed(self._fine(member))
+        if not problems:
+            # The file would do, but VMs get what oned read at start: the type that broke
+            # migration, in the usual case of an apply that changed it and no restart since.
+            # Not "kvmprep apply with one_frontend_restart_oned": the role restarts oned only
+            # when it changes the kvm drivers, not for vmm_exec_kvm.conf.
+            return Result.fail(unread, RESTART)
+        if unread:
+            return Result.fail(
+                "; ".join([*problems, unread]) + self._closing(), f"{self.fix()}; then {RESTART}"
+            )
         return Result.fail("; ".join(problems) + self._closing(), self.fix())
 
     def _problems(self, member: Member) -> list[str]:
@@ -416,6 +428,20 @@ class MachinePlan:
         )
 
 
+def _not_loaded(member: Member) -> str:
+    """What FLEET-003 says when oned has not read the OS MACHINE the judgement used; ""
+    when it has (or nobody can tell)."""
+    vmm = member.vmm
+    if not vmm.not_loaded:
+        return ""
+    where = vmm.source or "vmm_exec_kvm.conf"
+    said = f"OS MACHINE {vmm.machine}" if vmm.machine else "no OS MACHINE"
+    return (
+        f"{where} says {said}, but that is not what oned uses until it is restarted "
+        f"({vmm.not_loaded}): VMs get what it read at start"
+    )
+
+
 def _pinned(values: Sequence[str]) -> str | None:
     """The inventory's machine type or CPU model for the cluster; None when auto or unset."""
     chosen = Counter(v for v in values if v).most_common(1)
@@ -424,7 +450,11 @@ def _pinned(values: Sequence[str]) -> str | None:
 
 
 def _machine_basis(members: Sequence[Member]) -> str:
-    known = {(m.vmm.machine, m.vmm.source) for m in members if m.vmm.machine}
+    known = {
+        (m.vmm.machine, "; ".join(filter(None, (m.vmm.source, m.vmm.not_loaded))))
+        for m in members
+        if m.vmm.machine
+    }
     if not known:
         return (
             "OS MACHINE not known to check (the front-end is not read): each host's "

@@ -148,6 +148,10 @@ class VmmDefaults:
     cpu_model: str | None = None
     #: Where the values were read, for the messages ("vmm_exec_kvm.conf on one1").
     source: str = ""
+    #: Why oned does not give VMs these values although the file says them (it changed after
+    #: oned started, or oned is not running: oned reads it at start only); "": it does, or
+    #: check cannot tell (ONE-011 says why).
+    not_loaded: str = ""
 
 
 class Role(StrEnum):

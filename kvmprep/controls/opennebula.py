@@ -13,6 +13,7 @@ import base64
 import fnmatch
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -230,6 +231,92 @@ def frontend_drivers(facts: Mapping[str, Any], expect: Expect) -> Result:
         f"OpenNebula {version} ({syntax} syntax): IM_MAD {im_name} in {im_file}, VM_MAD "
         f"{vm_name} in {vm_file}"
     )
+
+
+# --- ONE-011: oned runs with the configuration on disk ---------------------------------------
+
+#: The files oned reads at start only (monitord.conf through the monitord it starts).
+LOADED_AT_START = ("oned.conf", "monitord.conf", "vmm_exec_kvm.conf")
+#: Seconds a file's mtime may pass oned's start time and still count as read by it. The start
+#: time is /proc/stat's btime (whole seconds, and derived from the wall clock, so it moves by a
+#: second when the clock is adjusted) plus the process's starttime in clock ticks; some file
+#: systems keep mtimes in whole seconds. A file written and oned started in the same second must
+#: not read as "changed after", and nobody edits oned's files within 2 s after a restart.
+CLOCK_SLACK = 2.0
+RESTART = "restart OpenNebula (systemctl restart opennebula)"
+RESTART_FIX = f"{RESTART}, or kvmprep apply with one_frontend_restart_oned=true"
+
+
+def when(epoch: float) -> str:
+    """An epoch time as operators read it, in UTC (the controller's zone may not be the
+    front-end's)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def oned_running(facts: Mapping[str, Any]) -> bool:
+    """Whether oned runs on the front-end; ``ValueError`` when the probe could not tell."""
+    oned = fact(facts, "oned")
+    if oned.get("running") is None:
+        raise ValueError(f"whether oned runs is unknown: {oned.get('error')}")
+    return bool(oned["running"])
+
+
+def changed_after_start(facts: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    """The files of ``names`` changed after a running oned started, each with its time;
+    ``ValueError`` when a file exists but its time is unknown."""
+    started = fact(facts, "oned", "started")
+    changed = []
+    for name in names:
+        entry = fact(facts, "files", name)
+        if not entry.get("exists"):
+            continue  # monitord.conf before 5.12; a missing oned.conf is ONE-003's FAIL
+        if entry.get("mtime") is None:
+            raise ValueError(f"when {entry['path']} changed is unknown: {entry.get('error')}")
+        if entry["mtime"] > started + CLOCK_SLACK:
+            changed.append(f"{name} changed at {when(entry['mtime'])}")
+    return changed
+
+
+def not_loaded(facts: Mapping[str, Any], name: str) -> str:
+    """Why oned does not use what the file ``name`` says now, "" when it does or when the
+    probe could not tell (ONE-011 reports that)."""
+    try:
+        if not oned_running(facts):
+            return "oned is not running"
+        changed = changed_after_start(facts, (name,))
+    except (MissingFact, ValueError):
+        return ""
+    if not changed:
+        return ""
+    return f"{changed[0]}, after oned started at {when(fact(facts, 'oned', 'started'))}"
+
+
+def oned_loaded(facts: Mapping[str, Any], expect: Expect) -> Result:
+    """ONE-011. oned reads its configuration at start only: what it runs with is what the
+    files said then."""
+    try:
+        if not oned_running(facts):
+            return Result.fail(
+                "oned is not running",
+                "start OpenNebula (systemctl start opennebula); oned reads the files then",
+            )
+        changed = changed_after_start(facts, LOADED_AT_START)
+    except ValueError as exc:
+        return Result.error(str(exc))
+    oned = fact(facts, "oned")
+    since = f"oned (pid {oned['pid']}) started at {when(oned['started'])}"
+    if changed:
+        return Result.fail(
+            f"{_names(changed)}, after {since}: oned runs with what they said before",
+            RESTART_FIX,
+        )
+    present = [
+        f"{name} ({when(fact(facts, 'files', name)['mtime'])})"
+        for name in LOADED_AT_START
+        if fact(facts, "files", name).get("exists")
+    ]
+    shown = _names(present) or "none of its files (see ONE-003)"
+    return Result.passed(f"{since}, after the last change of {shown}")
 
 
 # --- ONE-004, ONE-005, ONE-007: on the host ----------------------------------------------------

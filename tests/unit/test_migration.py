@@ -229,6 +229,37 @@ def test_an_os_machine_the_old_host_does_not_run() -> None:
     assert cluster.cell("kvm12", "kvm13").reasons == ("machine type pc-q35-10.0 not run by kvm12",)
 
 
+UNREAD = "vmm_exec_kvm.conf changed at 2026-01-01 10:00:41 UTC, after oned started at 09:55:41"
+
+
+def test_a_fitting_os_machine_oned_has_not_read_fails() -> None:
+    """The file names what every host runs, but oned gives VMs what it read at start."""
+    vmm = VmmDefaults(machine="pc-q35-7.2", source="vmm_exec_kvm.conf on fe", not_loaded=UNREAD)
+    reports = run(load_fleet("qemu-7.2-10.0"), vmm)
+    got = results(reports, "FLEET-003")
+    for name in ("kvm12", "kvm13"):
+        assert got[name].status is F
+        assert got[name].message == (
+            "vmm_exec_kvm.conf on fe says OS MACHINE pc-q35-7.2, but that is not what oned uses "
+            f"until it is restarted ({UNREAD}): VMs get what it read at start"
+        )
+        assert got[name].remediation == "restart OpenNebula (systemctl restart opennebula)"
+    (cluster,) = clusters_of(list(reports.values()))
+    assert UNREAD in cluster.machine_basis
+
+
+def test_an_unfit_os_machine_oned_has_not_read_names_both() -> None:
+    vmm = VmmDefaults(machine="pc-q35-10.0", source="vmm_exec_kvm.conf on fe", not_loaded=UNREAD)
+    got = results(run(load_fleet("qemu-7.2-10.0"), vmm), "FLEET-003")
+    assert got["kvm12"].status is F
+    assert got["kvm12"].message.startswith("QEMU 7.2.22 here does not run pc-q35-10.0")
+    assert f"until it is restarted ({UNREAD})" in got["kvm12"].message
+    assert got["kvm12"].remediation.startswith("kvmprep apply with the front-end role sets")
+    assert got["kvm12"].remediation.endswith(
+        "; then restart OpenNebula (systemctl restart opennebula)"
+    )
+
+
 def test_a_pinned_value_that_does_not_run_everywhere_is_named_in_the_fix() -> None:
     hosts = [
         replace(h, expect=Expect(vmm_machine="pc-q35-10.0"), vmm=Q35)

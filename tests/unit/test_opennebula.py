@@ -1,6 +1,6 @@
-"""The OpenNebula side of `kvmprep check`: the probes' parsing, the judges of USR-003 and
-ONE-001..007 on a fleet with a front-end, the check flow's front-end row, and ONE-002's read
-of oned's host pool (against the oned test double)."""
+"""The OpenNebula side of `kvmprep check`: the probes' parsing, the judges of USR-003,
+ONE-001..007 and ONE-011 on a fleet with a front-end, the check flow's front-end row, and
+ONE-002's read of oned's host pool (against the oned test double)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import FIXTURES, REPO_ROOT
 from test_controls import load
 from test_kvm_host_conf import load_library_module
@@ -24,11 +28,15 @@ from kvmprep.controls.evaluate import HostInput, evaluate_fleet
 from kvmprep.controls.model import Expect, Role, Status
 from kvmprep.controls.opennebula import known_under, name_matches
 from tests.one_double.oned_double import start
+from tests.unit.ansible_env import run_module_locally
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 ONE = FIXTURES / "one"
 FRONTEND = json.loads((ONE / "frontend-probe.json").read_text())
-ONE_IDS = ("USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007")
+ONE_IDS = (
+    "USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007",
+    "ONE-011",
+)  # fmt: skip
 
 oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "roles/kvm_host/module_utils")
 probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "roles/one_frontend/library")
@@ -104,8 +112,9 @@ def statuses(rows: dict[str, dict], name: str) -> dict[str, Status]:
 def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> None:
     rows = fleet()
     assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
-    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "FLEET-002"}
+    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "ONE-011", "FLEET-002"}
     assert "ONE-003" not in rows["h1"]
+    assert "ONE-011" not in rows["h1"]
     for name in ("h1", "h2"):
         assert statuses(rows, name) == dict.fromkeys(
             ("USR-003", "ONE-001", "ONE-002", "ONE-004", "ONE-005", "ONE-006", "ONE-007"), P
@@ -114,6 +123,12 @@ def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> No
     assert "monitord syntax" in rows["fe"]["ONE-003"].message
     assert rows["fe"]["ONE-006"].status is P
     assert rows["fe"]["FLEET-002"].status is P
+    assert rows["fe"]["ONE-011"].status is P
+    assert rows["fe"]["ONE-011"].message == (
+        "oned (pid 4127) started at 2026-01-01 09:55:41 UTC, after the last change of "
+        "oned.conf (2026-01-01 09:55:00 UTC), monitord.conf (2026-01-01 09:55:00 UTC), "
+        "vmm_exec_kvm.conf (2026-01-01 09:55:01 UTC)"
+    )
 
 
 def test_fleet_controls_of_kvm_hosts_do_not_count_the_front_end() -> None:
@@ -138,6 +153,9 @@ def test_without_a_front_end_the_front_end_controls_skip_with_the_reason() -> No
         assert row[control].status is S
         assert "no frontend group in the inventory" in row[control].message
     assert (row["ONE-004"].status, row["ONE-007"].status) == (P, P)
+    # The front-end's own controls have no row on a KVM host (as ONE-003).
+    assert "ONE-011" not in row
+    assert "ONE-003" not in row
 
 
 def test_an_unreachable_front_end_is_an_error_row_and_an_error_for_the_hosts() -> None:
@@ -242,6 +260,75 @@ def test_front_end_drivers_in_each_syntax() -> None:
     rows = fleet(legacy)
     assert rows["fe"]["ONE-003"].status is P
     assert "legacy syntax" in rows["fe"]["ONE-003"].message
+
+
+# --- ONE-011 -------------------------------------------------------------------------------------
+
+STARTED = FRONTEND["oned"]["started"]
+
+
+def changed(after: dict[str, float]) -> dict[str, Any]:
+    """The fixture front-end with files' mtimes set to seconds after oned started."""
+    fe = copy.deepcopy(FRONTEND)
+    for name, seconds in after.items():
+        fe["files"][name]["mtime"] = STARTED + seconds
+    return fe
+
+
+def test_a_file_changed_after_oned_started_fails_with_both_times() -> None:
+    result = fleet(changed({"vmm_exec_kvm.conf": 120.0, "oned.conf": 3600.0}))["fe"]["ONE-011"]
+    assert result.status is F
+    assert result.message == (
+        "oned.conf changed at 2026-01-01 10:55:41 UTC, vmm_exec_kvm.conf changed at "
+        "2026-01-01 09:57:41 UTC, after oned (pid 4127) started at 2026-01-01 09:55:41 UTC: "
+        "oned runs with what they said before"
+    )
+    assert "monitord.conf" not in result.message
+    assert result.remediation == (
+        "restart OpenNebula (systemctl restart opennebula), or kvmprep apply with "
+        "one_frontend_restart_oned=true"
+    )
+    assert result.control.severity == "high"
+
+
+def test_oned_not_running_fails() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["oned"] = {"running": False, "pid": None, "started": None, "error": None}
+    result = fleet(fe)["fe"]["ONE-011"]
+    assert (result.status, result.message) == (F, "oned is not running")
+    assert "systemctl start opennebula" in result.remediation
+
+
+@pytest.mark.parametrize(
+    ("after", "status"),
+    [
+        (-30.0, P),  # written, then OpenNebula restarted: the fixture's order
+        (0.0, P),  # the same instant
+        (0.99, P),  # the same second, as a whole-second btime rounds it
+        (2.0, P),  # still inside the slack: btime and mtimes may each be a second off
+        (2.01, F),  # past it
+        (86400.0, F),
+    ],
+)
+def test_the_same_second_does_not_flap(after: float, status: Status) -> None:
+    assert fleet(changed({"vmm_exec_kvm.conf": after}))["fe"]["ONE-011"].status is status
+
+
+def test_a_missing_monitord_conf_is_not_a_change_and_an_unknown_state_is_an_error() -> None:
+    legacy = changed({"monitord.conf": 600.0})
+    legacy["files"]["monitord.conf"].update(exists=False, mtime=None)
+    result = fleet(legacy)["fe"]["ONE-011"]
+    assert result.status is P
+    assert "monitord.conf" not in result.message
+    blind = copy.deepcopy(FRONTEND)
+    blind["oned"] = {"running": None, "pid": None, "started": None, "error": "cannot read /proc"}
+    result = fleet(blind)["fe"]["ONE-011"]
+    assert (result.status, result.message) == (
+        E,
+        "whether oned runs is unknown: cannot read /proc",
+    )
+    older = {k: v for k, v in FRONTEND.items() if k != "oned"}
+    assert fleet(older)["fe"]["ONE-011"].status is E
 
 
 # --- ONE-004, ONE-005, ONE-007 -------------------------------------------------------------------
@@ -414,6 +501,7 @@ def test_front_end_probe_reads_the_lab_files(tmp_path: Path) -> None:
     assert found["files"]["oned.conf"] == {
         "path": str(etc / "oned.conf"),
         "exists": True,
+        "mtime": (etc / "oned.conf").stat().st_mtime,
         "error": None,
     }
     assert set(found["drivers"]["oned.conf"]) == {"IM_MAD", "VM_MAD"}
@@ -429,6 +517,105 @@ def test_front_end_probe_reports_a_broken_file_instead_of_failing(tmp_path: Path
     assert "not closed" in found["files"]["oned.conf"]["error"]
     assert found["version"] is None
     assert found["drivers"]["oned.conf"] == {"IM_MAD": [], "VM_MAD": []}
+
+
+def test_front_end_probe_reports_each_files_mtime_and_none_for_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "oned.conf").write_text('VM_MAD = [ NAME = "kvm" ]\n')
+    os.utime(tmp_path / "oned.conf", (1700000000.25, 1700000000.25))
+    found = probe_fe.gather("nobody", str(tmp_path), str(tmp_path / "r"), lambda a: (1, "", ""))
+    assert found["files"]["oned.conf"]["mtime"] == 1700000000.25
+    assert found["files"]["monitord.conf"] == {
+        "path": str(tmp_path / "monitord.conf"),
+        "exists": False,
+        "mtime": None,
+        "error": None,
+    }
+    assert found["files"]["vmm_exec_kvm.conf"]["mtime"] is None
+    assert set(found["oned"]) == {"running", "pid", "started", "error"}
+
+
+@pytest.mark.ansible
+def test_front_end_probe_through_ansible_on_this_machine(tmp_path: Path) -> None:
+    """The module as the front-end runs it (AnsiballZ, /usr/bin/python3): the new facts
+    arrive, and oned's absence or a missing file is reported, never a failure."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "oned.conf").write_text((ONE / "oned-current.conf").read_text())
+    os.utime(etc / "oned.conf", (1700000000.5, 1700000000.5))
+    me = __import__("pwd").getpwuid(os.geteuid()).pw_name
+    roles = REPO_ROOT / "roles"
+    result = run_module_locally(
+        tmp_path,
+        "one_frontend_probe",
+        {"user": me, "etc_dir": str(etc), "remotes_dir": str(tmp_path / "remotes")},
+        "-M",
+        str(roles / "one_frontend" / "library"),
+        "--check",
+        ANSIBLE_MODULE_UTILS=f"{roles / 'one_frontend' / 'module_utils'}:"
+        f"{roles / 'kvm_host' / 'module_utils'}",
+    )
+    assert result.get("failed") is not True, result
+    probe = result["probe"]
+    assert probe["files"]["oned.conf"]["mtime"] == 1700000000.5
+    assert probe["files"]["monitord.conf"]["mtime"] is None
+    assert probe["files"]["vmm_exec_kvm.conf"]["exists"] is False
+    oned = probe["oned"]
+    # The machine may run the lab's oned: whichever, the answer is consistent.
+    assert oned["error"] is None
+    assert oned["running"] in (True, False)
+    assert (oned["pid"] is None) is (not oned["running"])
+    if oned["running"]:
+        assert 0 < oned["started"] <= time.time() + 1
+
+
+def test_front_end_probe_documentation_is_valid_yaml() -> None:
+    returned = yaml.safe_load(probe_fe.RETURN)["probe"]["description"]
+    assert any("C(oned)" in line and "C(started)" in line for line in returned)
+    assert yaml.safe_load(probe_fe.DOCUMENTATION)["module"] == "one_frontend_probe"
+
+
+def _proc(root: Path, *pids: int) -> Path:
+    """A /proc with only the given processes of the real one (and its stat, for btime): the
+    machine may run an oned of its own (the lab's front-end) that the test must not see."""
+    root.mkdir()
+    (root / "stat").symlink_to("/proc/stat")
+    for pid in pids:
+        (root / str(pid)).symlink_to(f"/proc/{pid}")
+    return root
+
+
+def test_front_end_probe_finds_a_real_oned_and_when_it_started(tmp_path: Path) -> None:
+    # A real process whose name the kernel reports as oned: sleep, run under that name.
+    binary = tmp_path / "oned"
+    binary.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    before = time.time()
+    oned = subprocess.Popen([str(binary), "30"])
+    try:
+        # Popen returns when the exec closed its pipe, which the kernel does before it renames
+        # the process: wait for the name.
+        comm = Path(f"/proc/{oned.pid}/comm")
+        deadline = time.monotonic() + 5
+        while comm.read_text().strip() != "oned" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        found = probe_fe.oned_state(str(_proc(tmp_path / "proc", oned.pid, os.getpid())))
+    finally:
+        oned.kill()
+        oned.wait()
+    assert (found["running"], found["pid"], found["error"]) == (True, oned.pid, None)
+    # btime has whole seconds: the start time may read up to a second early.
+    assert before - 1.5 <= found["started"] <= time.time() + 0.5
+
+
+def test_front_end_probe_says_oned_is_not_running_and_why_it_cannot_tell(
+    tmp_path: Path,
+) -> None:
+    found = probe_fe.oned_state(str(_proc(tmp_path / "proc", os.getpid())))
+    assert found == {"running": False, "pid": None, "started": None, "error": None}
+    found = probe_fe.oned_state(str(tmp_path / "no-proc"))
+    assert found["running"] is None
+    assert "cannot read" in found["error"]
 
 
 # --- the check flow with a front-end -------------------------------------------------------------
@@ -475,10 +662,66 @@ def test_host_inputs_make_a_front_end_row_and_feed_its_vm_defaults() -> None:
     assert inputs[0].facts["api"]["hosts"][0]["name"] == "h1"
     assert inputs[1].vmm.machine == FRONTEND["vmm_kvm"]["machine"]
     assert inputs[1].vmm.source == "vmm_exec_kvm.conf on fe"
+    assert inputs[1].vmm.not_loaded == ""
     reports = evaluate_fleet(inputs)
     assert check.exit_status(reports) == 0, [
         (r.name, c.control.id, c.message) for r in reports for c in r.results if c.status != P
     ]
+
+
+def _fleet_003(fe: dict[str, Any]) -> tuple[list[HostInput], dict[str, dict]]:
+    tasks = {
+        "fe": {check.FRONTEND_TASK: {"probe": fe}, check.API_TASK: {"msg": FRONTEND_API}},
+        "h1": _host_task("h1"),
+        "h2": _host_task("h2"),
+    }
+    inputs = check.host_inputs(_run(tasks))
+    reports = evaluate_fleet(inputs)
+    return inputs, {r.name: {c.control.id: c for c in r.results} for r in reports}
+
+
+FRONTEND_API = api(registered("h1"), registered("h2"))
+
+
+def test_fleet_003_does_not_pass_on_a_file_oned_has_not_read() -> None:
+    """apply set OS MACHINE to what every host runs, OpenNebula was not restarted: VMs still
+    get the old machine type, so the file's value must not make FLEET-003 pass."""
+    _inputs, loaded = _fleet_003(copy.deepcopy(FRONTEND))
+    assert loaded["h1"]["FLEET-003"].status is P
+    inputs, rows = _fleet_003(changed({"vmm_exec_kvm.conf": 300.0}))
+    assert inputs[1].vmm.not_loaded == (
+        "vmm_exec_kvm.conf changed at 2026-01-01 10:00:41 UTC, after oned started at "
+        "2026-01-01 09:55:41 UTC"
+    )
+    for name in ("h1", "h2"):
+        result = rows[name]["FLEET-003"]
+        assert result.status is F
+        assert result.message == (
+            "vmm_exec_kvm.conf on fe says OS MACHINE pc-q35-7.2, but that is not what oned "
+            "uses until it is restarted (vmm_exec_kvm.conf changed at 2026-01-01 10:00:41 UTC, "
+            "after oned started at 2026-01-01 09:55:41 UTC): VMs get what it read at start"
+        )
+        assert "systemctl restart opennebula" in result.remediation
+    assert rows["fe"]["ONE-011"].status is F
+    # Another file changed (oned.conf): vmm_exec_kvm.conf was read, FLEET-003 is unchanged.
+    _inputs, other = _fleet_003(changed({"oned.conf": 300.0}))
+    assert other["h1"]["FLEET-003"].status is P
+    assert other["fe"]["ONE-011"].status is F
+
+
+def test_fleet_003_does_not_pass_while_oned_is_not_running() -> None:
+    fe = copy.deepcopy(FRONTEND)
+    fe["oned"] = {"running": False, "pid": None, "started": None, "error": None}
+    inputs, rows = _fleet_003(fe)
+    assert inputs[1].vmm.not_loaded == "oned is not running"
+    assert rows["h1"]["FLEET-003"].status is F
+    assert "(oned is not running)" in rows["h1"]["FLEET-003"].message
+    # A probe that could not tell leaves FLEET-003 to the file; ONE-011 is the ERROR.
+    fe["oned"] = {"running": None, "pid": None, "started": None, "error": "cannot read /proc"}
+    inputs, rows = _fleet_003(fe)
+    assert inputs[1].vmm.not_loaded == ""
+    assert rows["h1"]["FLEET-003"].status is P
+    assert rows["fe"]["ONE-011"].status is E
 
 
 def test_an_unreachable_front_end_is_its_own_error_row() -> None:

@@ -15,6 +15,9 @@ description:
   - Reports a digest of the remotes tree (the sha256 of every file, links followed as
     C(onehost sync) copies them), oneadmin's account, SSH key, authorized_keys and known_hosts,
     and the front-end's SSH host keys, names and addresses (as one_frontend_ssh reports them).
+  - Reports whether oned runs and when it started, and when C(oned.conf), C(monitord.conf) and
+    C(vmm_exec_kvm.conf) last changed. oned reads them at start only, so a file changed after
+    that is not what oned uses.
   - Never changes anything; C(changed) is always false. What cannot be read is reported with
     the reason, never as a failure.
 options:
@@ -45,14 +48,20 @@ RETURN = r"""
 probe:
   description:
     - C(version) (null without a VERSION file); C(files), per file (C(oned.conf),
-      C(monitord.conf), C(vmm_exec_kvm.conf), C(kvmrc)), its C(path), C(exists) and C(error)
-      (unreadable or unparsable, with the line).
+      C(monitord.conf), C(vmm_exec_kvm.conf), C(kvmrc)), its C(path), C(exists), C(mtime)
+      (seconds since the epoch, a float; null when the file is missing or cannot be stat'ed)
+      and C(error) (unreadable or unparsable, with the line).
     - C(drivers), per file, the C(IM_MAD) and C(VM_MAD) sections (keys upper-cased).
     - C(scripts_remote_dir) (oned.conf's value, null when unset); C(vmm_kvm) with C(machine),
       C(cpu_model), C(emulator) (null when unset); C(kvmrc) with C(qemu_protocol).
     - C(remotes), the digest of the remotes dir (as kvm_host_probe's C(one.remotes)).
     - C(accounts.user), oneadmin's C(uid), C(gid), C(home) (null when missing).
     - C(ssh), as kvm_host_probe's C(one.ssh).
+    - C(oned), the oned process found in /proc by its name (the earliest started when there
+      are several). C(running) is true, false, or null when /proc cannot be read; C(pid) and
+      C(started) (seconds since the epoch, its starttime over SC_CLK_TCK plus the boot time of
+      /proc/stat, whole-second precision at best) are null when it does not run; C(error)
+      says why it could not be told, else null.
   returned: always
   type: dict
 """
@@ -65,15 +74,24 @@ from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
 from ansible.module_utils.one_frontend_syntax import ConfError, read_values
 
 DRIVER_SECTIONS = ("IM_MAD", "VM_MAD")
+ONED = "oned"  # the daemon's /proc/PID/comm
 # The KVM driver's kvmrc moved from remotes/vmm/kvm (up to 4.x) to remotes/etc/vmm/kvm.
 KVMRC_CANDIDATES = ("etc/vmm/kvm/kvmrc", "vmm/kvm/kvmrc")
 
 
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
 def read_conf(path, fmt="one"):
-    """(entry, values): the file's path, existence and error, and its parsed values."""
-    entry = {"path": path, "exists": os.path.exists(path), "error": None}
+    """(entry, values): the file's path, existence, mtime and error, and its parsed values."""
+    entry = {"path": path, "exists": os.path.exists(path), "mtime": None, "error": None}
     if not entry["exists"]:
         return entry, None
+    entry["mtime"] = _mtime(path)
     try:
         with open(path, "rb") as handle:
             text = handle.read().decode("utf-8", "surrogateescape")
@@ -103,7 +121,58 @@ def read_version(remotes_dir):
         return None
 
 
-def gather(user, etc_dir, remotes_dir, run_command):
+def _boot_time(proc):
+    with open(os.path.join(proc, "stat")) as handle:
+        for line in handle:
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    raise ValueError("no btime in {0}/stat".format(proc))
+
+
+def _process(proc, pid):
+    """(state, starttime in clock ticks since boot) of an oned process, else None."""
+    base = os.path.join(proc, pid)
+    try:
+        with open(os.path.join(base, "comm")) as handle:
+            if handle.read().strip() != ONED:
+                return None
+        with open(os.path.join(base, "stat")) as handle:
+            stat = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None  # gone meanwhile, or not ours to read
+    # The name in parentheses may hold spaces: count the fields after its closing one.
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return fields[0], int(fields[19])
+
+
+def oned_state(proc="/proc"):
+    """Whether oned runs, its pid and start time (epoch seconds)."""
+    state = {"running": None, "pid": None, "started": None, "error": None}
+    try:
+        pids = [p for p in os.listdir(proc) if p.isdigit()]
+        boot = _boot_time(proc)
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError) as exc:
+        state["error"] = "cannot read {0}: {1}".format(proc, exc)
+        return state
+    found = []
+    for pid in pids:
+        process = _process(proc, pid)
+        # A zombie (Z) or dying (X) oned serves nothing.
+        if process is not None and process[0] not in ("Z", "X"):
+            found.append((process[1], int(pid)))
+    state["running"] = bool(found)
+    if found:
+        # oned forks before it execs its drivers: the earliest is the daemon itself.
+        starttime, pid = min(found)
+        state["pid"] = pid
+        state["started"] = boot + starttime / float(ticks)
+    return state
+
+
+def gather(user, etc_dir, remotes_dir, run_command, proc="/proc"):
     probe = {"version": read_version(remotes_dir), "files": {}, "drivers": {}}
     parsed = {}
     for name in ("oned.conf", "monitord.conf"):
@@ -139,6 +208,7 @@ def gather(user, etc_dir, remotes_dir, run_command):
     except KeyError:
         probe["accounts"] = {"user": None}
     probe["ssh"] = ssh_state(user, run_command)
+    probe["oned"] = oned_state(proc)
     return probe
 
 
