@@ -33,6 +33,14 @@ options:
     description: OpenNebula's remotes on the front-end.
     type: path
     default: /var/lib/one/remotes
+  gather:
+    description:
+      - C(all) gathers everything below. C(oned) gathers only C(oned) and the C(path) and
+        C(mtime) of the files oned reads at start (C(oned.conf), C(monitord.conf),
+        C(vmm_exec_kvm.conf)), for apply to tell whether oned runs with the files on disk.
+    type: str
+    choices: [all, oned]
+    default: all
 attributes:
   check_mode:
     support: full
@@ -172,6 +180,23 @@ def oned_state(proc="/proc"):
     return state
 
 
+# The files oned reads at start, by the name the probe reports them under.
+ONED_READS = {
+    "oned.conf": "oned.conf",
+    "monitord.conf": "monitord.conf",
+    "vmm_exec_kvm.conf": os.path.join("vmm_exec", "vmm_exec_kvm.conf"),
+}
+
+
+def gather_oned(etc_dir, proc="/proc"):
+    """oned's state and the modification times of the files it reads at start, nothing else."""
+    files = {}
+    for name, rel in ONED_READS.items():
+        path = os.path.join(etc_dir, rel)
+        files[name] = {"path": path, "mtime": _mtime(path)}
+    return {"oned": oned_state(proc), "files": files}
+
+
 def gather(user, etc_dir, remotes_dir, run_command, proc="/proc"):
     probe = {"version": read_version(remotes_dir), "files": {}, "drivers": {}}
     parsed = {}
@@ -218,11 +243,15 @@ def main():
             "user": {"type": "str", "default": "oneadmin"},
             "etc_dir": {"type": "path", "default": "/etc/one"},
             "remotes_dir": {"type": "path", "default": "/var/lib/one/remotes"},
+            "gather": {"type": "str", "default": "all", "choices": ["all", "oned"]},
         },
         supports_check_mode=True,
     )
     params = module.params
-    probe = gather(params["user"], params["etc_dir"], params["remotes_dir"], module.run_command)
+    if params["gather"] == "oned":
+        probe = gather_oned(params["etc_dir"])
+    else:
+        probe = gather(params["user"], params["etc_dir"], params["remotes_dir"], module.run_command)
     module.exit_json(changed=False, probe=probe)
 
 
