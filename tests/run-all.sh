@@ -12,10 +12,11 @@ export KVMPREP_LAB_CACHE=${KVMPREP_LAB_CACHE:-/var/cache/kvmprep-lab}
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
+# netavark sets up the lab's bridge networks with iptables, which a minimal machine lacks.
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  podman runc netavark aardvark-dns conmon debootstrap ca-certificates python3-venv chromium gnupg \
+  podman runc netavark aardvark-dns iptables conmon debootstrap ca-certificates python3-venv chromium gnupg \
   >/dev/null
 
 step "python packages (venv $venv)"
