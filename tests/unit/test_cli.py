@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -390,3 +391,23 @@ def test_ctrl_c_exits_130_and_names_partially_changed_hosts() -> None:
     assert proc.wait(timeout=30) == ExitStatus.INTERRUPTED, "".join(seen) + rest
     assert "Interrupted: these hosts may be partially changed: localhost, second" in rest
     assert "Traceback" not in rest
+
+
+@pytest.mark.ansible
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs dpkg's database")
+def test_apply_check_names_the_packages_it_would_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Check mode calls neither apt nor dnf (apt refuses it on a host without python3-apt):
+    # the packages the probe found missing, and those dpkg-query does not know as installed on
+    # the front-end, are a change that names them, in the summary without -v.
+    _use_playbook(monkeypatch, "check_mode_packages.yml")
+    assert main(["apply", "-i", INVENTORY, "--check", "-l", "localhost"]) == ExitStatus.OK
+    err = capsys.readouterr().err
+    assert re.search(r"^localhost\s+\d+\s+2\s+0\s+0\s+\d+\s+changed$", err, re.MULTILINE)
+    assert (
+        "localhost: check mode: would install: kvmprep-test-missing-a, kvmprep-test-missing-b;"
+        in err
+    )
+    assert "localhost: check mode: would install on the front-end: kvmprep-test-missing-c" in err
+    assert "python3-apt" not in err
