@@ -459,11 +459,12 @@ def test_kvmprep_apply_rejects_a_bad_endpoint_before_any_change():
 # --- kvmprep check sees the OpenNebula side -------------------------------------------------
 
 
-def check_report(endpoint: str) -> tuple[int, dict, str]:
+def check_report(endpoint: str, *inventories: str) -> tuple[int, dict, str]:
     result = kvmprep(
         "check",
         "-i",
         os.environ["MOLECULE_INVENTORY_FILE"],
+        *(arg for inventory in inventories for arg in ("-i", inventory)),
         "--format",
         "json",
         env={"ONE_XMLRPC": endpoint},
@@ -555,6 +556,49 @@ def test_the_hosts_follow_the_front_ends_datastore_location(endpoint):
         assert "outside kvm_host_apparmor_datastore_path" in result.stderr, result.stderr
     finally:
         front.run(f"cp -p /tmp/oned.conf.kept {conf}")
+
+
+def test_kvmprep_check_passes_for_hosts_in_separate_clusters(endpoint, one, tmp_path):
+    # The Debian 12 host in a cluster of its own (a host variable in a second inventory source):
+    # apply moves it there, and check judges each cluster by its own hosts.
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    alone = tmp_path / "separate-clusters.yml"
+    alone.write_text(
+        json.dumps({"all": {"hosts": {NODES[0]: {"one_frontend_cluster": "kvmprep-lab-12"}}}})
+    )
+    made = on_front_end(
+        "onecluster show kvmprep-lab-12 >/dev/null 2>&1 || "
+        "{ onecluster create kvmprep-lab-12 && onecluster adddatastore kvmprep-lab-12 0; }"
+    )
+    assert made.rc == 0, made.stderr
+    fix = ("-e", "one_frontend_fix_mismatch=true")
+    try:
+        moved = kvmprep(
+            "apply",
+            "-i",
+            inventory,
+            "-i",
+            str(alone),
+            "--only-frontend",
+            *fix,
+            env={"ONE_XMLRPC": endpoint},
+        )
+        assert moved.returncode == 0, moved.stderr
+        clusters = {cluster.ID: cluster.NAME for cluster in one.clusterpool.info().CLUSTER}
+        hosts = {host.NAME: clusters[host.CLUSTER_ID] for host in one.hostpool.info().HOST}
+        assert hosts[NODES[0]] == "kvmprep-lab-12", hosts
+        assert hosts[NODES[1]] == "kvmprep-lab", hosts
+        code, report, stderr = check_report(endpoint, str(alone))
+        assert code == 0, stderr
+        for name in NODES:
+            controls = report["hosts"][name]["controls"]
+            assert controls["FLEET-003"]["status"] == "PASS", (name, controls["FLEET-003"])
+            assert controls["ONE-002"]["status"] == "PASS", (name, controls["ONE-002"])
+    finally:
+        back = kvmprep(
+            "apply", "-i", inventory, "--only-frontend", *fix, env={"ONE_XMLRPC": endpoint}
+        )
+        assert back.returncode == 0, back.stderr
 
 
 def block(text: str, marker: str) -> list[str]:
