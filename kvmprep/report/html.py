@@ -435,12 +435,14 @@ def _running_vms(cluster: ClusterMigration) -> str:
     said = [f"{n} whose machine type was read"]
     stuck = cluster.stuck_vms
     if stuck:
+        more = f"; and {len(stuck) - 20} more" if len(stuck) > 20 else ""
         said.append(
             "cannot move: "
             + "; ".join(
                 f"{vm.label} on {vm.host} ({vm.machine}, not to {', '.join(vm.cannot_go_to)})"
-                for vm in stuck
+                for vm in stuck[:20]
             )
+            + more
         )
     elif n:
         said.append("each can move to every host")
