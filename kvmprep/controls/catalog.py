@@ -404,12 +404,19 @@ CATALOG: tuple[Control, ...] = (
         "that lack it and the hosts whose VMs cannot leave FAIL, naming the newest machine "
         "type every host runs. oned reads vmm_exec_kvm.conf at start only: when it changed "
         "after oned started, or oned is not running (ONE-011), the file's OS MACHINE is not "
-        "what VMs get and a host that would pass on it FAILs",
+        "what VMs get and a host that would pass on it FAILs. The VMs already running keep "
+        "the machine type they started with: the status XML libvirt keeps per running domain "
+        "(/run/libvirt/qemu/<name>.xml, read by the same probe call, without connecting to "
+        "libvirt) gives each its machine type; a VM (one-<id>: OpenNebula's VM id) whose type "
+        "another host of the cluster lacks WARNs on its host and on those hosts (a FAIL names "
+        "it), and the direction is at risk",
         remediation="kvmprep apply with the front-end role sets OS MACHINE in "
         "vmm_exec_kvm.conf to the newest machine type every host of the cluster runs "
         "(one_frontend_vmm_machine: auto, the default) or to one_frontend_vmm_machine; oned "
-        "uses it once OpenNebula is restarted (systemctl restart opennebula); VMs started "
-        "before keep their machine type until they are redeployed",
+        "uses it once OpenNebula is restarted (systemctl restart opennebula). A running VM "
+        "keeps its machine type until it is powered off and started again (onevm poweroff, "
+        "then onevm resume; a template with its own OS MACHINE: onevm updateconf first), or "
+        "until the hosts that lack the type get a newer QEMU",
         fleet_judge=fleet.machine_type,
     ),
     Control(

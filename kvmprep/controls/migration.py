@@ -5,7 +5,8 @@ started with: its machine type (OS MACHINE, or the emulator's default, made conc
 libvirt on the host it starts on: ``q35`` becomes ``pc-q35-10.0`` on QEMU 10.0) and its CPU
 model. A destination must run both. ``analyse`` judges every cluster of a run once: a
 migration matrix (a ``Cell`` per direction) and, per host, the results of FLEET-003 (machine
-type), FLEET-004 (CPU model) and FLEET-005 (versions, for information).
+type, of the VMs to come and of those already running), FLEET-004 (CPU model) and FLEET-005
+(versions, for information).
 
 What OpenNebula gives a VM that names neither (``VmmDefaults``) comes from the front-end; when
 it is unknown, the machine type is each host's emulator default (what a VM without OS MACHINE
@@ -16,12 +17,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from kvmprep.controls import machines as mt
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, VmmDefaults, fact
+from kvmprep.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Status,
+    VmmDefaults,
+    fact,
+)
 from kvmprep.controls.opennebula import RESTART
 
 AUTO = "auto"
@@ -45,7 +54,9 @@ class Link(StrEnum):
     """Whether a VM started on one host can be live-migrated to another."""
 
     OK = "ok"
-    AT_RISK = "at risk"  # depends on what the VMs use (host-passthrough on different CPUs)
+    #: Depends on what the VMs use (host-passthrough on different CPUs), or a VM running on
+    #: the source has a machine type the destination lacks.
+    AT_RISK = "at risk"
     BLOCKED = "blocked"  # libvirt refuses it
     UNKNOWN = "unknown"  # the facts of one side are missing
 
@@ -75,6 +86,8 @@ class Member:
     qemu: Mapping[str, Any] | None
     vmm: VmmDefaults
     expect: Expect
+    #: The probe's ``domains`` facts (the QEMU domains running here), None when not gathered.
+    domains: Mapping[str, Any] | None = None
     machines: Mapping[str, Any] | None = field(init=False)
     #: The machine types and aliases the host runs.
     runs: frozenset[str] = field(init=False)
@@ -127,6 +140,15 @@ class ClusterMigration:
     machine_results: Mapping[str, Result]
     cpu_results: Mapping[str, Result]
     version_results: Mapping[str, Result]
+    #: The VMs running on the cluster's hosts whose machine type was read.
+    running_vms: tuple[RunningVm, ...] = ()
+    #: Host -> why its running VMs are not (all) known.
+    vms_not_read: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stuck_vms(self) -> tuple[RunningVm, ...]:
+        """The running VMs that cannot move to some host of the cluster."""
+        return tuple(vm for vm in self.running_vms if vm.cannot_go_to)
 
     def cell(self, source: str, destination: str) -> Cell | None:
         return next(
@@ -146,7 +168,12 @@ class ClusterMigration:
             return f"{head}: no other host to migrate to"
         verdict = self.verdict
         if verdict is Link.OK:
-            return f"{head}: live migration possible in all {len(self.cells)} directions"
+            unread = (
+                f" (running VMs not read on {_names(sorted(self.vms_not_read))})"
+                if self.vms_not_read
+                else ""
+            )
+            return f"{head}: live migration possible in all {len(self.cells)} directions{unread}"
         bad = [c for c in self.cells if c.link is verdict]
         shown = "; ".join(
             f"{c.source} -> {c.destination} ({', '.join(c.reasons)})" for c in bad[:2]
@@ -155,11 +182,19 @@ class ClusterMigration:
         line = f"{head}: {len(bad)} of {len(self.cells)} directions {verdict}: {shown}{more}"
         if any(c.link is Link.BLOCKED and _machine_reason(c) for c in bad) and self.target_machine:
             line += f"; set OS MACHINE = {self.target_machine}"
+        # A VM that cannot move is named even when the worst directions shown are others.
+        unnamed = [vm for vm in self.stuck_vms if vm.label not in shown]
+        if unnamed:
+            line += "; running VMs that cannot move: " + "; ".join(
+                f"{vm.label} on {vm.host} ({vm.machine}, not to {_names(vm.cannot_go_to)})"
+                for vm in unnamed[:3]
+            )
+            line += f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else ""
         return line
 
 
 def _machine_reason(cell: Cell) -> bool:
-    return any("machine type" in r for r in cell.reasons)
+    return any(r.startswith("machine type") for r in cell.reasons)
 
 
 def by_cluster(hosts: Sequence[HostFacts]) -> dict[str, list[HostFacts]]:
@@ -193,14 +228,22 @@ def _member(host: HostFacts) -> Member:
         qemu = fact(host.facts, "qemu")
     except MissingFact:
         qemu = None
-    return Member(host.name, qemu if isinstance(qemu, Mapping) else None, host.vmm, host.expect)
+    domains = host.facts.get("domains")
+    return Member(
+        host.name,
+        qemu if isinstance(qemu, Mapping) else None,
+        host.vmm,
+        host.expect,
+        domains if isinstance(domains, Mapping) else None,
+    )
 
 
 def analyse_cluster(name: str, hosts: Sequence[HostFacts]) -> ClusterMigration:
     members = [_member(h) for h in hosts]
     plan = MachinePlan.of(name, members)
     cpu = CpuPlan.of(name, members)
-    cells = tuple(_cell(plan, cpu, s, d) for s in members for d in members if s.name != d.name)
+    vms = VmPlan.of(name, members)
+    cells = tuple(_cell(plan, cpu, vms, s, d) for s in members for d in members if s.name != d.name)
     return ClusterMigration(
         name=name,
         hosts=tuple(m.name for m in members),
@@ -215,14 +258,22 @@ def analyse_cluster(name: str, hosts: Sequence[HostFacts]) -> ClusterMigration:
             for m in members
             if m.qemu is not None
         ),
-        machine_results={m.name: plan.result(m) for m in members},
+        machine_results={m.name: vms.result(m, plan.result(m), plan) for m in members},
         cpu_results={m.name: cpu.result(m) for m in members},
         version_results=_version_results(name, members),
+        running_vms=vms.vms,
+        vms_not_read=vms.not_read,
     )
 
 
-def _cell(plan: MachinePlan, cpu: CpuPlan, source: Member, destination: Member) -> Cell:
-    links = [plan.link(source, destination), cpu.link(source, destination)]
+def _cell(
+    plan: MachinePlan, cpu: CpuPlan, vms: VmPlan, source: Member, destination: Member
+) -> Cell:
+    links = [
+        plan.link(source, destination),
+        cpu.link(source, destination),
+        vms.link(source, destination),
+    ]
     worst = max((link for link, _ in links), key=SEVERITY.index)
     reasons = tuple(r for link, why in links if link is not Link.OK for r in why)
     return Cell(source.name, destination.name, worst, reasons)
@@ -425,6 +476,163 @@ class MachinePlan:
             f"kvmprep apply with the front-end role sets OS MACHINE in vmm_exec_kvm.conf to "
             f"{self.target} {where} ({setting}); VMs started before keep their machine type "
             "until they are redeployed"
+        )
+
+
+# --- FLEET-003: the machine types of the VMs already running ---------------------------------
+
+
+@dataclass(frozen=True)
+class RunningVm:
+    """A QEMU domain running on ``host`` (kvm_host_probe's ``domains``): it keeps ``machine``
+    until it is powered off, whatever OS MACHINE says now."""
+
+    host: str
+    domain: str
+    vm_id: int | None
+    machine: str
+    #: The hosts of the cluster whose QEMU does not run ``machine``.
+    cannot_go_to: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """OpenNebula's name for it (``VM 12``), else libvirt's (``domain test-vm``)."""
+        return f"VM {self.vm_id}" if self.vm_id is not None else f"domain {self.domain}"
+
+
+def _vm_labels(vms: Sequence[RunningVm], most: int = 5) -> str:
+    labels = [vm.label for vm in vms]
+    shown = _names(labels[:most])
+    return shown + (f" and {len(labels) - most} more" if len(labels) > most else "")
+
+
+def _running(member: Member) -> tuple[list[tuple[str, int | None, str]], str]:
+    """([(domain, VM id, machine type)], why some are not known: "" when all are)."""
+    domains = member.domains
+    if domains is None:
+        return [], "probe without the domains group"
+    if domains.get("error"):
+        return [], f"{domains.get('path')}: {domains['error']}"
+    found, broken = [], []
+    for entry in domains.get("running") or ():
+        if entry.get("machine"):
+            found.append((str(entry.get("name")), entry.get("vm_id"), str(entry["machine"])))
+        else:
+            broken.append(f"{entry.get('file') or entry.get('name')}: {entry.get('error')}")
+    return found, "; ".join(broken)
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    """The VMs running in a cluster and the hosts each cannot move to: a VM keeps the machine
+    type it started with (``pc-q35-10.0``), whatever OS MACHINE says since."""
+
+    cluster: str
+    vms: tuple[RunningVm, ...]
+    #: Host -> why its running VMs are not (all) known.
+    not_read: Mapping[str, str]
+    #: Host -> how many VMs run there (those known).
+    counts: Mapping[str, int]
+
+    @classmethod
+    def of(cls, cluster: str, members: Sequence[Member]) -> VmPlan:
+        able = [m for m in members if _missing_qemu(m) is None]
+        vms: list[RunningVm] = []
+        not_read: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        for member in members:
+            running, why = _running(member)
+            if why:
+                not_read[member.name] = why
+            counts[member.name] = len(running)
+            for domain, vm_id, machine in running:
+                # The domain holds the concrete type; a host runs it when it lists it (an
+                # alias would do too: compared with what the host runs, aliases included).
+                lacking = tuple(
+                    o.name for o in able if o.name != member.name and machine not in o.runs
+                )
+                vms.append(RunningVm(member.name, domain, vm_id, machine, lacking))
+        return cls(cluster, tuple(vms), not_read, counts)
+
+    def link(self, source: Member, destination: Member) -> tuple[Link, tuple[str, ...]]:
+        stuck = [
+            vm for vm in self.vms if vm.host == source.name and destination.name in vm.cannot_go_to
+        ]
+        if not stuck:
+            return Link.OK, ()
+        by_machine: dict[str, list[RunningVm]] = {}
+        for vm in stuck:
+            by_machine.setdefault(vm.machine, []).append(vm)
+        return Link.AT_RISK, tuple(
+            f"running {_vm_labels(group, 3)} {'has' if len(group) == 1 else 'have'} "
+            f"{machine}, missing on {destination.name}"
+            for machine, group in by_machine.items()
+        )
+
+    def result(self, member: Member, machine: Result, plan: MachinePlan) -> Result:
+        """FLEET-003 for member: the result for the VMs to come (``machine``), with what the
+        VMs already running say: a PASS becomes a WARN when one of them cannot move."""
+        if machine.status not in (Status.PASS, Status.FAIL):
+            return machine
+        problems = self._problems(member)
+        unread = self.not_read.get(member.name)
+        note = f"; running VMs here not all known ({unread})" if unread else ""
+        if not problems:
+            n = self.counts.get(member.name, 0)
+            if machine.status is Status.PASS and n and len(plan.members) > 1:
+                note = (
+                    f"; {n} VM{' runs' if n == 1 else 's run'} here, on machine types every "
+                    f"host runs{note}"
+                )
+            return replace(machine, message=machine.message + note)
+        said = "; ".join(problems)
+        if machine.status is Status.FAIL:
+            return replace(machine, message=f"{machine.message}; {said}{note}")
+        return Result.warn(f"{said}; {machine.message}{note}", self.fix(member, plan))
+
+    def _problems(self, member: Member) -> list[str]:
+        problems = []
+        outgoing: dict[tuple[str, tuple[str, ...]], list[RunningVm]] = {}
+        incoming: dict[str, list[RunningVm]] = {}
+        for vm in self.vms:
+            if vm.host == member.name and vm.cannot_go_to:
+                outgoing.setdefault((vm.machine, vm.cannot_go_to), []).append(vm)
+            elif member.name in vm.cannot_go_to:
+                incoming.setdefault(vm.machine, []).append(vm)
+        for (machine, lacking), vms in outgoing.items():
+            problems.append(
+                f"running {_vm_labels(vms)} ({machine}) cannot live-migrate to "
+                f"{_names(lacking)}, whose QEMU lack{'s' if len(lacking) == 1 else ''} "
+                f"{machine}"
+            )
+        for machine, vms in incoming.items():
+            hosts = _names(sorted({vm.host for vm in vms}))
+            problems.append(
+                f"lacks {machine}, which {_vm_labels(vms)} running on {hosts} "
+                f"{'has' if len(vms) == 1 else 'have'}: {'it' if len(vms) == 1 else 'they'} "
+                "cannot migrate here"
+            )
+        return problems
+
+    def fix(self, member: Member, plan: MachinePlan) -> str:
+        mine = [
+            vm for vm in self.vms if vm.cannot_go_to and member.name in (vm.host, *vm.cannot_go_to)
+        ]
+        ones = [vm for vm in mine if vm.vm_id is not None]
+        others = [vm for vm in mine if vm.vm_id is None]
+        steps = []
+        if ones:
+            steps.append(f"{_vm_labels(ones)} (onevm poweroff, then onevm resume)")
+        if others:
+            steps.append(f"{_vm_labels(others)} (not OpenNebula's: virsh shutdown, virsh start)")
+        lacking = _names(sorted({h for vm in mine for h in vm.cannot_go_to}))
+        target = plan.target or "a machine type every host runs"
+        return (
+            "a running VM keeps its machine type until it is powered off and started again: "
+            f"once OS MACHINE is {target} (kvmprep apply with the front-end role sets it in "
+            "vmm_exec_kvm.conf; a VM whose template names its own OS MACHINE: onevm updateconf "
+            f"first), power off and start again {' and '.join(steps)}; or upgrade QEMU on "
+            f"{lacking}"
         )
 
 

@@ -415,7 +415,8 @@ def _cluster(cluster: ClusterMigration) -> str:
         f"<strong>Machine type:</strong> {escape(cluster.machine_basis)}. Newest every host "
         f"runs: {escape(common)}; OS MACHINE to set: <code>{escape(target)}</code>.<br>"
         f"<strong>CPU:</strong> {escape(cluster.cpu_basis)}. Newest named model every host "
-        f"runs: {escape(cluster.common_cpu_model or 'unknown')}."
+        f"runs: {escape(cluster.common_cpu_model or 'unknown')}.<br>"
+        f"<strong>Running VMs:</strong> {escape(_running_vms(cluster))}"
     )
     return (
         f'<article class="cluster" id="{anchor}" aria-labelledby="{anchor}-h">'
@@ -426,6 +427,31 @@ def _cluster(cluster: ClusterMigration) -> str:
         f'<p class="facts">{facts}</p>'
         f"{_cluster_matrix(cluster)}{_versions(cluster)}</article>"
     )
+
+
+def _running_vms(cluster: ClusterMigration) -> str:
+    """What the VMs already running can do: they keep the machine type they started with."""
+    n = len(cluster.running_vms)
+    said = [f"{n} whose machine type was read"]
+    stuck = cluster.stuck_vms
+    if stuck:
+        more = f"; and {len(stuck) - 20} more" if len(stuck) > 20 else ""
+        said.append(
+            "cannot move: "
+            + "; ".join(
+                f"{vm.label} on {vm.host} ({vm.machine}, not to {', '.join(vm.cannot_go_to)})"
+                for vm in stuck[:20]
+            )
+            + more
+        )
+    elif n:
+        said.append("each can move to every host")
+    if cluster.vms_not_read:
+        said.append(
+            "not read on "
+            + "; ".join(f"{host} ({why})" for host, why in sorted(cluster.vms_not_read.items()))
+        )
+    return "; ".join(said) + "."
 
 
 def _cluster_matrix(cluster: ClusterMigration) -> str:

@@ -47,6 +47,12 @@ be added within a version)::
             "<source>": {"<destination>": {"link": "ok" | "at risk" | "blocked" | "unknown",
                                           "reasons": ["machine type pc-q35-10.0 missing on
                                                        <destination>", ...]}}
+          },
+          "running_vms": {               # the VMs already running keep their machine type
+            "count": 3,                  # those whose machine type was read
+            "cannot_move": [{"host": "<host>", "domain": "one-12", "vm_id": 12 | null,
+                             "machine": "pc-q35-10.0", "cannot_go_to": ["<host>", ...]}],
+            "not_read": {"<host>": "<why its running VMs are not (all) known>"}
           }
         }
       }
@@ -61,7 +67,8 @@ gives the catalog (rationale, detection, remediation) for the control ids.
 
 ``clusters`` and each host's ``cluster`` were added within version 1: a host that could not
 be evaluated belongs to no cluster (its inventory variables come back with its facts), and
-``clusters`` is empty when no host gathered the qemu facts.
+``clusters`` is empty when no host gathered the qemu facts. A cluster's ``running_vms`` was
+added within version 1 too (kvm_host_probe's ``domains`` group).
 """
 
 from __future__ import annotations
@@ -148,6 +155,20 @@ def cluster_document(cluster: ClusterMigration) -> dict[str, Any]:
         "cpu_model": {"basis": cluster.cpu_basis, "newest_common": cluster.common_cpu_model},
         "versions": {h: {"qemu": q, "libvirt": lv} for h, q, lv in cluster.versions},
         "migration": migration,
+        "running_vms": {
+            "count": len(cluster.running_vms),
+            "cannot_move": [
+                {
+                    "host": vm.host,
+                    "domain": vm.domain,
+                    "vm_id": vm.vm_id,
+                    "machine": vm.machine,
+                    "cannot_go_to": list(vm.cannot_go_to),
+                }
+                for vm in cluster.stuck_vms
+            ],
+            "not_read": dict(cluster.vms_not_read),
+        },
     }
 
 

@@ -7,6 +7,7 @@ from their emulators' recorded outputs (fixtures/qemu/) by the probe's own parse
 from __future__ import annotations
 
 import ast
+import io
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from kvmprep.controls import migration
 from kvmprep.controls.evaluate import HostInput, HostReport, clusters_of, evaluate_fleet
 from kvmprep.controls.migration import Link
 from kvmprep.controls.model import Expect, HostFacts, Status, VmmDefaults
+from kvmprep.report.html import render_html
+from kvmprep.report.json import cluster_document
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 MIGRATION_IDS = ("FLEET-003", "FLEET-004", "FLEET-005")
@@ -480,3 +483,189 @@ def test_fixture_files_are_real_outputs() -> None:
     for path in sorted((FIXTURES / "qemu").glob("*.machine-help.txt")):
         assert path.read_text().startswith("Supported machines are:\n"), path.name
     assert Path(FIXTURES / "qemu" / "README.md").exists()
+
+
+# --- FLEET-003: the VMs already running keep their machine type ------------------------------
+
+PINNED = VmmDefaults(machine="pc-q35-7.2", source="vmm_exec_kvm.conf")
+
+
+def _with_vms(fleet: str, **running: list[dict[str, Any]]) -> list[HostInput]:
+    """The hosts of a fleet fixture, with the given running domains (probe ``domains``)."""
+    hosts = load_fleet(fleet)
+    for host in hosts:
+        if host.name in running:
+            host.facts["domains"] = {
+                "path": "/run/libvirt/qemu",
+                "exists": True,
+                "error": None,
+                "running": running[host.name],
+            }
+    return hosts
+
+
+def _domain(name: str, machine: str | None, error: str | None = None) -> dict[str, Any]:
+    vm_id = int(name[4:]) if name.startswith("one-") else None
+    return {"file": f"{name}.xml", "name": name, "vm_id": vm_id, "machine": machine,
+            "state": "running" if machine else None, "pid": 2113, "error": error}  # fmt: skip
+
+
+def test_a_vm_still_running_the_new_machine_type_warns_on_both_hosts() -> None:
+    """OS MACHINE now says pc-q35-7.2 (FLEET-003 would pass), but VM 12 and the libvirt
+    domain 'debug' started on the Debian 13 host before that: they cannot go to Debian 12."""
+    reports = run(load_fleet("running-vms"), PINNED)
+    got = results(reports, "FLEET-003")
+    assert got["kvm13"].status is W
+    assert got["kvm13"].message.startswith(
+        "running domain debug (pc-i440fx-10.0) cannot live-migrate to kvm12, whose QEMU lacks "
+        "pc-i440fx-10.0; running VM 12 (pc-q35-10.0) cannot live-migrate to kvm12, whose QEMU "
+        "lacks pc-q35-10.0; VMs started here get pc-q35-7.2 (OS MACHINE)"
+    )
+    assert "VM 15" not in got["kvm13"].message  # started since, on pc-q35-7.2
+    assert got["kvm12"].status is W
+    assert "lacks pc-q35-10.0, which VM 12 running on kvm13 has: it cannot migrate here" in (
+        got["kvm12"].message
+    )
+    for name in ("kvm12", "kvm13"):
+        fix = got[name].fix
+        assert fix.startswith(
+            "a running VM keeps its machine type until it is powered off and started again: "
+            "once OS MACHINE is pc-q35-7.2 (kvmprep apply with the front-end role sets it"
+        )
+        assert "VM 12 (onevm poweroff, then onevm resume)" in fix
+        assert "domain debug (not OpenNebula's: virsh shutdown, virsh start)" in fix
+        assert fix.endswith("or upgrade QEMU on kvm12")
+    # The other cluster's Debian 13 host runs a pc-q35-10.0 VM too: kvm12 is not its cluster.
+    assert got["lab13"].status is P
+    assert "VM 40" not in got["kvm12"].message
+    prod = reports["kvm12"].cluster
+    assert prod is not None
+    assert prod.verdict is Link.AT_RISK
+    assert prod.cell("kvm12", "kvm13").link is Link.OK  # VM 3 runs pc-q35-7.2
+    assert prod.cell("kvm13", "kvm12").reasons == (
+        "running domain debug has pc-i440fx-10.0, missing on kvm12",
+        "running VM 12 has pc-q35-10.0, missing on kvm12",
+    )
+    assert prod.summary() == (
+        "cluster prod (2 hosts): 1 of 2 directions at risk: kvm13 -> kvm12 (running domain "
+        "debug has pc-i440fx-10.0, missing on kvm12, running VM 12 has pc-q35-10.0, missing "
+        "on kvm12)"
+    )
+    assert [(vm.label, vm.host, vm.cannot_go_to) for vm in prod.stuck_vms] == [
+        ("domain debug", "kvm13", ("kvm12",)),
+        ("VM 12", "kvm13", ("kvm12",)),
+    ]
+    assert len(prod.running_vms) == 4
+    lab = reports["lab13"].cluster
+    assert lab is not None
+    assert lab.stuck_vms == ()
+    assert lab.verdict is Link.OK
+
+
+def test_vms_on_a_type_every_host_runs_pass() -> None:
+    hosts = _with_vms(
+        "qemu-7.2-10.0",
+        kvm12=[_domain("one-3", "pc-q35-7.2")],
+        kvm13=[_domain("one-15", "pc-q35-7.2"), _domain("one-16", "pc-i440fx-7.2")],
+    )
+    reports = run(hosts, PINNED)
+    assert statuses(reports) == {"kvm12": (P, P, P), "kvm13": (P, P, P)}
+    got = results(reports, "FLEET-003")
+    assert got["kvm13"].message.endswith(
+        "run what the VMs of the others get; 2 VMs run here, on machine types every host runs"
+    )
+    (cluster,) = clusters_of(list(reports.values()))
+    assert cluster.summary() == (
+        "cluster default (2 hosts): live migration possible in all 2 directions"
+    )
+
+
+def test_a_running_vm_is_named_when_the_default_fails_too() -> None:
+    """OS MACHINE q35: FAIL for the VMs to come; the running VM is named with them."""
+    hosts = _with_vms("qemu-7.2-10.0", kvm13=[_domain("one-12", "pc-q35-10.0")])
+    reports = run(hosts, Q35)
+    got = results(reports, "FLEET-003")
+    assert got["kvm13"].status is F
+    assert got["kvm13"].message.endswith(
+        "; running VM 12 (pc-q35-10.0) cannot live-migrate to kvm12, whose QEMU lacks pc-q35-10.0"
+    )
+    assert got["kvm13"].fix.startswith("kvmprep apply with the front-end role sets OS MACHINE")
+    (cluster,) = clusters_of(list(reports.values()))
+    assert cluster.cell("kvm13", "kvm12").link is Link.BLOCKED
+    assert cluster.cell("kvm13", "kvm12").reasons == (
+        "machine type pc-q35-10.0 missing on kvm12",
+        "running VM 12 has pc-q35-10.0, missing on kvm12",
+    )
+
+
+def test_a_stuck_vm_is_named_in_the_summary_behind_a_worse_direction() -> None:
+    """A named CPU model the Debian 13 host cannot use blocks kvm12 -> kvm13, the direction
+    the summary shows; VM 12 (kvm13 -> kvm12, at risk) is still named."""
+    hosts = _with_vms("qemu-7.2-10.0", kvm13=[_domain("one-12", "pc-q35-10.0")])
+    usable = hosts[1].facts["qemu"]["cpu"]["models"]["usable"]
+    model = usable.pop()
+    reports = run(hosts, replace(PINNED, cpu_model=model))
+    (cluster,) = clusters_of(list(reports.values()))
+    assert cluster.verdict is Link.BLOCKED
+    assert cluster.cell("kvm13", "kvm12").link is Link.AT_RISK
+    assert cluster.summary() == (
+        "cluster default (2 hosts): 1 of 2 directions blocked: kvm12 -> kvm13 (CPU model "
+        f"{model} not usable on kvm13); running VMs that cannot move: VM 12 on kvm13 "
+        "(pc-q35-10.0, not to kvm12)"
+    )
+
+
+def test_running_vms_that_cannot_be_read_are_said() -> None:
+    hosts = _with_vms(
+        "qemu-7.2-10.0",
+        kvm13=[_domain("one-12", None, "not well-formed XML: no element found: line 1")],
+    )
+    hosts[0].facts["domains"]["error"] = "Permission denied"
+    reports = run(hosts, PINNED)
+    got = results(reports, "FLEET-003")
+    assert got["kvm12"].status is P
+    assert got["kvm12"].message.endswith(
+        "; running VMs here not all known (/run/libvirt/qemu: Permission denied)"
+    )
+    assert got["kvm13"].message.endswith(
+        "; running VMs here not all known (one-12.xml: not well-formed XML: no element found: "
+        "line 1)"
+    )
+    (cluster,) = clusters_of(list(reports.values()))
+    assert cluster.summary() == (
+        "cluster default (2 hosts): live migration possible in all 2 directions (running VMs "
+        "not read on kvm12, kvm13)"
+    )
+
+
+def test_a_probe_without_the_domains_group_judges_the_default_alone() -> None:
+    hosts = load_fleet("qemu-7.2-10.0")
+    for host in hosts:
+        del host.facts["domains"]
+    got = results(run(hosts, PINNED), "FLEET-003")
+    assert {r.status for r in got.values()} == {P}
+    assert got["kvm12"].message.endswith(
+        "; running VMs here not all known (probe without the domains group)"
+    )
+
+
+def test_running_vms_in_the_reports() -> None:
+
+    reports = run(load_fleet("running-vms"), PINNED)
+    prod = reports["kvm13"].cluster
+    assert prod is not None
+    doc = cluster_document(prod)["running_vms"]
+    assert doc["count"] == 4
+    assert doc["not_read"] == {}
+    assert doc["cannot_move"][1] == {
+        "host": "kvm13",
+        "domain": "one-12",
+        "vm_id": 12,
+        "machine": "pc-q35-10.0",
+        "cannot_go_to": ["kvm12"],
+    }
+    out = io.StringIO()
+    render_html(list(reports.values()), out)
+    assert "cannot move: domain debug on kvm13 (pc-i440fx-10.0, not to kvm12); VM 12 on kvm13" in (
+        out.getvalue()
+    )

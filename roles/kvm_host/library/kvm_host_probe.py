@@ -24,6 +24,9 @@ description:
   - With C(qemu) it reports what decides live migration between hosts (the emulator, its
     version, its machine types (from C(-machine help), which starts no VM), the host CPU and the CPU
     models libvirt found usable, and the libvirt version).
+  - With C(domains) it reports the QEMU domains running on the host and the machine type each
+    started with, from the status XML libvirt keeps per running domain in
+    C(/run/libvirt/qemu) (root only), without connecting to libvirt.
   - What C(kvmprep apply) must know before it changes anything, so that a converged host costs
     no module call per item. With C(installed), which of I(packages) are not installed; with
     C(paths), the owner, group and mode of I(paths); with C(ruby_dir), the directory on Ruby's
@@ -50,7 +53,7 @@ options:
     elements: str
     choices:
       [kvm, libvirt, config, accounts, packages, listen, devices, access, identity, qemu, one,
-       installed, paths, ruby_dir, sasl, blocks]
+       installed, paths, ruby_dir, sasl, blocks, domains]
     default: [kvm, libvirt]
   user:
     description:
@@ -385,6 +388,22 @@ probe:
           C(owner), C(group), C(mode), C(error).
       returned: when C(blocks) is gathered
       type: dict
+    domains:
+      description:
+        - C(path) (C(/run/libvirt/qemu)), C(exists), C(error) (why it could not be listed) and
+          C(running), per status file of a running QEMU domain C(file), C(name), C(vm_id)
+          (OpenNebula's VM id when the name is C(one-<id>), else null), C(machine) (the
+          machine type it started with), C(state), C(pid) and C(error) (why the file could
+          not be read or parsed; the other fields are null then, C(name) from the file name).
+      returned: when C(domains) is gathered
+      type: dict
+      sample:
+        path: /run/libvirt/qemu
+        exists: true
+        error: null
+        running:
+          - {file: one-12.xml, name: one-12, vm_id: 12, machine: pc-q35-10.0,
+             state: running, pid: 2113, error: null}
     errors:
       description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
       returned: always
@@ -413,6 +432,7 @@ import stat
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
@@ -440,6 +460,7 @@ ARGUMENT_SPEC = {
             "ruby_dir",
             "sasl",
             "blocks",
+            "domains",
         ],
         "default": ["kvm", "libvirt"],
     },
@@ -1898,6 +1919,83 @@ def gather_qemu(
 
 
 # ---------------------------------------------------------------------------------------------
+# domains: the QEMU domains running here and their machine types
+# ---------------------------------------------------------------------------------------------
+
+LIBVIRT_QEMU_STATE = "/run/libvirt/qemu"
+
+
+def parse_domain_status(text):
+    """(name, machine, state, pid) of a status XML libvirt keeps per running QEMU domain
+    (``<domstatus state= pid=><domain><name/><os><type machine=/>``); ValueError when it is
+    not one."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError("not well-formed XML: %s" % exc) from None
+    domain = root.find("domain") if root.tag == "domstatus" else None
+    name = domain.findtext("name") if domain is not None else None
+    if not name:
+        raise ValueError("no <domstatus><domain><name>")
+    os_type = domain.find("os/type")
+    machine = os_type.get("machine") if os_type is not None else None
+    pid = root.get("pid")
+    return (
+        name.strip(),
+        machine or None,
+        root.get("state"),
+        int(pid) if pid and pid.isdigit() else None,
+    )
+
+
+def one_vm_id(name):
+    """OpenNebula's VM id of a domain it named one-<id>, else None."""
+    prefix, _sep, number = (name or "").partition("-")
+    return int(number) if prefix == "one" and number.isdigit() else None
+
+
+def gather_domains(state_dir=LIBVIRT_QEMU_STATE, errors=None):
+    """The QEMU domains libvirt runs here, read from the status XML it keeps for each (root
+    only) instead of asking the daemon: ``running`` lists per domain its name, the
+    OpenNebula VM id (one-<id>), the machine type it started with (what it keeps until it is
+    powered off), its state and QEMU's pid; a file that cannot be read or parsed is listed
+    with ``error``. The directory is absent when libvirt never ran a QEMU domain."""
+    res = {"path": state_dir, "exists": os.path.isdir(state_dir), "error": None, "running": []}
+    if not res["exists"]:
+        return res
+    try:
+        names = sorted(n for n in os.listdir(state_dir) if n.endswith(".xml"))
+    except OSError as exc:
+        res["error"] = _errtext(exc)
+        if errors is not None:
+            errors.append("%s: %s" % (state_dir, res["error"]))
+        return res
+    for filename in names:
+        path = os.path.join(state_dir, filename)
+        if not os.path.isfile(path):
+            continue
+        entry = {"file": filename, "name": filename[: -len(".xml")], "machine": None}
+        entry.update(state=None, pid=None, error=None)
+        text, why = read_text_why(path)
+        if text is None:
+            entry["error"] = why
+            if errors is not None:
+                errors.append("%s: %s" % (path, why))
+        else:
+            try:
+                entry["name"], entry["machine"], entry["state"], entry["pid"] = parse_domain_status(
+                    text
+                )
+            except ValueError as exc:
+                entry["error"] = str(exc)
+                if errors is not None:
+                    errors.append("%s: %s" % (path, exc))
+        entry["vm_id"] = one_vm_id(entry["name"])
+        res["running"].append(entry)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
 # installed, paths, ruby_dir, sasl: what apply needs to know before it changes anything
 # ---------------------------------------------------------------------------------------------
 
@@ -2095,6 +2193,8 @@ def main():
         )
     if "blocks" in gather:
         probe["blocks"] = gather_blocks(module.params["blocks"])
+    if "domains" in gather:
+        probe["domains"] = gather_domains(errors=errors)
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 
