@@ -353,7 +353,7 @@ def test_a_vm_started_on_the_newer_host_migrates_to_the_older_and_back(cleanup_d
     assert domain_state(newer) == "running"
 
 
-def test_without_it_the_older_host_refuses_the_vm(cleanup_domains):
+def test_without_it_the_older_host_refuses_the_vm_and_check_names_it(endpoint, cleanup_domains):
     # What FLEET-003 warns about: q35 on QEMU 10.0 is pc-q35-10.0, which QEMU 7.2 lacks.
     newer = machine(NODES[1])
     started = start_domain(newer, f"{DOMAIN}-q35", "q35")
@@ -361,6 +361,14 @@ def test_without_it_the_older_host_refuses_the_vm(cleanup_domains):
     result = driver_migrate(newer, f"{DOMAIN}-q35", NODES[0])
     assert result.rc != 0
     assert "pc-q35-10.0" in result.stderr, result.stderr
+    # The default is right for new VMs, but this running one cannot move: check names it.
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    verdict = report["hosts"][NODES[1]]["controls"]["FLEET-003"]
+    assert verdict["status"] == "WARN", verdict
+    assert f"{DOMAIN}-q35" in verdict["message"], verdict
+    assert "pc-q35-10.0" in verdict["message"], verdict
+    assert NODES[0] in verdict["message"], verdict
 
 
 # --- VMs created, deployed and live-migrated by OpenNebula --------------------------------------
