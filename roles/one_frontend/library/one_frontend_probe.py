@@ -77,8 +77,8 @@ probe:
       C(started) (seconds since the epoch, its starttime over SC_CLK_TCK plus the boot time of
       /proc/stat, whole-second precision at best) are null when it does not run; C(error)
       says why it could not be told, else null.
-    - C(names), per name of I(names), how it resolves here (as kvm_host_probe's C(names):
-      C(addresses), C(loopback), C(error)); empty without I(names).
+    - C(names), per name of I(names), how it resolves here, as kvm_host_probe's C(names)
+      (C(addresses), C(loopback), C(error)); empty without I(names).
   returned: always
   type: dict
 """
