@@ -371,8 +371,8 @@ probe:
       description:
         - Per name of I(names), how it resolves here (getaddrinfo, as ssh and libvirt look it
           up) - C(addresses) in the order returned, C(loopback) (one of them is), C(error)
-          (why it does not resolve, or C(no answer within 2 s): each name is resolved in a
-          thread and the probe waits 2 s at most for all of them).
+          (why it does not resolve, or C(no answer within 2 s), since each name is resolved
+          in a thread and the probe waits 2 s at most for all of them).
       returned: when C(names) is gathered
       type: dict
     installed:
