@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 from conftest import FIXTURES, REPO_ROOT
 from test_controls import load_fleet
 from test_kvm_host_conf import load_library_module
@@ -115,10 +116,14 @@ def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
 
 
 def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
-    text = (REPO_ROOT / "playbooks" / "check.yml").read_text()
-    assert "one, names]" in text
-    assert 'names: "{{ (__kvmprep_one_names + [__kvmprep_frontend]) | select | unique' in text
-    assert 'names: "{{ __kvmprep_one_names }}"' in text
+    plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
+    hosts_probe = plays[0]["tasks"][0]["kvm_host_probe"]
+    assert "names" in hosts_probe["gather"]
+    assert hosts_probe["names"].startswith("{{ (__kvmprep_one_names + [__kvmprep_frontend])")
+    fe_task = plays[1]["tasks"][0]
+    assert fe_task["one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
+    # Both plays compute the OpenNebula names the same way (one YAML anchor).
+    assert fe_task["vars"]["__kvmprep_one_names"] == plays[0]["vars"]["__kvmprep_one_names"]
 
 
 # --- NET-001 -----------------------------------------------------------------------------------
