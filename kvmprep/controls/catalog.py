@@ -12,6 +12,7 @@ from kvmprep.controls import (
     fleet,
     kvm,
     libvirt,
+    names,
     opennebula,
     packages,
     smoke,
@@ -449,6 +450,29 @@ CATALOG: tuple[Control, ...] = (
         remediation="nothing to change; upgrade the hosts of a cluster together to keep the "
         "spread small",
         fleet_judge=fleet.versions,
+    ),
+    Control(
+        id="NET-001",
+        title="OpenNebula names resolve both ways, not to loopback",
+        severity=Severity.HIGH,
+        rationale="the front-end monitors and deploys to a host, and the hosts of a cluster "
+        "migrate to each other, by the name OpenNebula knows the host by; the hosts reach the "
+        "front-end by its name",
+        detection="each machine's one probe call resolves the others' names (getaddrinfo, each "
+        "name in its own thread, 2 s at most for all) and reports its own non-loopback "
+        "addresses (`ip -o addr`). A host's name (one_frontend_host_name, else the inventory "
+        "name) must resolve on the front-end and on every other host of its "
+        "one_frontend_cluster, and the front-end's name on every host, to an address of that "
+        "machine: no answer, a loopback address or only others' addresses FAIL, naming the "
+        "machine, the name, what it resolved to and the machine's addresses; some of its "
+        "addresses and some others' WARN. Hosts of separate clusters need not resolve each "
+        "other; without a frontend group only the hosts of each cluster are compared",
+        remediation="DNS records for every machine, or the same /etc/hosts entries on every "
+        "machine: kvmprep apply with one_frontend_manage_etc_hosts: true (and a frontend "
+        "group) writes a block of every machine's address and names into /etc/hosts on the "
+        "front-end and every host",
+        fleet_judge=names.resolution,
+        applies_to=BOTH,
     ),
 )
 

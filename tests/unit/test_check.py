@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FIXTURES
@@ -54,12 +55,20 @@ def test_exit_status(names: list[str | None], strict: bool, status: ExitStatus) 
 # --- table ---------------------------------------------------------------------------------
 
 
+def resolving(facts: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The facts, with the probe resolving ``names`` to the fixture's one address (NET-001;
+    both fixtures were recorded on one container, before the probe resolved names)."""
+    found = facts["one"]["ssh"]["addresses"]
+    entry = {"addresses": found, "loopback": False, "error": None}
+    return {**facts, "names": {n: {"name": n, **entry} for n in names}}
+
+
 def test_table_lines_and_summaries() -> None:
     out = io.StringIO()
     reports = evaluate_fleet(
         [
-            HostInput("dev12", load("debian12-converged"), Expect()),
-            HostInput("dev12b", load("debian12-drift"), Expect()),
+            HostInput("dev12", resolving(load("debian12-converged"), "dev12b"), Expect()),
+            HostInput("dev12b", resolving(load("debian12-drift"), "dev12"), Expect()),
         ]
     )
     table.render_table(reports, out)
@@ -76,8 +85,8 @@ def test_table_lines_and_summaries() -> None:
     assert len(fixes) == 4
     lv001 = next(i for i, line in enumerate(lines) if "LV-001" in line and "FAIL" in line)
     assert lines[lv001 + 1].strip() == "fix: " + by_id("LV-001").remediation
-    assert lines[-4] == "dev12: compliant (23 PASS, 2 WARN, 5 SKIP)"
-    assert lines[-3] == "dev12b: non-compliant (19 PASS, 2 WARN, 4 FAIL, 5 SKIP)"
+    assert lines[-4] == "dev12: compliant (24 PASS, 2 WARN, 5 SKIP)"
+    assert lines[-3] == "dev12b: non-compliant (20 PASS, 2 WARN, 4 FAIL, 5 SKIP)"
     assert lines[-2] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
     # After the fleet, one verdict per OpenNebula cluster (both hosts are in "default");
     # debian12-drift was recorded before the probe's domains group: its running VMs are unknown.
@@ -123,7 +132,8 @@ def test_json_document() -> None:
         "compliant": [],
         "non_compliant": ["a"],
         "not_evaluated": ["b"],
-        "counts": {"PASS": 19, "WARN": 2, "FAIL": 4, "SKIP": 5, "ERROR": len(IDS)},
+        # NET-001 SKIPs: alone in its cluster, without a front-end, nothing resolves its name.
+        "counts": {"PASS": 19, "WARN": 2, "FAIL": 4, "SKIP": 6, "ERROR": len(IDS)},
     }
     # Added within kvmprep.check/1: the host's cluster, and the clusters' migration analysis.
     assert doc["hosts"]["a"]["cluster"] == "default"

@@ -42,6 +42,7 @@ CONVERGED = dict(zip(IDS, [
     S, S, S,                    # USR-003, ONE-001..002: no front-end in the inventory
     P, P, S, P,                 # ONE-004..007 (ONE-003 is the front-end's)
     P, P, P, P, P,              # FLEET-001..005 (a fleet of one)
+    S,                          # NET-001: no other host, no front-end to resolve its name
 ], strict=True))
 NO_LIBVIRT = dict(zip(IDS, [
     W, P, F, F, W,
@@ -51,6 +52,7 @@ NO_LIBVIRT = dict(zip(IDS, [
     S, S, S,
     F, F, S, F,                 # no runtime, no QEMU: no emulator, no oneadmin
     S, S, S, P, P,              # no QEMU: no machine type; its CPU, its (absent) versions
+    S,
 ], strict=True))
 # fmt: on
 

@@ -33,6 +33,18 @@ from tests.unit.ansible_env import run_module_locally
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 ONE = FIXTURES / "one"
 FRONTEND = json.loads((ONE / "frontend-probe.json").read_text())
+#: The machines' addresses, and how each resolves the others' names (NET-001; recorded before
+#: the probes resolved them).
+ADDRESSES = {"fe": "10.89.0.2", "h1": "10.89.0.11", "h2": "10.89.0.12"}
+
+
+def resolving(*names: str) -> dict[str, Any]:
+    return {
+        n: {"name": n, "addresses": [ADDRESSES[n]], "loopback": False, "error": None} for n in names
+    }
+
+
+FRONTEND["names"] = resolving("h1", "h2")
 ONE_IDS = (
     "USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007",
     "ONE-011",
@@ -53,8 +65,10 @@ def node(name: str, index: int) -> dict[str, Any]:
     one["remotes"] = copy.deepcopy(FRONTEND["remotes"])
     one["remotes"]["path"] = "/var/tmp/one"
     one["frontend"] = {"name": "fe", "addresses": ["10.89.0.2"], "loopback": False, "error": None}
+    facts["names"] = resolving("h1", "h2", "fe")
     one["ssh"] = {
         **one["ssh"],
+        "addresses": [ADDRESSES.get(name, "10.89.0.5")],
         "public_key": f"ssh-ed25519 KEY-OF-{name}",
         "host_keys": [f"ssh-ed25519 HOSTKEY-OF-{name}"],
         "authorized_keys": [FE_KEY, "ssh-ed25519 KEY-OF-h1", "ssh-ed25519 KEY-OF-h2"],
@@ -112,7 +126,9 @@ def statuses(rows: dict[str, dict], name: str) -> dict[str, Status]:
 def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> None:
     rows = fleet()
     assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
-    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "ONE-011", "FLEET-002"}
+    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "ONE-011", "FLEET-002", "NET-001"}
+    assert rows["fe"]["NET-001"].status is P
+    assert rows["h1"]["NET-001"].status is P
     assert "ONE-003" not in rows["h1"]
     assert "ONE-011" not in rows["h1"]
     for name in ("h1", "h2"):

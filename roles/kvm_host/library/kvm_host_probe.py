@@ -53,7 +53,7 @@ options:
     elements: str
     choices:
       [kvm, libvirt, config, accounts, packages, listen, devices, access, identity, qemu, one,
-       installed, paths, ruby_dir, sasl, blocks, domains]
+       names, installed, paths, ruby_dir, sasl, blocks, domains]
     default: [kvm, libvirt]
   user:
     description:
@@ -86,6 +86,13 @@ options:
       - Name of the OpenNebula front-end, resolved on the host (for C(one)); empty, none.
     type: str
     default: ""
+  names:
+    description:
+      - Names resolved on the host (for C(names)), all within 2 s; for C(kvmprep check), the
+        OpenNebula names of the other hosts and the front-end's (control NET-001).
+    type: list
+    elements: str
+    default: []
   packages:
     description:
       - Package names whose installation C(installed) reports (from the dpkg database, or rpm).
@@ -363,6 +370,14 @@ probe:
           /etc/sudoers.d/opennebula-node-kvm, OpenNebula's node package's).
       returned: when C(one) is gathered
       type: dict
+    names:
+      description:
+        - Per name of I(names), how it resolves here (getaddrinfo, as ssh and libvirt look it
+          up) - C(addresses) in the order returned, C(loopback) (one of them is), C(error)
+          (why it does not resolve, or C(no answer within 2 s), since each name is resolved
+          in a thread and the probe waits 2 s at most for all of them).
+      returned: when C(names) is gathered
+      type: dict
     installed:
       description:
         - C(manager) (C(dpkg), C(rpm) or null when neither is there), C(missing) (the names of
@@ -427,7 +442,6 @@ import pwd
 import re
 import select
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -435,6 +449,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_names import resolve_names
 from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
 
 # A literal (no names, no calls): the kvm_host_probe action plugin reads it from this file with
@@ -455,6 +470,7 @@ ARGUMENT_SPEC = {
             "identity",
             "qemu",
             "one",
+            "names",
             "installed",
             "paths",
             "ruby_dir",
@@ -470,6 +486,7 @@ ARGUMENT_SPEC = {
     "emulator": {"type": "str", "default": "/usr/bin/qemu-kvm-one"},
     "remotes_dir": {"type": "str", "default": "/var/tmp/one"},
     "frontend": {"type": "str", "default": ""},
+    "names": {"type": "list", "elements": "str", "default": []},
     "packages": {"type": "list", "elements": "str", "default": []},
     "paths": {"type": "list", "elements": "str", "default": []},
     "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
@@ -1488,25 +1505,6 @@ ONE_RUNTIME_TOOLS = ("lspci", "rsync", "xmllint")
 ONE_RUBY_TIMEOUT = 10.0
 
 
-def resolve_name(name, getaddrinfo=socket.getaddrinfo):
-    """The addresses name resolves to on this host (as ssh would look it up), and whether any
-    of them is a loopback address."""
-    res = {"name": name, "addresses": [], "loopback": False, "error": None}
-    try:
-        infos = getaddrinfo(name, None, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        res["error"] = _errtext(exc) if isinstance(exc, OSError) else str(exc)
-        return res
-    for info in infos:
-        address = info[4][0]
-        if address not in res["addresses"]:
-            res["addresses"].append(address)
-    res["loopback"] = any(
-        ipaddress.ip_address(a.split("%")[0]).is_loopback for a in res["addresses"]
-    )
-    return res
-
-
 def _start_as(user, args):
     """Start args as user (root switches with runuser; user itself runs it directly); a Popen,
     or the reason it cannot run."""
@@ -1571,7 +1569,7 @@ def gather_one(user, remotes_dir=ONE_REMOTES_DIR, frontend="", run_command=None,
         "remotes": remotes_digest(remotes_dir, user),
         "datastores": stat_path(os.path.join(home, "datastores")) if home else None,
         "ssh": ssh_state(user, run_command or (lambda args: (1, "", ""))),
-        "frontend": resolve_name(frontend) if frontend else None,
+        "frontend": resolve_names([frontend])[frontend] if frontend else None,
         "runtime": {
             "ruby": {"path": ruby_path, "loads": False, "error": None},
             "tools": {name: find_program(name, dirs) for name in ONE_RUNTIME_TOOLS},
@@ -2178,6 +2176,8 @@ def main():
             lambda args: module.run_command(args),
             ruby,
         )
+    if "names" in gather:
+        probe["names"] = resolve_names(module.params["names"])
     if "installed" in gather:
         probe["installed"] = gather_installed(module, module.params["packages"])
     if "paths" in gather:

@@ -41,6 +41,13 @@ options:
     type: str
     choices: [all, oned]
     default: all
+  names:
+    description:
+      - Names resolved on the front-end (with C(all)), all within 2 s; for C(kvmprep check),
+        the OpenNebula names of the kvm hosts (control NET-001).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -70,6 +77,8 @@ probe:
       C(started) (seconds since the epoch, its starttime over SC_CLK_TCK plus the boot time of
       /proc/stat, whole-second precision at best) are null when it does not run; C(error)
       says why it could not be told, else null.
+    - C(names), per name of I(names), how it resolves here, as kvm_host_probe's C(names)
+      (C(addresses), C(loopback), C(error)); empty without I(names).
   returned: always
   type: dict
 """
@@ -78,6 +87,7 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_names import resolve_names
 from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
 from ansible.module_utils.one_frontend_syntax import ConfError, read_values
 
@@ -197,7 +207,7 @@ def gather_oned(etc_dir, proc="/proc"):
     return {"oned": oned_state(proc), "files": files}
 
 
-def gather(user, etc_dir, remotes_dir, run_command, proc="/proc"):
+def gather(user, etc_dir, remotes_dir, run_command, proc="/proc", names=()):
     probe = {"version": read_version(remotes_dir), "files": {}, "drivers": {}}
     parsed = {}
     for name in ("oned.conf", "monitord.conf"):
@@ -234,6 +244,7 @@ def gather(user, etc_dir, remotes_dir, run_command, proc="/proc"):
         probe["accounts"] = {"user": None}
     probe["ssh"] = ssh_state(user, run_command)
     probe["oned"] = oned_state(proc)
+    probe["names"] = resolve_names(names)
     return probe
 
 
@@ -244,6 +255,7 @@ def main():
             "etc_dir": {"type": "path", "default": "/etc/one"},
             "remotes_dir": {"type": "path", "default": "/var/lib/one/remotes"},
             "gather": {"type": "str", "default": "all", "choices": ["all", "oned"]},
+            "names": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -251,7 +263,13 @@ def main():
     if params["gather"] == "oned":
         probe = gather_oned(params["etc_dir"])
     else:
-        probe = gather(params["user"], params["etc_dir"], params["remotes_dir"], module.run_command)
+        probe = gather(
+            params["user"],
+            params["etc_dir"],
+            params["remotes_dir"],
+            module.run_command,
+            names=params["names"],
+        )
     module.exit_json(changed=False, probe=probe)
 
 
