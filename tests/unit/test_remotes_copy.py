@@ -46,6 +46,7 @@ def _front_end(root: Path) -> None:
 def _host_state(root: Path) -> None:
     (root / "im").mkdir(parents=True, exist_ok=True)
     (root / "im" / "status_kvm_3.db").write_text("probe state")
+    (root / "im" / "status_kvm_3.db-journal").write_text("probe journal")
     (root / "vmm" / "kvm" / "__pycache__").mkdir(parents=True, exist_ok=True)
     (root / "vmm" / "kvm" / "__pycache__" / "x.pyc").write_text("cache")
 
@@ -71,6 +72,7 @@ def _rsync(source: Path, dest: Path) -> list[str]:
     argv = [
         "rsync",
         "-Laz",
+        "--omit-dir-times",
         "--delete",
         "--checksum",
         "--itemize-changes",
@@ -93,6 +95,10 @@ def test_a_second_copy_copies_and_deletes_nothing(tmp_path: Path) -> None:
     assert not list((host / "etc" / "vmm" / "kvm").glob("*~"))
     # The host's monitoring writes its state; the next copy leaves it, and has nothing to do.
     _host_state(host)
+    assert _rsync(fe, host) == []
+    # The probes' database comes and goes in im/ (moving its time): still nothing to do.
+    (host / "im" / "status_kvm_3.db-journal").unlink()
+    os.utime(host / "im", (1700000000, 1700000000))
     assert _rsync(fe, host) == []
     assert (host / "im" / "status_kvm_3.db").read_text() == "probe state"
     assert (host / "vmm" / "kvm" / "__pycache__" / "x.pyc").exists()

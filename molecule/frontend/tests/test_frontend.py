@@ -33,7 +33,7 @@ REMOTES = "/srv/one/remotes"
 VMM_CONF = "/etc/one/vmm_exec/vmm_exec_kvm.conf"
 # What the remotes copy leaves alone (roles/one_frontend/vars/main.yml): backups, caches, the
 # monitoring probes' state on the hosts.
-LOCAL_STATE = ("*~", "*__pycache__/*", "im/status_*.db")
+LOCAL_STATE = ("*~", "*__pycache__/*", "im/status_*.db*")
 
 
 def machine(name: str):

@@ -24,12 +24,13 @@ FOREIGN_SHOWN = 5
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
 # What a remotes tree holds that is not the front-end's drivers: Ansible's backup of an edited
 # file (kvmrc.<pid>.<date>~), Python's caches, and the state OpenNebula's kvm monitoring probes
-# keep on each host (im/status_kvm_<host id>.db). The remotes copy neither sends nor deletes them
+# keep on each host (im/status_kvm_<host id>.db, with SQLite's -journal/-wal files beside it). The
+# remotes copy neither sends nor deletes them
 # (one_frontend's __one_frontend_rsync_excludes, kept equal by a unit test) and the digest leaves
 # them out, so a converged host is one whose drivers match the front-end's.
 REMOTES_LOCAL_NAMES = ("*~",)
 REMOTES_LOCAL_DIRS = ("__pycache__",)
-REMOTES_LOCAL_PATHS = ("im/status_*.db",)
+REMOTES_LOCAL_PATHS = ("im/status_*.db*",)
 
 
 def _errtext(exc):
