@@ -534,3 +534,31 @@ def test_a_restart_under_a_reconnecting_client_brings_the_listener_back(lab_doma
         f"journalctl -q --no-pager --after-cursor '{cursor}' | grep -E 'refusing|Failed to listen'"
     )
     assert refused.stdout == "", refused.stdout
+
+
+def test_a_restart_that_fails_once_is_tried_again(lab_domain):
+    host = lab_host(HOSTS[0])
+    vm_before, daemon_before = qemu_pid(host), libvirtd_pid(host)
+    # The listener's socket fails its next start, once: a runtime drop-in (outside what kvmprep
+    # snapshots and rolls back) whose ExecStartPre fails while the flag file is there.
+    dropin = "/run/systemd/system/libvirtd-tcp.socket.d"
+    flag = "/run/kvmprep-fail-once"
+    host.run(
+        f"mkdir -p {dropin} && printf '%s\\n' '[Socket]' "
+        f"'ExecStartPre=/bin/sh -c \"! rm {flag} 2>/dev/null\"' > {dropin}/fail-once.conf"
+    )
+    host.run(f"touch {flag}")
+    host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    try:
+        result = apply_on(HOSTS[0])
+        assert result.returncode == 0, result.stderr
+        assert not host.file(flag).exists  # the first start of the socket failed
+    finally:
+        host.run(f"rm -rf {dropin} {flag} && systemctl daemon-reload")
+    # The second try brought everything back, under the running VM, with the new qemu.conf.
+    states = host.run("systemctl is-active " + " ".join(LIBVIRT_UNITS)).stdout.split()
+    assert states == ["active"] * len(LIBVIRT_UNITS), states
+    assert libvirtd_pid(host) not in (daemon_before, "0")
+    assert qemu_pid(host) == vm_before
+    text = host.file("/etc/libvirt/qemu.conf").content_string
+    assert active_value(text, "dynamic_ownership") == "0"
