@@ -453,3 +453,141 @@ def test_an_apply_killed_before_its_restart_is_finished_by_the_next(lab_domain):
     assert settled.returncode == 0, settled.stderr
     row = next(line.split() for line in settled.stderr.splitlines() if line.startswith(HOSTS[0]))
     assert row[2] == "0", settled.stderr
+
+
+# --- a client that keeps connecting while libvirt restarts ---------------------------------
+
+LIBVIRT_UNITS = (
+    "libvirtd.service",
+    "libvirtd.socket",
+    "libvirtd-ro.socket",
+    "libvirtd-admin.socket",
+    "libvirtd-tcp.socket",
+)
+CLIENT_STOP = "/tmp/kvmprep-client-stop"
+# What OpenNebula's monitoring does to a host, condensed: connect to the listener again and
+# again (a TCP connect is what socket activation starts the daemon on), a connect every few
+# milliseconds (about 100 a second in the lab: the TIME_WAIT sockets stay far below the
+# ephemeral ports). Bounded by the stop file $4, by $2 seconds and by $3 connects. Prints why
+# it stopped, the connects tried and the connects accepted.
+CLIENT_LOOP = r"""
+address=$(getent ahostsv4 "$1" | awk 'NR == 1 {print $1}')
+[ -n "$address" ] || exit 1
+end=$((SECONDS + $2)); tries=0; accepted=0; reason=bounds
+while [ $SECONDS -lt $end ] && [ $tries -lt $3 ]; do
+  [ -e "$4" ] && { reason=stopped; break; }
+  tries=$((tries + 1))
+  { : <>"/dev/tcp/$address/16509"; } 2>/dev/null && accepted=$((accepted + 1))
+  sleep 0.005
+done
+echo "$reason $tries $accepted"
+"""
+
+# The same on the host itself, where OpenNebula's probes ask libvirt through its unix socket: a
+# connect as fast as Python makes them (no TIME_WAIT there). Bounded by seconds, connects and
+# the stop file (its arguments, in that order); the same output.
+LOCAL_LOOP = r"""
+import os, socket, sys, time
+end, tries, accepted, reason = time.monotonic() + float(sys.argv[1]), 0, 0, "bounds"
+while time.monotonic() < end and tries < int(sys.argv[2]):
+    if os.path.exists(sys.argv[3]):
+        reason = "stopped"
+        break
+    tries += 1
+    with socket.socket(socket.AF_UNIX) as client:
+        try:
+            client.connect("/run/libvirt/libvirt-sock")
+            accepted += 1
+        except OSError:
+            pass
+print(reason, tries, accepted)
+"""
+
+
+def journal_cursor(host) -> str:
+    return host.check_output("journalctl -q -n 0 --show-cursor").removeprefix("-- cursor: ")
+
+
+# Before the fix this failed every time: a connect between the daemon's stop and the sockets'
+# restart started the daemon, systemd refused the sockets, the apply failed. With the sockets
+# started one by one after the daemon's stop, the local loop still won on Debian 13.
+@pytest.mark.parametrize("restarted", HOSTS)
+def test_a_restart_under_a_reconnecting_client_brings_the_listener_back(lab_domain, restarted):
+    other = next(name for name in HOSTS if name != restarted)
+    host, client = lab_host(restarted), lab_host(other)
+    with_vm = domain_state(host) == "running"  # the lab domain runs on HOSTS[0]
+    assert with_vm == (restarted == HOSTS[0])
+    vm_before = qemu_pid(host) if with_vm else None
+    daemon_before = libvirtd_pid(host)
+    cursor = journal_cursor(host)
+    host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    client.run(f"rm -f {CLIENT_STOP}")
+    host.run(f"rm -f {CLIENT_STOP}")
+    remote = ["podman", "exec", other, "bash", "-c", CLIENT_LOOP, "client", restarted]
+    local = ["podman", "exec", restarted, "python3", "-c", LOCAL_LOOP]
+    loops = {
+        name: subprocess.Popen(
+            [*command, "300", "2000000", CLIENT_STOP],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, command in (("remote", remote), ("local", local))
+    }
+    try:
+        time.sleep(2)
+        for loop in loops.values():
+            assert loop.poll() is None, loop.communicate()
+        result = apply_on(restarted)
+    finally:
+        client.run(f"touch {CLIENT_STOP}")
+        host.run(f"touch {CLIENT_STOP}")
+        outputs = {name: loop.communicate(timeout=60) for name, loop in loops.items()}
+    for name, (out, err) in outputs.items():
+        reason, tries, accepted = out.split()
+        print(f"{name} client: {tries} connects, {accepted} accepted, {reason}")
+        # The loop ran from before the apply to its end, and the daemon answered it.
+        assert reason == "stopped", (out, err)
+        assert int(accepted) > 0
+    assert result.returncode == 0, result.stderr
+
+    # libvirt was restarted into the repaired qemu.conf (under the running VM on HOSTS[0]).
+    assert libvirtd_pid(host) not in (daemon_before, "0")
+    if with_vm:
+        assert qemu_pid(host) == vm_before
+    states = host.run("systemctl is-active " + " ".join(LIBVIRT_UNITS)).stdout.split()
+    assert states == ["active"] * len(LIBVIRT_UNITS), states
+    assert host.check_output("ss -Hltn 'sport = :16509'")
+    # Nothing systemd refused during this restart (the journal since before the apply).
+    refused = host.run(
+        f"journalctl -q --no-pager --after-cursor '{cursor}' | grep -E 'refusing|Failed to listen'"
+    )
+    assert refused.stdout == "", refused.stdout
+
+
+def test_a_restart_that_fails_once_is_tried_again(lab_domain):
+    host = lab_host(HOSTS[0])
+    vm_before, daemon_before = qemu_pid(host), libvirtd_pid(host)
+    # The listener's socket fails its next start, once: a runtime drop-in (outside what kvmprep
+    # snapshots and rolls back) whose ExecStartPre fails while the flag file is there.
+    dropin = "/run/systemd/system/libvirtd-tcp.socket.d"
+    flag = "/run/kvmprep-fail-once"
+    host.run(
+        f"mkdir -p {dropin} && printf '%s\\n' '[Socket]' "
+        f"'ExecStartPre=/bin/sh -c \"! rm {flag} 2>/dev/null\"' > {dropin}/fail-once.conf"
+    )
+    host.run(f"touch {flag}")
+    host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
+    try:
+        result = apply_on(HOSTS[0])
+        assert result.returncode == 0, result.stderr
+        assert not host.file(flag).exists  # the first start of the socket failed
+    finally:
+        host.run(f"rm -rf {dropin} {flag} && systemctl daemon-reload")
+    # The second try brought everything back, under the running VM, with the new qemu.conf.
+    states = host.run("systemctl is-active " + " ".join(LIBVIRT_UNITS)).stdout.split()
+    assert states == ["active"] * len(LIBVIRT_UNITS), states
+    assert libvirtd_pid(host) not in (daemon_before, "0")
+    assert qemu_pid(host) == vm_before
+    text = host.file("/etc/libvirt/qemu.conf").content_string
+    assert active_value(text, "dynamic_ownership") == "0"
