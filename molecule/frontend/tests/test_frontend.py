@@ -94,6 +94,17 @@ def summary_rows(stderr: str) -> dict[str, list[str]]:
 # --- the front-end's configuration ------------------------------------------------------------
 
 
+def restore_and_restart_oned(kept: str, path: str) -> None:
+    """Put a file oned reads at start back as a test found it, and restart oned into it (a copy
+    that kept the old mtime would leave oned running with the test's version unseen)."""
+    front = machine(FRONTEND)
+    front.check_output(f"cp {kept} {path} && systemctl restart opennebula")
+    answered = on_front_end(
+        "for i in $(seq 60); do oneuser show 0 >/dev/null && exit 0; sleep 2; done; exit 1"
+    )
+    assert answered.rc == 0, answered.stderr
+
+
 def oned_started(front) -> int:
     """oned's start, in seconds since the epoch."""
     return int(
@@ -133,13 +144,15 @@ def test_oned_restarted_into_the_new_machine_type():
     assert oned_started(front) >= changed
 
 
-def test_kvmrc_migrates_over_the_hosts_transport_and_its_backup_stays_home():
+def test_kvmrc_migrates_over_the_hosts_transport_with_a_backup():
+    # The backup sits beside kvmrc in the remotes: kvmprep's copy leaves it out (the re-apply
+    # tests show it), OpenNebula's own sync at each start of monitoring copies it like the rest.
     front = machine(FRONTEND)
     kvmrc = front.file(f"{REMOTES}/etc/vmm/kvm/kvmrc").content_string
     assert "QEMU_PROTOCOL=qemu+tls" in kvmrc
-    assert front.run(f"ls {REMOTES}/etc/vmm/kvm/kvmrc.*~").rc == 0
-    for name in NODES:
-        assert machine(name).run("ls /var/tmp/one/etc/vmm/kvm/kvmrc.*~").rc != 0, name
+    backups = front.run(f"ls {REMOTES}/etc/vmm/kvm/kvmrc.*~").stdout.split()
+    installed = front.file("/var/tmp/kvmrc.installed").content_string
+    assert any(front.file(b).content_string == installed for b in backups), backups
 
 
 # --- registration and OpenNebula's own monitoring ------------------------------------------------
@@ -373,9 +386,13 @@ def test_without_it_the_older_host_refuses_the_vm_and_check_names_it(endpoint, c
 
 # --- VMs created, deployed and live-migrated by OpenNebula --------------------------------------
 
-# A VM with no disk and no NIC: QEMU runs its firmware, which is all live migration needs. It
-# gets OS MACHINE from vmm_exec_kvm.conf as oned loaded it.
-VM_TEMPLATE = 'NAME="{name}"\nCPU="0.1"\nVCPU="1"\nMEMORY="64"\n'
+# A VM with one small volatile disk on the system datastore (TM local: the disk is copied with
+# the VM when it migrates; OpenNebula's TM cannot migrate a VM without a disk) and no NIC: QEMU
+# runs its firmware, which is all live migration needs. It gets OS MACHINE from vmm_exec_kvm.conf
+# as oned loaded it.
+VM_TEMPLATE = (
+    'NAME="{name}"\nCPU="0.1"\nVCPU="1"\nMEMORY="64"\nDISK=[TYPE="fs",SIZE="16",FORMAT="raw"]\n'
+)
 ACTIVE, RUNNING = 3, 3
 
 
@@ -563,7 +580,7 @@ def test_the_hosts_follow_the_front_ends_datastore_location(endpoint):
         assert "Warnings:" in result.stderr, result.stderr
         assert "outside kvm_host_apparmor_datastore_path" in result.stderr, result.stderr
     finally:
-        front.run(f"cp -p /tmp/oned.conf.kept {conf}")
+        restore_and_restart_oned("/tmp/oned.conf.kept", conf)
 
 
 def test_kvmprep_check_passes_for_hosts_in_separate_clusters(endpoint, one, tmp_path):
@@ -657,4 +674,4 @@ def test_a_host_failing_mid_apply_leaves_the_fleet_wide_state_alone(endpoint):
         reach = as_oneadmin(other, f"ssh -o BatchMode=yes {NODES[0]} hostname </dev/null")
         assert reach.rc == 0, reach.stderr
     finally:
-        front.run(f"cp -p /tmp/vmm_exec_kvm.conf.kept {VMM_CONF}")
+        restore_and_restart_oned("/tmp/vmm_exec_kvm.conf.kept", VMM_CONF)
