@@ -12,11 +12,13 @@ export KVMPREP_LAB_CACHE=${KVMPREP_LAB_CACHE:-/var/cache/kvmprep-lab}
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-# netavark sets up the lab's bridge networks with iptables, which a minimal machine lacks.
+# netavark sets up the lab's bridge networks with iptables, which a minimal machine lacks; the
+# unit tests run real rsync and ssh-keygen (the remotes copy, the SSH trust).
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   podman runc netavark aardvark-dns iptables conmon debootstrap ca-certificates python3-venv chromium gnupg \
+  rsync openssh-client \
   >/dev/null
 
 step "python packages (venv $venv)"

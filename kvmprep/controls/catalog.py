@@ -219,9 +219,12 @@ CATALOG: tuple[Control, ...] = (
         id="AA-001",
         title="AppArmor datastore rule",
         severity=Severity.MEDIUM,
-        rationale="apparmor: `owner /var/lib/one/** rw,` for libvirt-qemu",
+        rationale="apparmor: `owner /var/lib/one/** rw,` for libvirt-qemu, narrowed to the "
+        "datastores as OpenNebula documents it (`/var/lib/one/datastores/** rwk,`): the whole "
+        "home would give every VM's QEMU oneadmin's SASL password, TLS client key and SSH keys",
         detection="only where AppArmor is enabled and the libvirt-qemu abstraction exists: an "
-        "`owner <datastores>/** rw,` rule in it, its local include or its .d drop-ins",
+        "`owner <datastores>/** rwk,` rule in it, its local include or its .d drop-ins (FAIL "
+        "without one); a rule over a directory above the datastores WARNs",
         remediation="apply writes the rule to abstractions/libvirt-qemu.d/kvmprep-oneadmin"
         " (Debian 13) or local/abstractions/libvirt-qemu (Debian 12), checked by apparmor_parser",
         judge=apparmor.datastore_rule,

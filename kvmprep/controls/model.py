@@ -91,7 +91,7 @@ class Expect:
     libvirt_group: str = ""  # empty: the distribution's (libvirt or libvirtd)
     kvm_device_group: str = "kvm"
     kvm_device_mode: str = "0660"
-    apparmor_datastore_path: str = "/var/lib/one"
+    apparmor_datastore_path: str = "/var/lib/one/datastores"
     migration_transport: str = "tcp"
     libvirt_tcp_allow_unauthenticated: bool = False
     #: manual: kvmprep's own sudoers file and load_opennebula_paths; package: the node package's.

@@ -343,6 +343,59 @@ def test_aa_001() -> None:
     assert apparmor.datastore_rule(facts, Expect()).status is S
 
 
+def _aa_with(*rules: str) -> dict:
+    facts = load("debian12-converged")
+    aa = facts["libvirt"]["apparmor"]
+    aa["enabled"] = True
+    aa["rules"] = [
+        {"file": "/etc/apparmor.d/local/abstractions/libvirt-qemu", "rule": r} for r in rules
+    ]
+    return facts
+
+
+def test_aa_001_wants_the_datastores_with_opennebulas_permissions() -> None:
+    narrow = "owner /var/lib/one/datastores/** rwk,"
+    assert apparmor.datastore_rule(_aa_with(narrow), Expect()).status is P
+    # The seed's rule alone covers the datastores, but it is the whole home: not the rule.
+    seed = apparmor.datastore_rule(_aa_with("owner /var/lib/one/** rw,"), Expect())
+    assert seed.status is F
+    assert "/var/lib/one/datastores/** rwk" in seed.message
+    # Without k QEMU cannot lock its images.
+    no_lock = apparmor.datastore_rule(_aa_with("owner /var/lib/one/datastores/** rw,"), Expect())
+    assert no_lock.status is F
+    assert "lacks 'k'" in no_lock.message
+    # A different datastore location is judged against its own rule.
+    srv = Expect(apparmor_datastore_path="/srv/one/datastores/")
+    assert apparmor.datastore_rule(_aa_with("owner /srv/one/datastores/** rwk,"), srv).status is P
+    assert apparmor.datastore_rule(_aa_with(narrow), srv).status is F
+
+
+@pytest.mark.parametrize(
+    "broader",
+    [
+        "owner /var/lib/one/** rw,",
+        "/var/lib/** r,",
+        "/** rwk,",
+        "owner /var/lib/one/** r,",
+        'owner "/var/lib/one/**" rw,',
+    ],
+)
+def test_aa_001_warns_about_a_rule_that_opens_oneadmins_home(broader: str) -> None:
+    result = apparmor.datastore_rule(
+        _aa_with("owner /var/lib/one/datastores/** rwk,", broader), Expect()
+    )
+    assert result.status is W, result
+    assert broader in result.message
+    assert "oneadmin's home" in result.message
+
+
+def test_aa_001_ignores_rules_beside_the_datastores() -> None:
+    facts = _aa_with(
+        "owner /var/lib/one/datastores/** rwk,", "/var/lib/libvirt/** rw,", "/var/lib/one-x/** rw,"
+    )
+    assert apparmor.datastore_rule(facts, Expect()).status is P
+
+
 # --- KVM-004, LV-004, LV-008 ----------------------------------------------------------------
 
 

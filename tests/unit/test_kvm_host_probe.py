@@ -731,9 +731,19 @@ def test_gather_devices(tmp_path):
     assert res[str(tmp_path / "tun")]["error"] == "No such file or directory"
 
 
-def test_apparmor_owner_rules():
-    text = "  owner /var/lib/one/** rw,\n# owner /x/** rw,\n  /y/** r,\n owner /z/** rwk,\n"
-    assert probe.apparmor_owner_rules(text) == ["owner /var/lib/one/** rw,", "owner /z/** rwk,"]
+def test_apparmor_tree_rules():
+    text = (
+        "  owner /var/lib/one/** rw,\n# owner /x/** rw,\n  /y/** r,\n owner /z/** rwk,\n"
+        "  deny /w/** rw,\n  /usr/share/qemu/ r,\n  /** rwk,\n  owner /v/* rw,\n"
+        '  owner "/var/lib/one/**" rw,\n'
+    )
+    assert probe.apparmor_tree_rules(text) == [
+        "owner /var/lib/one/** rw,",
+        "/y/** r,",
+        "owner /z/** rwk,",
+        "/** rwk,",
+        'owner "/var/lib/one/**" rw,',
+    ]
 
 
 # --- access, identity, config syntax ----------------------------------------------------------
@@ -1350,7 +1360,7 @@ def test_gather_sasl(tmp_path):
 
 
 MARKER = "# {mark} kvmprep: OpenNebula datastores"
-RULE = "  owner /var/lib/one/** rw,"
+RULE = "  owner /var/lib/one/datastores/** rwk,"
 BEGIN = "# BEGIN kvmprep: OpenNebula datastores"
 END = "# END kvmprep: OpenNebula datastores"
 

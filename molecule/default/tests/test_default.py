@@ -126,13 +126,18 @@ def test_tcp_listener_rejects_a_client_without_credentials(host):
     assert "auth" in (result.stderr + result.stdout).lower()
 
 
-def test_apparmor_rule_in_the_abstraction_drop_in(host):
+def apparmor_rule_file(host) -> str:
     abstraction = host.file("/etc/apparmor.d/abstractions/libvirt-qemu").content_string
     if "abstractions/libvirt-qemu.d" in abstraction:
-        path = "/etc/apparmor.d/abstractions/libvirt-qemu.d/kvmprep-oneadmin"
-    else:
-        path = "/etc/apparmor.d/local/abstractions/libvirt-qemu"
-    assert "owner /var/lib/one/** rw," in host.file(path).content_string
+        return "/etc/apparmor.d/abstractions/libvirt-qemu.d/kvmprep-oneadmin"
+    return "/etc/apparmor.d/local/abstractions/libvirt-qemu"
+
+
+def test_apparmor_rule_in_the_abstraction_drop_in(host):
+    content = host.file(apparmor_rule_file(host)).content_string
+    # The datastores only, as OpenNebula documents them: not oneadmin's whole home.
+    assert "owner /var/lib/one/datastores/** rwk," in content
+    assert "/var/lib/one/**" not in content
     # The whole abstraction, drop-in included, still parses.
     assert host.run("apparmor_parser -Q -K /etc/apparmor.d/libvirt/TEMPLATE.qemu").rc == 0
 
@@ -349,6 +354,22 @@ def test_drift_is_reported_with_its_fix_and_apply_repairs_it(lab_domain):
 
 def apply_on(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return kvmprep("apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-l", name, *extra)
+
+
+def test_apply_narrows_an_earlier_rule_over_oneadmins_home():
+    host = lab_host(HOSTS[1])
+    path = apparmor_rule_file(host)
+    # What kvmprep wrote before it narrowed the rule (the seed's rule, in its managed block).
+    host.run(
+        f"sed -i 's|owner /var/lib/one/datastores/\\*\\* rwk,|owner /var/lib/one/** rw,|' {path}"
+    )
+    assert "owner /var/lib/one/** rw," in host.file(path).content_string
+    result = apply_on(HOSTS[1])
+    assert result.returncode == 0, result.stderr
+    content = host.file(path).content_string
+    assert "owner /var/lib/one/datastores/** rwk," in content
+    assert "/var/lib/one/**" not in content
+    assert host.run("apparmor_parser -Q -K /etc/apparmor.d/libvirt/TEMPLATE.qemu").rc == 0
 
 
 def test_a_config_libvirt_cannot_parse_is_not_restarted_into(lab_domain):

@@ -257,7 +257,7 @@ probe:
             local_include: true
             rules:
               - file: /etc/apparmor.d/local/abstractions/libvirt-qemu
-                rule: "owner /var/lib/one/** rw,"
+                rule: "owner /var/lib/one/datastores/** rwk,"
     config:
       description:
         - For qemu.conf, libvirtd.conf, virtqemud.conf and virtproxyd.conf, C(path), C(exists),
@@ -787,9 +787,11 @@ def apparmor_includes(text):
     return dropin, local
 
 
-def apparmor_owner_rules(text):
-    """The active 'owner PATH/** rw...,' rules of an AppArmor fragment."""
-    rx = re.compile(r"^\s*(owner\s+\S+/\*\*\s+[rwkl]*w[rwkl]*\s*,)")
+def apparmor_tree_rules(text):
+    """The active 'PATH/** PERMS,' rules (with or without 'owner') of an AppArmor fragment that
+    let QEMU read or write a whole tree: the datastore rule and any broader one that also opens
+    oneadmin's home to every VM (AA-001 judges both)."""
+    rx = re.compile(r"^\s*((?:owner\s+)?\"?/[^\s\"]*\*\*\"?\s+[a-zA-Z]*[rw][a-zA-Z]*\s*,)")
     return [m.group(1) for m in (rx.match(line) for line in (text or "").splitlines()) if m]
 
 
@@ -813,7 +815,7 @@ def gather_apparmor(module, enabled_path=AA_ENABLED, abstraction=AA_ABSTRACTION,
         content, why = read_text_why(path)
         if content is None and errors is not None and os.path.exists(path):
             errors.append("%s: %s" % (path, why))
-        rules.extend({"file": path, "rule": r} for r in apparmor_owner_rules(content))
+        rules.extend({"file": path, "rule": r} for r in apparmor_tree_rules(content))
     return {
         "enabled": bool(enabled and enabled.strip().upper().startswith("Y")),
         "parser": module.get_bin_path("apparmor_parser", opt_dirs=BIN_DIRS) is not None,
