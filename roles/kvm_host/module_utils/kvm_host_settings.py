@@ -50,6 +50,16 @@ _SHARED_DIRS = frozenset(
     )
 )
 
+# The system's own directories that a link or a configuration directory must not replace.
+_SYSTEM_DIRS = frozenset(
+    (
+        *_SYSTEM_TREES,
+        *_SHARED_DIRS,
+        *("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/share"),
+        *("/usr/local", "/usr/local/bin", "/usr/local/sbin", "/usr/local/lib", "/etc/systemd"),
+    )
+)
+
 # SASL mechanisms with a security layer (SSF > 0) that libvirt accepts over plain TCP
 # (tcp_min_ssf: 56 on Debian 12, 112 on Debian 13). The others authenticate only; libvirt then
 # refuses them, or (tcp_min_ssf = 0) every migration's data and the password go in clear.
@@ -176,13 +186,13 @@ def type_problem(value: object, spec: dict) -> str | None:
 
 def name_problem(value: str, what: str = "name") -> str | None:
     """A POSIX portable user or group name, none with a meaning of its own (ALL, root)."""
+    if value.lower() in _RESERVED_NAMES:
+        return f"{value!r} is not allowed as this {what}: it would give every user or root's rights"
     if not _NAME_RE.match(value):
         return (
             f"not a portable {what} (a lower-case letter or _, then up to 31 lower-case"
             " letters, digits, _ or -)"
         )
-    if value.lower() in _RESERVED_NAMES:
-        return f"{value!r} is not allowed as this {what}: it would give every user or root's rights"
     return None
 
 
@@ -234,7 +244,7 @@ def link_path_problem(value: str) -> str | None:
     problem = path_problem(value)
     if problem:
         return problem
-    if value in _SYSTEM_TREES or value in _SHARED_DIRS:
+    if value in _SYSTEM_DIRS:
         return "must be a file's path, not a system directory"
     for tree in ("/etc", "/boot", "/root"):
         if value.startswith(tree + "/"):
@@ -247,7 +257,7 @@ def config_dir_problem(value: str) -> str | None:
     problem = path_problem(value)
     if problem:
         return problem
-    if value in _SYSTEM_TREES or value in _SHARED_DIRS:
+    if value in _SYSTEM_DIRS:
         return "must be a directory of its own, not a system directory"
     return None
 
