@@ -202,7 +202,7 @@ def test_a_good_value_passes(name: str, value: Any) -> None:
 def test_a_secret_is_never_shown(name: str) -> None:
     value = {"password": "hunter2-secret"}
     found = problems(**{name: value})
-    assert found == [f"{name}: value hidden: must be a string, got a dict"]
+    assert found == [f"{name}: value hidden: must be a string (got dict)"]
 
 
 def test_a_secret_with_a_line_break_is_refused_without_showing_it() -> None:
@@ -278,7 +278,7 @@ def test_the_action_plugin_fails_with_one_line_per_problem(tmp_path: Path) -> No
     )
     assert result["failed"] is True
     assert result["kvmprep_invalid_settings"] == [
-        "kvm_host_oneadmin_home: value {'a': 1}: must be a string, got a dict",
+        "kvm_host_oneadmin_home: value {'a': 1}: must be a string (got dict)",
         "kvm_host_oneadmin_user: value 'ALL': 'ALL' is not allowed as this user name: it"
         " would give every user or root's rights",
     ]

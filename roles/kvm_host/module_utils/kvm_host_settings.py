@@ -159,22 +159,22 @@ def type_problem(value: object, spec: dict) -> str | None:
         return f"must be a {kind}, got null (an empty value in YAML)"
     if kind in ("str", "path"):
         if not isinstance(value, str):
-            return f"must be a string, got a {type_name(value)}"
+            return f"must be a string (got {type_name(value)})"
     elif kind == "int":
         if as_int(value) is None:
-            return f"must be an integer, got a {type_name(value)}"
+            return f"must be an integer (got {type_name(value)})"
     elif kind == "bool":
         if as_bool(value) is None:
-            return f"must be a boolean (true or false), got a {type_name(value)}"
+            return f"must be true or false (got {type_name(value)})"
     elif kind == "list":
         if not isinstance(value, list):
-            return f"must be a list, got a {type_name(value)}"
+            return f"must be a list (got {type_name(value)})"
         element = spec.get("elements")
         if element == "str" and not all(isinstance(item, str) for item in value):
             bad = next(item for item in value if not isinstance(item, str))
-            return f"must be a list of strings; it holds a {type_name(bad)}"
+            return f"must be a list of strings (it holds {type_name(bad)})"
     elif kind == "dict" and not isinstance(value, dict):
-        return f"must be a mapping, got a {type_name(value)}"
+        return f"must be a mapping (got {type_name(value)})"
     choices = spec.get("choices")
     if choices and value not in choices:
         return "must be one of " + ", ".join(str(choice) for choice in choices)
@@ -200,7 +200,7 @@ def id_problem(value: object) -> str | None:
     """A uid or gid: 1 to 2^31-2 (0 is root, -1 and 2^31-1 mean "no id" to the kernel)."""
     number = as_int(value)
     if number is None:
-        return f"must be an integer, got a {type_name(value)}"
+        return f"must be an integer (got {type_name(value)})"
     if not 0 < number <= UID_MAX:
         return f"must be between 1 and {UID_MAX} (0 is root's)"
     return None
