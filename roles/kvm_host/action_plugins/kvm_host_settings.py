@@ -1,0 +1,122 @@
+"""kvm_host_settings, run on the controller only: judge the roles' settings before any change.
+
+Reads each public variable of the named roles (their meta/argument_specs.yml) from the task's
+variables as the inventory gives it, templated but not converted (argument_specs' type str
+would turn a dict into its text), with the argument_specs default when it is not set, and
+judges it with module_utils/kvm_host_settings.py. No round trip to the host.
+
+Arguments: ``roles`` (list: kvm_host, one_frontend) for the task's own host, or ``hosts`` (host
+name -> its roles) to judge every host of a play in one call (run_once, from hostvars); ``apply``
+(bool, default true: also what apply needs together, such as the SASL password for tcp).
+
+Result: on a problem, ``failed`` with ``msg`` (the lines joined) and ``kvmprep_invalid_settings``
+(one line per problem, "VARIABLE: value REPR: problem"); ``warnings`` for allowed but weaker
+settings (TLS without tls_allowed_dn_list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+
+ROLES_DIR = Path(__file__).resolve().parents[2]
+SETTINGS = ROLES_DIR / "kvm_host" / "module_utils" / "kvm_host_settings.py"
+KNOWN_ROLES = ("kvm_host", "one_frontend")
+
+
+def load_settings() -> ModuleType:
+    """module_utils/kvm_host_settings.py, by path: it is no module Ansible ships to a host here.
+    Compiled from its text, so that no __pycache__ lands in the role."""
+    module = ModuleType("kvm_host_settings")
+    module.__file__ = str(SETTINGS)
+    exec(compile(SETTINGS.read_text(encoding="utf-8"), str(SETTINGS), "exec"), module.__dict__)
+    return module
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def _specs(self, roles: list[str]) -> dict[str, dict[str, Any]]:
+        specs: dict[str, dict[str, Any]] = {}
+        for role in roles:
+            document = self._loader.load_from_file(
+                str(ROLES_DIR / role / "meta" / "argument_specs.yml")
+            )
+            specs.update(document["argument_specs"]["main"]["options"])
+        return specs
+
+    def _judge(
+        self, roles: list[str], variables: Mapping[str, Any], apply: bool
+    ) -> tuple[list[str], list[str]]:
+        """(problems, warnings) of one host, whose variables are ``variables``."""
+        settings = load_settings()
+        specs = self._specs(roles)
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, spec in specs.items():
+            if name not in variables:
+                values[name] = spec.get("default")
+                continue
+            try:
+                values[name] = self._templar.template(variables[name])
+            except AnsibleError as exc:
+                # Only the name: the error's text may hold another variable's value.
+                problems.append(f"{name}: cannot be templated: {type(exc).__name__}")
+        problems += settings.validate(values, specs, apply=apply)
+        warnings = settings.warnings(values) if "kvm_host" in roles and not problems else []
+        return problems, warnings
+
+    def _judge_hosts(
+        self, hosts: Mapping[str, list[str]], task_vars: dict[str, Any], apply: bool
+    ) -> tuple[list[str], list[str]]:
+        # Once for every host of the play: the same problem on every host is said once, one
+        # that only some hosts have names them.
+        found: dict[str, list[str]] = {}
+        warned: dict[str, list[str]] = {}
+        for host, roles in hosts.items():
+            problems, warnings = self._judge(_roles(roles), task_vars["hostvars"][host], apply)
+            for line in problems:
+                found.setdefault(line, []).append(str(host))
+            for line in warnings:
+                warned.setdefault(line, []).append(str(host))
+        return _named(found, len(hosts)), _named(warned, len(hosts))
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        apply = boolean(self._task.args.get("apply", True))
+        hosts = self._task.args.get("hosts")
+        if hosts is None:
+            roles = _roles(self._task.args.get("roles", ["kvm_host"]))
+            problems, warnings = self._judge(roles, task_vars, apply)
+        elif isinstance(hosts, Mapping):
+            problems, warnings = self._judge_hosts(hosts, task_vars, apply)
+        else:
+            raise AnsibleActionFail("hosts: expected a mapping of host name to roles")
+        result["changed"] = False
+        if problems:
+            result.update(failed=True, msg="; ".join(problems), kvmprep_invalid_settings=problems)
+            return result
+        if warnings:
+            result["warnings"] = warnings
+        return result
+
+
+def _roles(roles: Any) -> list[str]:
+    if not isinstance(roles, list) or not set(roles) <= set(KNOWN_ROLES):
+        raise AnsibleActionFail(f"roles: expected a list of {', '.join(KNOWN_ROLES)}")
+    return roles
+
+
+def _named(lines: Mapping[str, list[str]], every: int) -> list[str]:
+    return [
+        line if len(hosts) == every else f"{line} (on {', '.join(hosts)})"
+        for line, hosts in lines.items()
+    ]
