@@ -495,3 +495,37 @@ def test_the_tasks_write_through_the_link_safe_modules() -> None:
     modules = {key for t in trust_tasks for key in t if key not in ("name", "vars", "when")}
     assert "ansible.builtin.blockinfile" not in modules
     assert "one_frontend_trust" in modules
+
+
+@pytest.mark.ansible
+def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
+    tmp_path: Path, home: Path, etc: Path
+) -> None:
+    # kvmrc is in the front-end's remotes, which oneadmin owns.
+    kvmrc_dir = home / "remotes" / "etc" / "vmm" / "kvm"
+    kvmrc_dir.mkdir(parents=True)
+    owned(kvmrc_dir)
+    plant(kvmrc_dir / "kvmrc", etc / "shadow")
+    before = tree(etc)
+    args = {"path": str(kvmrc_dir / "kvmrc"), "format": "shell", "settings": {"QEMU_PROTOCOL": "x"}}
+    for extra in (("--check", "--diff"), ()):
+        result = run_ansible(
+            tmp_path, "one_frontend_conf", args, *extra, library=ROOT / "roles/one_frontend/library"
+        )
+        assert result["failed"] is True
+        assert result["msg"] == (
+            f"{kvmrc_dir}/kvmrc is a symbolic link (owned by {ONEADMIN}): refusing to follow it "
+            "as root"
+        )
+        assert "secret" not in str(result)
+    assert tree(etc) == before
+
+    (kvmrc_dir / "kvmrc").unlink()
+    owned_file(kvmrc_dir / "kvmrc", "QEMU_PROTOCOL=qemu+ssh\n").chmod(0o644)
+    done = run_ansible(
+        tmp_path, "one_frontend_conf", args, library=ROOT / "roles/one_frontend/library"
+    )
+    assert done["changed"] is True
+    kvmrc = (kvmrc_dir / "kvmrc").stat()
+    assert (kvmrc.st_uid, stat.S_IMODE(kvmrc.st_mode)) == (ONEADMIN, 0o644)
+    assert Path(done["backup_file"]).read_text() == "QEMU_PROTOCOL=qemu+ssh\n"
