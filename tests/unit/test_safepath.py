@@ -9,6 +9,7 @@ the links it plants.
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 from pathlib import Path
@@ -529,3 +530,19 @@ def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
     kvmrc = (kvmrc_dir / "kvmrc").stat()
     assert (kvmrc.st_uid, stat.S_IMODE(kvmrc.st_mode)) == (ONEADMIN, 0o644)
     assert Path(done["backup_file"]).read_text() == "QEMU_PROTOCOL=qemu+ssh\n"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "roles/kvm_host/module_utils/kvm_host_safepath.py",
+        "roles/one_frontend/library/one_frontend_trust.py",
+    ],
+)
+def test_the_target_side_code_parses_as_python_3_6(path: str) -> None:
+    ast.parse((ROOT / path).read_text(), feature_version=(3, 6))
+
+
+@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
+def test_one_frontend_trust_documentation_is_valid_yaml(name: str) -> None:
+    assert yaml.safe_load(getattr(trust, name))
