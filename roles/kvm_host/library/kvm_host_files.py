@@ -18,6 +18,13 @@ description:
   - A missing directory is created with its missing parents, each getting the entry's owner,
     group and mode (as M(ansible.builtin.file) does). A link is created or re-pointed; a path
     that exists and is not a link is an error (nothing is replaced by force).
+  - Root never follows a link that another account could have planted. Every path is opened one
+    component at a time from C(/) without following links, except a link only root controls
+    (owned by root, in a directory of root's that nobody else may write, such as C(/var/run)).
+    A link where a file or directory is expected, a file with several hard links in a directory
+    not owned by root, or an existing path owned by a third account (neither root nor I(owner))
+    is refused, naming the path. Files are replaced by a rename in the directory held open, and
+    owner and mode are set on an open file, never by path.
   - Check mode changes nothing and reports what would change; with diff mode each change is
     described (content before/after, attributes before/after), as the built-in modules do.
   - The entries are processed in order, so a directory listed before a file in it is there when
@@ -58,7 +65,17 @@ options:
         description: Mode, as an octal string such as C("0644"); not applied to links.
         type: str
       backup:
-        description: Keep a timestamped copy of a file whose content is replaced.
+        description:
+          - Keep a copy of a file whose content is replaced, beside it, named as Ansible's
+            backups are (C(NAME.PID.YYYY-MM-DD@HH:MM:SS~)).
+        type: bool
+        default: false
+      recurse:
+        description:
+          - C(state=directory) only, with I(owner) and I(group). Also give everything under the
+            directory to I(owner) and I(group), as M(ansible.builtin.file) C(recurse) does, but
+            without following any link (a link itself gets the owner), without leaving the
+            directory's file system, and refusing a hard-linked file or a special file.
         type: bool
         default: false
       validate:
@@ -97,174 +114,336 @@ files:
   type: list
   elements: dict
   sample: [{"path": "/etc/udev/rules.d", "state": "directory", "changed": false}]
+  contains:
+    recursed:
+      description: With I(recurse), the entries under the directory that got (would get) the owner.
+      type: int
+    skipped:
+      description: With I(recurse), directories of another file system, left alone.
+      type: list
 diff:
   description: One before/after pair per change (content or attributes), headed by the path.
   returned: when running with --diff and something changed
   type: list
 """
 
+import grp
 import os
+import pwd
+import re
 import shlex
-import tempfile
+import stat
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
+from ansible.module_utils.kvm_host_safepath import (
+    UnsafePath,
+    check_owner,
+    chown_tree,
+    copy_as_backup,
+    join,
+    link_refusal,
+    locate,
+    make_dirs,
+    open_file_at,
+    read_fd,
+    replace_file,
+    replace_link,
+    set_attributes,
+    walk,
+)
 
-_ATTRIBUTES = ("owner", "group", "mode")
+_MODE = re.compile(r"^0?[0-7]{3,4}$")
 
 
-def _file_args(module, entry, path):
-    params = {
-        "path": path,
-        "owner": entry.get("owner"),
-        "group": entry.get("group"),
-        "mode": entry.get("mode") if entry.get("state") != "link" else None,
-        "seuser": None,
-        "serole": None,
-        "selevel": None,
-        "setype": None,
-        "attributes": None,
-    }
-    return module.load_file_common_arguments(params, path=path)
+class EntryError(Exception):
+    """An entry that cannot be done; the message names its path."""
 
 
-def _apply_attributes(module, entry, path, changed, diffs):
-    """Owner, group and mode as ansible.builtin.file applies them; one diff entry if changed."""
-    if not any(entry.get(key) is not None for key in _ATTRIBUTES):
-        return changed
-    attr_diff = {"before": {"path": path}, "after": {"path": path}}
-    changed = module.set_fs_attributes_if_different(
-        _file_args(module, entry, path), changed, diff=attr_diff, expand=False
+def _lookup(value, database, kind, path):
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        return database(value)[2]
+    except KeyError:
+        raise EntryError("{0}: no {1} named {2}".format(path, kind, value)) from None
+
+
+def wanted_ids(entry):
+    """(uid, gid, mode) an entry asks for, None for each it leaves as it is."""
+    path, mode = entry["path"], entry.get("mode")
+    if mode is not None and entry.get("state") != "link":
+        if not _MODE.match(mode):
+            raise EntryError("{0}: mode {1!r} is not an octal mode such as 0644".format(path, mode))
+        mode = int(mode, 8)
+    else:
+        mode = None
+    return (
+        _lookup(entry.get("owner"), pwd.getpwnam, "user", path),
+        _lookup(entry.get("group"), grp.getgrnam, "group", path),
+        mode,
     )
-    if len(attr_diff["before"]) > 1 or len(attr_diff["after"]) > 1:
-        attr_diff["before_header"] = attr_diff["after_header"] = path
-        diffs.append(attr_diff)
-    return changed
 
 
-def _missing_components(path):
-    """The path's components that do not exist, outermost first."""
-    missing = []
-    current = path
-    while current and current != os.sep and not os.path.lexists(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    return list(reversed(missing))
+def attribute_diff(path, st, ids):
+    """What the owner, group and mode of st would become, as ansible.builtin.file's diff shows it;
+    None when nothing differs."""
+    uid, gid, mode = ids
+    before, after = {"path": path}, {"path": path}
+    if uid is not None and st.st_uid != uid:
+        before["owner"], after["owner"] = st.st_uid, uid
+    if gid is not None and st.st_gid != gid:
+        before["group"], after["group"] = st.st_gid, gid
+    if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+        before["mode"], after["mode"] = "0%03o" % stat.S_IMODE(st.st_mode), "0%03o" % mode
+    if len(before) == 1:
+        return None
+    return {"before_header": path, "after_header": path, "before": before, "after": after}
 
 
-def ensure_directory(module, entry, diffs):
+def _attributes_on_fd(module, fd, path, st, ids, diffs):
+    diff = attribute_diff(path, st, ids)
+    if diff is None:
+        return False
+    diffs.append(diff)
+    if not module.check_mode:
+        set_attributes(fd, *ids)
+    return True
+
+
+def _absent_diff(path, state):
+    return {
+        "before_header": path,
+        "after_header": path,
+        "before": {"path": path, "state": "absent"},
+        "after": {"path": path, "state": state},
+    }
+
+
+def ensure_directory(module, entry, ids, diffs):
     path = entry["path"]
-    if os.path.lexists(path) and not os.path.isdir(path):
-        module.fail_json(msg="%s exists and is not a directory" % path)
-    missing = _missing_components(path)
-    changed = bool(missing)
-    if missing:
+    fd, parts, rest = walk(path, missing_ok=True)
+    try:
+        if rest:
+            diffs.append(_absent_diff(path, "directory"))
+            if module.check_mode:
+                return True, {}
+            fd, parts = make_dirs(fd, parts, rest, *ids)
+            changed = True
+        else:
+            check_owner(path, os.fstat(fd), ids[0])
+            changed = _attributes_on_fd(module, fd, path, os.fstat(fd), ids, diffs)
+        extra = {}
+        if entry.get("recurse"):
+            extra = _recurse(module, fd, parts, entry, ids, diffs)
+            changed = changed or extra["recursed"] > 0
+        return changed, extra
+    finally:
+        os.close(fd)
+
+
+def _recurse(module, fd, parts, entry, ids, diffs):
+    path, (uid, gid, _mode) = entry["path"], ids
+    if uid is None or gid is None:
+        raise EntryError("{0}: recurse needs owner and group".format(path))
+    count, skipped = chown_tree(fd, parts, uid, gid, check=module.check_mode)
+    if count:
+        who = "{0}:{1}".format(entry["owner"], entry["group"])
         diffs.append(
             {
                 "before_header": path,
                 "after_header": path,
-                "before": {"path": path, "state": "absent"},
-                "after": {"path": path, "state": "directory"},
+                "before": "{0} entries under {1} not owned by {2}\n".format(count, path, who),
+                "after": "everything under {0} owned by {1}\n".format(path, who),
             }
         )
-        if module.check_mode:
-            return True
-        for component in missing:
-            try:
-                os.mkdir(component)
-            except OSError as exc:
-                module.fail_json(msg="cannot create %s: %s" % (component, to_native(exc)))
-            if component != path:
-                module.set_fs_attributes_if_different(
-                    _file_args(module, entry, component), True, expand=False
+    return {"recursed": count, "skipped": skipped}
+
+
+def _validator(module, entry, path, shown_dir):
+    """What runs on the temporary file before it replaces path: validate, then SELinux's label."""
+
+    def before(tmp):
+        tmp_path = os.path.join(shown_dir, tmp)
+        if entry.get("validate"):
+            argv = shlex.split(entry["validate"] % tmp_path)
+            rc, out, err = module.run_command(argv)
+            if rc != 0:
+                module.fail_json(
+                    msg="%s: failed to validate the new content" % path,
+                    rc=rc,
+                    stdout=out,
+                    stderr=err,
                 )
-    return _apply_attributes(module, entry, path, changed, diffs)
+        if module.selinux_enabled():
+            # As atomic_move labels a replaced file: the old one's context, else the default.
+            context = (
+                module.selinux_context(path)
+                if os.path.lexists(path)
+                else module.selinux_default_context(path)
+            )
+            module.set_context_if_different(tmp_path, context, False)
+
+    return before
 
 
-def _read(path):
-    with open(path, "rb") as stream:
-        return stream.read()
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
-def ensure_file(module, entry, diffs):
+def ensure_file(module, entry, ids, diffs):
     path = entry["path"]
     if entry.get("content") is None:
-        module.fail_json(msg="%s: state=file needs content" % path)
+        raise EntryError("%s: state=file needs content" % path)
+    if entry.get("validate") and "%s" not in entry["validate"]:
+        raise EntryError("%s: validate must contain %%s" % path)
     wanted = to_bytes(entry["content"], errors="surrogate_or_strict")
-    exists = os.path.lexists(path)
-    if exists and os.path.isdir(path):
-        module.fail_json(msg="%s exists and is a directory" % path)
-    current = _read(path) if exists else None
-    result = {}
-    changed = current != wanted
-    if changed:
-        diffs.append(
-            {
-                "before_header": path,
-                "after_header": path,
-                "before": to_text(current or b"", errors="surrogate_or_replace"),
-                "after": to_text(wanted, errors="surrogate_or_replace"),
-            }
-        )
-        if module.check_mode:
-            return True, result
-        directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            module.fail_json(msg="%s: the directory %s does not exist" % (path, directory))
-        fd, tmp = tempfile.mkstemp(prefix=".kvmprep-", dir=directory)
+    dir_fd, parts, name, st, rest = locate(path)
+    try:
+        if rest:
+            if not module.check_mode:
+                raise EntryError(
+                    "%s: the directory %s does not exist" % (path, os.path.dirname(path))
+                )
+            diffs.append(_content_diff(path, b"", wanted))
+            return True, {}
+        shown = join([*parts, name])
+        current, fd = None, None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise EntryError("%s exists and is a directory" % path)
+            if stat.S_ISLNK(st.st_mode):
+                raise link_refusal(shown, st)
+            check_owner(shown, st, ids[0])
+            fd, st = open_file_at(dir_fd, name, shown)
         try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(wanted)
-            if entry.get("validate"):
-                if "%s" not in entry["validate"]:
-                    module.fail_json(msg="%s: validate must contain %%s" % path)
-                argv = shlex.split(entry["validate"] % tmp)
-                rc, out, err = module.run_command(argv)
-                if rc != 0:
-                    module.fail_json(
-                        msg="%s: failed to validate the new content" % path,
-                        rc=rc,
-                        stdout=out,
-                        stderr=err,
-                    )
-            if exists and entry.get("backup"):
-                result["backup_file"] = module.backup_local(path)
-            module.atomic_move(tmp, path, unsafe_writes=False)
+            if fd is not None:
+                current = read_fd(fd)
+            if current == wanted:
+                return _attributes_on_fd(module, fd, path, st, ids, diffs), {}
+            diffs.append(_content_diff(path, current or b"", wanted))
+            if st is not None:
+                diff = attribute_diff(path, st, ids)
+                if diff is not None:
+                    diffs.append(diff)
+            if module.check_mode:
+                return True, {}
+            return True, _write(module, entry, ids, dir_fd, parts, name, st, current, wanted)
         finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-    return _apply_attributes(module, entry, path, changed, diffs), result
+            if fd is not None:
+                os.close(fd)
+    finally:
+        os.close(dir_fd)
 
 
-def ensure_link(module, entry, diffs):
+def _content_diff(path, before, after):
+    return {
+        "before_header": path,
+        "after_header": path,
+        "before": to_text(before, errors="surrogate_or_replace"),
+        "after": to_text(after, errors="surrogate_or_replace"),
+    }
+
+
+def _write(module, entry, ids, dir_fd, parts, name, st, current, wanted):
+    """Replace the file (its old owner and mode kept where the entry sets none); the backup."""
+    uid, gid, mode = ids
+    if st is not None:
+        uid = st.st_uid if uid is None else uid
+        gid = st.st_gid if gid is None else gid
+        mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+    elif mode is None:
+        mode = 0o666 & ~_umask()
+    result = {}
+    if st is not None and entry.get("backup"):
+        stamp = time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime())
+        result["backup_file"] = join([*parts, copy_as_backup(dir_fd, name, current, st, stamp)])
+    before = _validator(module, entry, entry["path"], join(parts))
+    replace_file(dir_fd, name, wanted, uid, gid, mode, before=before)
+    return result
+
+
+def ensure_link(module, entry, ids, diffs):
     path, src = entry["path"], entry.get("src")
     if not src:
-        module.fail_json(msg="%s: state=link needs src" % path)
-    if os.path.lexists(path) and not os.path.islink(path):
-        module.fail_json(msg="%s exists and is not a link: refusing to replace it" % path)
-    current = os.readlink(path) if os.path.islink(path) else None
-    changed = current != src
-    if changed:
-        diffs.append(
-            {
-                "before_header": path,
-                "after_header": path,
-                "before": {"path": path, "src": current, "state": "link" if current else "absent"},
-                "after": {"path": path, "src": src, "state": "link"},
-            }
+        raise EntryError("%s: state=link needs src" % path)
+    dir_fd, _parts, rest = walk(os.path.dirname(path), missing_ok=True)
+    try:
+        name = os.path.basename(path)
+        st = None if rest else os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    try:
+        if rest and not module.check_mode:
+            raise EntryError("%s: the directory %s does not exist" % (path, os.path.dirname(path)))
+        if st is not None and not stat.S_ISLNK(st.st_mode):
+            raise EntryError("%s exists and is not a link: refusing to replace it" % path)
+        if st is not None:
+            check_owner(path, st, ids[0])
+        current = os.readlink(name, dir_fd=dir_fd) if st is not None else None
+        changed = current != src
+        if changed:
+            diffs.append(
+                {
+                    "before_header": path,
+                    "after_header": path,
+                    "before": {
+                        "path": path,
+                        "src": current,
+                        "state": "link" if current else "absent",
+                    },
+                    "after": {"path": path, "src": src, "state": "link"},
+                }
+            )
+            if module.check_mode:
+                return True, {}
+            replace_link(dir_fd, name, src)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        diff = attribute_diff(path, st, ids)
+        if diff is None:
+            return changed, {}
+        diffs.append(diff)
+        if not module.check_mode:
+            uid, gid, _mode = ids
+            os.chown(
+                name,
+                -1 if uid is None else uid,
+                -1 if gid is None else gid,
+                dir_fd=dir_fd,
+                follow_symlinks=False,
+            )
+        return True, {}
+    finally:
+        os.close(dir_fd)
+
+
+_ENSURE = {"directory": ensure_directory, "link": ensure_link, "file": ensure_file}
+
+
+def run_entry(module, entry, diffs):
+    """The result of one entry; every refusal or error fails the module naming the path."""
+    path = entry["path"]
+    if not os.path.isabs(path):
+        module.fail_json(msg="%s: the path must be absolute" % path)
+    if entry.get("recurse") and entry["state"] != "directory":
+        module.fail_json(msg="%s: recurse is for state=directory" % path)
+    try:
+        changed, extra = _ENSURE[entry["state"]](module, entry, wanted_ids(entry), diffs)
+    except (EntryError, UnsafePath) as exc:
+        module.fail_json(msg=to_native(exc))
+    except OSError as exc:
+        where = (
+            exc.filename if isinstance(exc.filename, str) and exc.filename.startswith("/") else path
         )
-        if module.check_mode:
-            return True
-        tmp = os.path.join(os.path.dirname(path), ".kvmprep-link-%d" % os.getpid())
-        try:
-            os.symlink(src, tmp)
-            os.rename(tmp, path)
-        except OSError as exc:
-            module.fail_json(msg="cannot link %s to %s: %s" % (path, src, to_native(exc)))
-        finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-    return _apply_attributes(module, entry, path, changed, diffs)
+        module.fail_json(msg="%s: %s" % (where, exc.strerror or to_native(exc)))
+    item = {"path": path, "state": entry["state"], "changed": changed}
+    item.update(extra)
+    return item
 
 
 def main():
@@ -287,26 +466,15 @@ def main():
                     "group": {"type": "str"},
                     "mode": {"type": "str"},
                     "backup": {"type": "bool", "default": False},
+                    "recurse": {"type": "bool", "default": False},
                     "validate": {"type": "str"},
                 },
             }
         },
         supports_check_mode=True,
     )
-    results = []
     diffs = []
-    for entry in module.params["files"]:
-        if not os.path.isabs(entry["path"]):
-            module.fail_json(msg="%s: the path must be absolute" % entry["path"])
-        item = {"path": entry["path"], "state": entry["state"]}
-        if entry["state"] == "directory":
-            item["changed"] = ensure_directory(module, entry, diffs)
-        elif entry["state"] == "link":
-            item["changed"] = ensure_link(module, entry, diffs)
-        else:
-            item["changed"], extra = ensure_file(module, entry, diffs)
-            item.update(extra)
-        results.append(item)
+    results = [run_entry(module, entry, diffs) for entry in module.params["files"]]
     result = {"changed": any(item["changed"] for item in results), "files": results}
     if module._diff and diffs:
         result["diff"] = diffs

@@ -4,7 +4,8 @@ Shared by kvm_host_probe (group C(one), on the hosts), one_frontend_probe (the f
 one_frontend_ssh: the SSH identity oneadmin and the machine present to each other, what
 oneadmin trusts (authorized_keys, known_hosts), and a digest of a remotes tree (what
 `onehost sync` copies from the front-end to the hosts). Runs on the target's python3 (3.6 or
-later), standard library only; nothing here writes.
+later), standard library only; nothing here writes, and
+oneadmin's files are read without following a link (kvm_host_safepath).
 """
 
 import fnmatch
@@ -13,8 +14,11 @@ import hashlib
 import ipaddress
 import os
 import pwd
+import re
 import socket
 import stat
+
+from ansible.module_utils.kvm_host_safepath import UnsafePath, read_file
 
 # OpenSSH's default identity files, in the order ssh tries them.
 IDENTITY_FILES = ("id_rsa", "id_ecdsa", "id_ed25519")
@@ -22,6 +26,9 @@ HOST_KEYS_GLOB = "/etc/ssh/ssh_host_*_key.pub"
 #: Paths of a tree not owned by its user that are reported by name (the rest are counted).
 FOREIGN_SHOWN = 5
 _KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,3}$")
+# A public key file is one line: an RSA 16384-bit key is under 3 KiB.
+KEY_FILE_LIMIT = 16 * 1024
 # What a remotes tree holds that is not the front-end's drivers: Ansible's backup of an edited
 # file (kvmrc.<pid>.<date>~), Python's caches, and the state OpenNebula's kvm monitoring probes
 # keep on each host (im/status_kvm_<host id>.db, with SQLite's -journal/-wal files beside it). The
@@ -37,12 +44,21 @@ def _errtext(exc):
     return exc.strerror or str(exc)
 
 
-def read_key_line(path):
-    """The "type base64" part of a public key file, without its comment."""
-    with open(path) as handle:
-        fields = handle.read().split()
-    if len(fields) < 2:
-        raise ValueError("{0} is not a public key".format(path))
+def read_key_line(path, owners=(0,)):
+    """The "type base64" part of a public key file, without its comment.
+
+    Root reads it and copies it to every machine: the file is opened without following a link
+    (kvm_host_safepath), must be a small regular file owned by one of owners (uids), and must
+    look like a public key, else ValueError says why.
+    """
+    found = read_file(path, limit=KEY_FILE_LIMIT, owners=owners)
+    if found is None:
+        raise UnsafePath("{0} does not exist".format(path))
+    fields = found[0].decode("ascii", "replace").split()
+    if len(fields) < 2 or not fields[0].startswith(_KEY_TYPES) or not _BASE64.match(fields[1]):
+        raise UnsafePath("{0} is not a public key (no key type and base64 key)".format(path))
+    if any(ord(ch) < 33 or ord(ch) > 126 for ch in fields[0]):
+        raise UnsafePath("{0} is not a public key (key type {1!r})".format(path, fields[0]))
     return "{0} {1}".format(fields[0], fields[1])
 
 
@@ -151,14 +167,17 @@ def parse_known_hosts(text):
 
 
 def _read_file(path, errors):
+    """The text of one of oneadmin's files, read as root without following a link it planted;
+    a missing file is an empty list, not an error."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
+        found = read_file(path)
+    except UnsafePath as exc:
+        errors.append("cannot read {0}: {1}".format(path, exc))
+        return None
     except OSError as exc:
-        if exc.errno != 2:  # a missing file is an empty list, not an error
-            errors.append("cannot read {0}: {1}".format(path, _errtext(exc)))
-            return None
-        return ""
+        errors.append("cannot read {0}: {1}".format(path, _errtext(exc)))
+        return None
+    return "" if found is None else found[0].decode("utf-8", "replace")
 
 
 def ssh_state(user, run):
@@ -189,7 +208,7 @@ def ssh_state(user, run):
     if key_file is not None:
         res["key_file"] = key_file
         try:
-            res["public_key"] = read_key_line(key_file + ".pub")
+            res["public_key"] = read_key_line(key_file + ".pub", owners=(0, account.pw_uid))
         except (OSError, ValueError) as exc:
             res["errors"].append("cannot read {0}.pub: {1}".format(key_file, exc))
     text = _read_file(os.path.join(ssh_dir, "authorized_keys"), res["errors"])

@@ -255,9 +255,20 @@ path:
 import bisect
 import os
 import re
-import tempfile
+import stat
+import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_safepath import (
+    UnsafePath,
+    copy_as_backup,
+    join,
+    locate,
+    open_file_at,
+    read_fd,
+    read_file,
+    replace_file,
+)
 from ansible.module_utils.one_frontend_syntax import (  # the parser lives there, shared
     ConfError,
     Incomplete,
@@ -939,21 +950,43 @@ def edit_config(content, fmt="one", settings=None, sections=None):
 
 
 def _read(path):
-    with open(path, "rb") as handle:
-        return handle.read().decode("utf-8", "surrogateescape")
+    """The file's text, read without following a link another account could have planted (the
+    kvmrc is in the remotes, which oneadmin owns): FileNotFoundError when it does not exist."""
+    found = read_file(path)
+    if found is None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+    return found[0].decode("utf-8", "surrogateescape")
 
 
-def _write_atomic(module, path, content):
-    """Write content to a temporary file beside path, then rename it over path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+def _write_atomic(module, path, content, backup):
+    """Write content to a temporary file beside path, with path's owner and mode, then rename it
+    over path (a link put there meanwhile is replaced, not written through); the backup's path."""
+    dir_fd, parts, name, st, rest = locate(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8", "surrogateescape"))
-        module.atomic_move(tmp, path, unsafe_writes=module.params["unsafe_writes"])
+        if rest or st is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        shown = join([*parts, name])
+        fd, st = open_file_at(dir_fd, name, shown)
+        try:
+            current = read_fd(fd)
+        finally:
+            os.close(fd)
+        backup_file = None
+        if backup:
+            stamp = time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime())
+            backup_file = join([*parts, copy_as_backup(dir_fd, name, current, st, stamp)])
+
+        def label(tmp):
+            if module.selinux_enabled():  # as atomic_move labels a replaced file
+                tmp_path = join([*parts, tmp])
+                module.set_context_if_different(tmp_path, module.selinux_context(shown), False)
+
+        data = content.encode("utf-8", "surrogateescape")
+        mode = stat.S_IMODE(st.st_mode)
+        replace_file(dir_fd, name, data, st.st_uid, st.st_gid, mode, before=label)
+        return backup_file
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(dir_fd)
 
 
 SECTION_SPEC = {
@@ -992,12 +1025,14 @@ def main():
 
     if os.path.isdir(path):
         module.fail_json(msg=f"{path} is a directory", **result)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         module.fail_json(msg=f"{path} does not exist", **result)
     if module.params["query"] and (settings or sections):
         module.fail_json(msg="query changes nothing: give no settings and no sections", **result)
     try:
         before = _read(path)
+    except UnsafePath as exc:
+        module.fail_json(msg=str(exc), **result)
     except OSError as exc:
         module.fail_json(msg=f"cannot read {path}: {exc}", **result)
 
@@ -1021,12 +1056,14 @@ def main():
         }
 
     if changed and not module.check_mode:
-        if module.params["backup"]:
-            result["backup_file"] = module.backup_local(path)
         try:
-            _write_atomic(module, path, after)
+            backup_file = _write_atomic(module, path, after, module.params["backup"])
+        except UnsafePath as exc:
+            module.fail_json(msg=str(exc), **result)
         except OSError as exc:
             module.fail_json(msg=f"cannot write {path}: {exc}", **result)
+        if backup_file is not None:
+            result["backup_file"] = backup_file
 
     if not module.params["query"]:
         file_args = module.load_file_common_arguments(module.params)

@@ -14,6 +14,9 @@ description:
     use to reach it (short host name, fully qualified name, every non-loopback address), so that
     every machine can authorize and know every other one without an interactive prompt.
   - Changes nothing but the key pair it generates; in check mode it generates nothing.
+  - Runs as root in the user's home, which the user controls. The files are opened without
+    following a link; the public key must be a small regular file of the user (or root) that
+    looks like a public key. Anything else fails the module, naming the path.
 options:
   user:
     description: The user whose key pair is reported (and generated when missing).
@@ -76,7 +79,6 @@ blocks:
 import os
 import pwd
 import socket
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.kvm_host_oneadmin import (  # shared with the check's probes
@@ -86,6 +88,7 @@ from ansible.module_utils.kvm_host_oneadmin import (  # shared with the check's 
     machine_names,
     read_key_line,
 )
+from ansible.module_utils.kvm_host_safepath import UnsafePath, make_dirs, read_file, walk
 
 
 def generate(module, user, key_file, key_type):
@@ -115,18 +118,26 @@ def block_lines(path, marker):
     """The lines between blockinfile's BEGIN and END markers in path, without following a link
     (root reads oneadmin's files here: a link oneadmin planted must not make root read another)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        found = read_file(path)
+    except (OSError, UnsafePath):
         return []
-    with os.fdopen(fd) as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return []
-        lines = handle.read().splitlines()
+    if found is None:
+        return []
+    lines = found[0].decode("utf-8", "replace").splitlines()
     begin, end = marker.replace("{mark}", "BEGIN"), marker.replace("{mark}", "END")
     if begin not in lines or end not in lines[lines.index(begin) :]:
         return []
     start = lines.index(begin) + 1
     return lines[start : lines.index(end, start)]
+
+
+def make_ssh_dir(ssh_dir, account):
+    """~/.ssh when it is missing, the user's and 0700, made without following a link in the
+    user's home (a link there could make root create or chown a directory elsewhere)."""
+    fd, parts, rest = walk(ssh_dir, missing_ok=True)
+    if rest:
+        fd, parts = make_dirs(fd, parts, rest, account.pw_uid, account.pw_gid, 0o700)
+    os.close(fd)
 
 
 def run_module(module):
@@ -143,13 +154,11 @@ def run_module(module):
         key_file = os.path.join(ssh_dir, "id_" + key_type)
         changed = True
         if not module.check_mode:
-            if not os.path.isdir(ssh_dir):
-                os.mkdir(ssh_dir, 0o700)
-                os.chown(ssh_dir, account.pw_uid, account.pw_gid)
+            make_ssh_dir(ssh_dir, account)
             generate(module, user, key_file, key_type)
     public_key = ""
-    if os.path.exists(key_file + ".pub"):
-        public_key = read_key_line(key_file + ".pub")
+    if os.path.lexists(key_file + ".pub"):
+        public_key = read_key_line(key_file + ".pub", owners=(0, account.pw_uid))
 
     module.exit_json(
         changed=changed,
@@ -178,7 +187,10 @@ def main():
         },
         supports_check_mode=True,
     )
-    run_module(module)
+    try:
+        run_module(module)
+    except UnsafePath as exc:  # a link or a file that is no key: one line naming the path
+        module.fail_json(msg=str(exc))
 
 
 if __name__ == "__main__":
