@@ -568,3 +568,27 @@ def test_end_tree_terms_then_kills_processes_in_their_own_sessions() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.ansible
+def test_the_role_names_a_one_auth_file_it_cannot_read(tmp_path: Path) -> None:
+    # Without kvmprep's own check (another client of the role): the no_log lookup's error
+    # said only "output hidden"; the role names the file, never its content.
+    inventory = tmp_path / "frontend.ini"
+    inventory.write_text(
+        "[frontend]\n"
+        'fe ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"\n'
+    )
+    missing = tmp_path / "one_auth"
+    result = runner.run_playbook(
+        FIXTURES / "frontend_api.yml",
+        [inventory],
+        roles_path=content.roles_path(),
+        environ={**os.environ, "ONE_AUTH": str(missing)},
+    )
+    fe = result.host("fe")
+    assert fe.failed_task == "Fail when ONE_AUTH names a file that cannot be read"
+    assert fe.message == (
+        f"ONE_AUTH={missing}: the file is missing, unreadable or empty on the controller "
+        "(it must hold user:password)"
+    )
