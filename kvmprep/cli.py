@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from kvmprep import validate
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ exit codes:
   2    a host failed (apply) or is non-compliant (check: a FAIL; with --strict a WARN)
   3    a host could not be reached (check: or a control could not be evaluated, ERROR),
        and none failed
-  130  interrupted (Ctrl-C); the hosts that may be partially changed are listed
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP); Ansible's processes are ended and the
+       hosts that may be partially changed are listed
 """
 
 #: ``check --format``: the terminal table, then the machine or document formats.
@@ -129,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument(
         "--serial",
         type=_batch_size,
-        metavar="N|N%",
-        help="converge the hosts in batches of N hosts (or N%% of them); default: all at once",
+        metavar="N|N%[,...]",
+        help="converge the hosts in batches of N hosts (or N%% of them; a list such as 1,10,50%% "
+        "sets each batch in turn); default: all at once",
     )
     apply.add_argument(
         "--max-fail-percent",
@@ -259,6 +262,18 @@ def parse_extra_vars(specs: Sequence[str]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for spec in specs:
         merged.update(_parse_extra_var(spec))
+    # The apply playbook reads these for its play keywords: Ansible would hang on a huge
+    # serial and print a traceback on a word.
+    if "kvmprep_serial" in merged:
+        merged["kvmprep_serial"] = validate.batch_sizes(
+            merged["kvmprep_serial"], "-e kvmprep_serial"
+        )
+    if "kvmprep_max_fail_percentage" in merged:
+        merged["kvmprep_max_fail_percentage"] = validate.percentage(
+            merged["kvmprep_max_fail_percentage"], "-e kvmprep_max_fail_percentage"
+        )
+    if isinstance(merged.get("one_frontend_xmlrpc"), str):
+        validate.endpoint(merged["one_frontend_xmlrpc"], "-e one_frontend_xmlrpc")
     try:
         json.dumps(merged)
     except (TypeError, ValueError) as exc:
@@ -269,12 +284,18 @@ def parse_extra_vars(specs: Sequence[str]) -> dict[str, Any]:
 def _parse_extra_var(spec: str) -> dict[str, Any]:
     if spec.startswith("@"):
         path = Path(spec[1:]).expanduser()
+        shown = validate.shown(spec[1:])
         try:
+            if not path.is_file():  # a FIFO would block the read forever
+                raise KvmprepError(f"-e @{shown}: not a regular file")
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise KvmprepError(f"-e {spec}: cannot read {path}: {reason}") from exc
-        return _mapping(_load_yaml(text, f"-e {spec}"), f"-e {spec}")
+            raise KvmprepError(
+                f"-e @{shown}: cannot read {validate.shown(path)}: {reason}"
+            ) from exc
+        where = f"-e @{validate.shown(spec[1:])}"
+        return _mapping(_load_yaml(text, where), where)
     if spec.lstrip().startswith("{"):
         return _mapping(_load_yaml(spec, "-e"), "-e")
     key, sep, value = spec.partition("=")
@@ -296,13 +317,17 @@ def _load_yaml(text: str, where: str) -> Any:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise KvmprepError(f"{where}: too deeply nested") from None
     except yaml.YAMLError as exc:
         hint = ""
         if "!vault" in str(exc):
             hint = " (vaulted values belong in inventory group_vars/host_vars)"
         detail = " ".join(str(exc).split())
         raise KvmprepError(f"{where}: not valid YAML{hint}: {detail}") from exc
+    validate.nesting(data, where)
+    return data
 
 
 def _mapping(data: Any, where: str) -> dict[str, Any]:
@@ -320,35 +345,42 @@ def _mapping(data: Any, where: str) -> dict[str, Any]:
 
 def inventory_paths(values: Sequence[str]) -> list[Path]:
     """Check each ``-i`` before anything runs: Ansible would only warn and match no host."""
-    paths = []
-    for value in values:
-        path = Path(value).expanduser()
-        try:
-            exists = path.exists()
-        except PermissionError:  # a directory on the way cannot be searched
-            raise KvmprepError(f"inventory {value}: permission denied") from None
-        if not exists:
-            raise KvmprepError(f"inventory {value}: no such file or directory")
-        needed = os.R_OK | (os.X_OK if path.is_dir() else 0)
-        if not os.access(path, needed):
-            raise KvmprepError(f"inventory {value}: permission denied")
-        paths.append(path.resolve())
-    return paths
+    return [validate.inventory_path(value) for value in values]
 
 
-def _batch_size(value: str) -> str:
-    """``N`` or ``N%`` with N >= 1 (Ansible's ``serial``)."""
-    if not re.fullmatch(r"[1-9][0-9]*%?", value) or (value.endswith("%") and int(value[:-1]) > 100):
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: expected a host count N or a share N% (1-100)"
-        )
-    return value
+def _batch_size(value: str) -> str | list[str]:
+    """``N`` or ``N%`` with N >= 1, or a comma list of them (Ansible's ``serial``)."""
+    try:
+        return validate.batch_sizes(value, "--serial")
+    except KvmprepError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--serial: ")) from None
 
 
 def _percent(value: str) -> int:
-    if not re.fullmatch(r"[0-9]+", value) or int(value) > 100:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a percentage 0-100")
-    return int(value)
+    try:
+        return validate.percentage(value, "--max-fail-percent")
+    except KvmprepError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--max-fail-percent: ")) from None
+
+
+def _check_environment(args: argparse.Namespace, *, frontend: bool) -> None:
+    """What kvmprep takes from its environment and options besides -i and -e, checked before
+    anything runs: the working directory, --limit and OpenNebula's ONE_XMLRPC and ONE_AUTH."""
+    validate.utf8_path(str(Path.cwd()), "the working directory")
+    if args.limit is not None:
+        validate.host_pattern(args.limit)
+    endpoint = os.environ.get("ONE_XMLRPC")
+    if endpoint:
+        # Refused even when unused: ansible-playbook's environment is recorded with each run.
+        validate.endpoint(endpoint, "ONE_XMLRPC")
+        if frontend and not _is_http_url(endpoint):
+            raise KvmprepError(
+                f"ONE_XMLRPC={validate.shown(endpoint)!r} is not an http(s) URL; "
+                "expected e.g. http://one.example.org:2633/RPC2"
+            )
+    auth_file = os.environ.get("ONE_AUTH")
+    if auth_file and frontend:
+        validate.one_auth_file(auth_file)
 
 
 def _is_http_url(text: str) -> bool:
@@ -370,12 +402,7 @@ def _apply(args: argparse.Namespace) -> int:
         extravars["kvmprep_serial"] = args.serial
     if args.max_fail_percent is not None:
         extravars["kvmprep_max_fail_percentage"] = args.max_fail_percent
-    endpoint = os.environ.get("ONE_XMLRPC")
-    if endpoint and not args.skip_frontend and not _is_http_url(endpoint):
-        raise KvmprepError(
-            f"ONE_XMLRPC={endpoint!r} is not an http(s) URL; "
-            "expected e.g. http://one.example.org:2633/RPC2"
-        )
+    _check_environment(args, frontend=not args.skip_frontend)
     if args.skip_frontend:
         extravars["kvmprep_frontend"] = False
     if args.only_frontend:
@@ -413,9 +440,13 @@ def _apply(args: argparse.Namespace) -> int:
             progress.close()
     if result.input_error and not result.interrupted:
         raise KvmprepError(f"nothing was run: {result.error}", ExitStatus.USAGE)
-    if show_ansible:
-        print(file=sys.stderr)  # set the summary apart from Ansible's recap
-    summary.render_summary(result, sys.stderr, color=color, not_reached=_not_reached(result))
+    try:
+        if show_ansible:
+            print(file=sys.stderr)  # set the summary apart from Ansible's recap
+        summary.render_summary(result, sys.stderr, color=color, not_reached=_not_reached(result))
+    except OSError:
+        # The terminal is gone (SIGHUP): the exit status and the artifacts still tell.
+        pass
     return result.exit_status
 
 
@@ -435,8 +466,11 @@ def _not_reached(result: RunResult) -> list[str]:
 
 def _check(args: argparse.Namespace) -> int:
     inventories = inventory_paths(args.inventory) if args.inventory else None
-    if args.output is not None and not args.output.expanduser().parent.is_dir():
-        raise KvmprepError(f"--output {args.output}: no such directory")
+    if args.output is not None:
+        validate.utf8_path(str(args.output), "--output")
+        if not args.output.expanduser().parent.is_dir():
+            raise KvmprepError(f"--output {args.output}: no such directory")
+    _check_environment(args, frontend=False)
 
     from kvmprep import check, runner
     from kvmprep.progress import Progress, use_color

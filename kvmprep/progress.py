@@ -61,14 +61,12 @@ class Progress:
             self._redraw(*self._status(state))
         elif state.task_number != self._task_shown:
             self._task_shown = state.task_number
-            self.stream.write(self._status(state)[0] + "\n")
-            self.stream.flush()
+            self._write(self._status(state)[0] + "\n")
 
     def close(self) -> None:
         """Remove the status line so the summary starts on a clean line."""
         if self.tty and self._line:
-            self.stream.write(_CLEAR_LINE)
-            self.stream.flush()
+            self._write(_CLEAR_LINE)
             self._line = ""
 
     def _status(self, state: RunState) -> tuple[str, str]:
@@ -107,8 +105,16 @@ class Progress:
         if plain == self._line:
             return
         self._line = plain
-        self.stream.write(_CLEAR_LINE + shown)
-        self.stream.flush()
+        self._write(_CLEAR_LINE + shown)
+
+    def _write(self, text: str) -> None:
+        # A closed terminal (SIGHUP) must not turn an interrupted run into a crash: the
+        # progress line is a courtesy, the run goes on and the summary says what happened.
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -23,8 +23,15 @@ which ansible-runner turns into ``-e @<path>`` (a path, not the values), (3) bui
 runner with ``interface.init_runner`` (what ``ansible_runner.run`` does) so it can reduce the
 prepared environment to an allow-list before the process starts and the ``command`` file is
 written, and (4) keeps facts in memory (the default fact cache is a ``fact_cache/`` dir in
-the artifacts, with each host's environment). Events and ``stdout`` still contain whatever
-tasks print: secrets need ``no_log``.
+the artifacts, with each host's environment).
+
+The ``command`` file still records every variable of the child's environment, and a become
+password (``ANSIBLE_BECOME_PASS``) is one. So (5) the variables whose names say they hold a
+secret are left out of that environment and handed over in a 0600 file of the private data
+dir, which a small launcher reads before it execs ansible-playbook. And (6) what tasks
+print (a module's facts include the environment of a local connection) is scrubbed of every
+known secret value (those variables, the secret-named extra vars, $ONE_AUTH's content) in each
+event before ansible-runner writes it, and in ``stdout`` after the run.
 """
 
 from __future__ import annotations
@@ -36,18 +43,20 @@ import os
 import re
 import shutil
 import signal
+import sys
 import sysconfig
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+from kvmprep import processes
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 # Artifacts of this many runs are kept; older ones are removed by ansible-runner.
@@ -117,6 +126,28 @@ _PASSTHROUGH = frozenset(
 # 0700..."): not something the roles found, and nothing for the operator to act on.
 _NOT_OURS = ("Module remote_tmp ",)
 
+# Environment variables holding a secret (ANSIBLE_BECOME_PASS, ANSIBLE_PRIVATE_KEY_PASSPHRASE...),
+# not those naming a file, a prompt or a question (ANSIBLE_VAULT_PASSWORD_FILE, *_ASK_PASS).
+# Matched on whole words of the name: not ANSIBLE_BYPASS_..., not kvm_host_libvirt_tcp_auth.
+_SECRET_WORDS = r"(^|_)(PASS|PASSWD|PASSWORD|PASSPHRASE|SECRETS?|TOKENS?|CREDENTIALS?)($|_)"
+_SECRET_ENV = re.compile(rf"{_SECRET_WORDS}|PRIVATE_KEY$", re.IGNORECASE)
+_NOT_SECRET_ENV = re.compile(r"_ASK_|(_FILE|_PATH|_DIR|_PROMPT|_MECHANISM|_CHECKING)$")
+# Extra vars whose values are secrets, by name (kvm_host_libvirt_sasl_password,
+# one_frontend_auth, ansible_become_password...).
+_SECRET_VAR = re.compile(rf"{_SECRET_WORDS}|private_key$|^one_frontend_auth$", re.IGNORECASE)
+# Shorter values, and words a setting may well hold, are not scrubbed: replacing "x" or "true"
+# everywhere would garble the output and hide nothing.
+_MIN_SECRET_CHARS = 4
+_NOT_SECRETS = frozenset({"true", "false", "yes", "no", "none", "null"})
+REDACTED = "********"
+
+# The result keys of a refused setting: kvmprep's own settings checks, and Ansible's argument
+# spec validation (a role's automatic one, or the module).
+_INVALID_SETTINGS_KEY = "kvmprep_invalid_settings"
+_ARGUMENT_SPEC_ACTIONS = frozenset(
+    {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
+)
+
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAX_MESSAGE_CHARS = 2000
 
@@ -145,6 +176,8 @@ class HostState:
     task_in_progress: str | None = None
     #: What the role warned about on this host (a pending oned restart...), each once, in order.
     warnings: list[str] = field(default_factory=list)
+    #: Settings refused before any change (wrong type or value), one line each.
+    invalid_settings: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> HostStatus:
@@ -176,11 +209,16 @@ class RunState:
     task_name: str | None = None
     stats_seen: bool = False
     handler_error: BaseException | None = None
+    #: Values replaced by ``REDACTED`` in every event, before ansible-runner writes it.
+    secrets: tuple[str, ...] = ()
 
-    def __call__(self, event: Mapping[str, Any]) -> bool:
+    def __call__(self, event: MutableMapping[str, Any]) -> bool:
         # An exception escaping here would unwind ansible-runner's loop while ansible-playbook
         # keeps running; record it instead and let run_playbook raise it after the run.
         try:
+            if self.secrets:
+                for key, value in list(event.items()):
+                    event[key] = scrub(value, self.secrets)
             self._handle(event)
             if self.observer is not None:
                 self.observer(self)
@@ -218,6 +256,7 @@ class RunState:
                 host.failures += 1
                 host.failed_task = _task_name(data)
                 host.message = failure_message(data.get("res") or {})
+                host.invalid_settings += invalid_settings(data)
         elif kind == "runner_on_skipped":
             self._finish(data).skipped += 1
         elif kind == "runner_on_unreachable":
@@ -280,6 +319,10 @@ class RunResult:
     error: str | None = None
     #: host -> task name -> result of the tasks asked for with ``capture``.
     task_results: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: The signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), when one did.
+    signal_name: str | None = None
+    #: Ansible's processes that ignored SIGTERM and were killed after the grace period.
+    killed: tuple[int, ...] = ()
 
     def host(self, name: str) -> HostState:
         return next(h for h in self.hosts if h.name == name)
@@ -299,10 +342,17 @@ class RunResult:
         return [h.name for h in self.hosts if h.changed or h.task_in_progress]
 
     @property
+    def invalid_settings(self) -> bool:
+        """A setting was refused, and no host changed (so the refusal came before any change)."""
+        return any(h.invalid_settings for h in self.hosts) and not any(
+            h.changed for h in self.hosts
+        )
+
+    @property
     def exit_status(self) -> ExitStatus:
         if self.interrupted:
             return ExitStatus.INTERRUPTED
-        if self.input_error:
+        if self.input_error or self.invalid_settings:
             return ExitStatus.USAGE
         status = ExitStatus.for_hosts(
             any_failed=any(h.failures for h in self.hosts),
@@ -356,7 +406,6 @@ def run_playbook(
         ) from exc
     prune_artifacts(artifact_root)
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
-    state = RunState(observer=observer, capture=frozenset(capture))
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
     env = ansible_environment(
@@ -368,10 +417,19 @@ def run_playbook(
         color=color,
         cwd=cwd,
     )
+    secret_env = {key: value for key, value in env.items() if is_secret_env(key)}
+    env = {key: value for key, value in env.items() if key not in secret_env}
+    state = RunState(
+        observer=observer,
+        capture=frozenset(capture),
+        secrets=secret_values(secret_env, extravars or {}, environ.get("ONE_AUTH")),
+    )
+    stop = _Stop(cancel or (lambda: False))
     private_data_dir = Path(tempfile.mkdtemp(prefix="kvmprep-"))
     try:
         if extravars:
             _write_private(private_data_dir / "env" / "extravars", json.dumps(dict(extravars)))
+        launcher = _launcher(private_data_dir, secret_env) if secret_env else None
         runner = init_runner(
             private_data_dir=str(private_data_dir),
             # Run where the operator is, as ansible-playbook would: ./ansible.cfg and relative
@@ -381,6 +439,7 @@ def run_playbook(
             ident=ident,
             rotate_artifacts=0,
             playbook=str(playbook.resolve()),
+            binary=launcher,
             inventory=[str(Path(i).resolve()) for i in inventories],
             limit=limit,
             cmdline=cmdline or None,
@@ -393,27 +452,139 @@ def run_playbook(
             # included) in the artifacts; kvmprep needs none after the run.
             fact_cache_type="memory",
             event_handler=state,
-            cancel_callback=cancel or (lambda: False),
+            cancel_callback=stop,
         )
-        _restrict_environment(runner.config, allowed=env)
+        _restrict_environment(runner.config, allowed=env, secret=secret_env)
+        if launcher:
+            # ansible-runner appends the playbook only when it runs ansible-playbook itself.
+            runner.config.command.append(str(playbook.resolve()))
         # ansible-runner prints Ansible's output on sys.stdout; stdout is for machine output.
         with contextlib.redirect_stdout(output) if output else contextlib.nullcontext():
             runner_status, rc = runner.run()
     finally:
         shutil.rmtree(private_data_dir, ignore_errors=True)
-    if state.handler_error is not None:
-        raise state.handler_error
     artifact_dir = Path(runner.config.artifact_dir)
+    for name in ("stdout", "stderr"):
+        _scrub_file(artifact_dir / name, state.secrets)
+    interrupted = bool(runner.canceled or runner_status == "canceled")
+    # After an interruption (a closed terminal among them) the summary matters more than
+    # a progress line that could not be drawn.
+    if state.handler_error is not None and not interrupted:
+        raise state.handler_error
     return RunResult(
         hosts=tuple(state.hosts.values()),
         artifact_dir=artifact_dir,
         runner_status=runner_status,
         rc=int(rc if rc is not None else -1),
         check_mode=check,
-        interrupted=bool(runner.canceled or runner_status == "canceled"),
+        interrupted=interrupted,
         error=_run_error(state, runner_status, artifact_dir),
         task_results=state.results,
+        signal_name=_signal_name(cancel),
+        killed=tuple(stop.killed),
     )
+
+
+class _Stop:
+    """ansible-runner's cancel callback: once ``cancel`` is true, end ansible-playbook and every
+    process it started (``processes.end_tree``) before ansible-runner's own SIGKILL, which
+    reaches ansible-playbook's process group only."""
+
+    def __init__(self, cancel: Callable[[], bool]) -> None:
+        self.cancel = cancel
+        self.done = False
+        self.killed: list[int] = []
+
+    def __call__(self) -> bool:
+        if not self.cancel():
+            return False
+        if not self.done:
+            self.done = True
+            for pid in processes.children_named(os.getpid(), "ansible-playbook"):
+                self.killed += processes.end_tree(pid)
+        return True
+
+
+def _signal_name(cancel: Callable[[], bool] | None) -> str | None:
+    """The signal a ``CancelFlag.is_set`` was set by."""
+    flag = getattr(cancel, "__self__", None)
+    return getattr(flag, "signal_name", None)
+
+
+def is_secret_env(name: str) -> bool:
+    return bool(_SECRET_ENV.search(name)) and not _NOT_SECRET_ENV.search(name.upper())
+
+
+def secret_values(
+    secret_env: Mapping[str, str], extravars: Mapping[str, Any], one_auth: str | None = None
+) -> tuple[str, ...]:
+    """Every value to scrub from what the run writes, longest first (a secret may contain
+    another)."""
+    found = set(secret_env.values())
+    found.update(_secret_leaves(extravars, secret=False))
+    if one_auth:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found.add(Path(one_auth).expanduser().read_text(encoding="utf-8").strip())
+    # user:password: a task may print the password alone.
+    found.update(value.partition(":")[2] for value in list(found) if ":" in value)
+    kept = (v for v in found if len(v) >= _MIN_SECRET_CHARS and v.lower() not in _NOT_SECRETS)
+    return tuple(sorted(kept, key=len, reverse=True))
+
+
+def _secret_leaves(data: Any, *, secret: bool) -> Iterator[str]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _secret_leaves(value, secret=secret or bool(_SECRET_VAR.search(str(key))))
+    elif isinstance(data, list):
+        for item in data:
+            yield from _secret_leaves(item, secret=secret)
+    elif secret and isinstance(data, str | int | float) and not isinstance(data, bool):
+        yield str(data)
+
+
+def scrub(data: Any, secrets: Iterable[str]) -> Any:
+    """``data`` (JSON-like) with every occurrence of each secret replaced by ``REDACTED``."""
+    secrets = tuple(secrets)
+    if isinstance(data, str):
+        for secret in secrets:
+            if secret in data:
+                data = data.replace(secret, REDACTED)
+        return data
+    if isinstance(data, Mapping):
+        return {scrub(key, secrets): scrub(value, secrets) for key, value in data.items()}
+    if isinstance(data, list):
+        return [scrub(item, secrets) for item in data]
+    return data
+
+
+def _scrub_file(path: Path, secrets: Sequence[str]) -> None:
+    if not secrets:
+        return
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return
+    cleaned = scrub(text, secrets)
+    if cleaned != text:
+        path.write_text(cleaned, encoding="utf-8", errors="surrogateescape")
+
+
+def _launcher(private_data_dir: Path, secret_env: Mapping[str, str]) -> str:
+    """An executable that puts ``secret_env`` into its environment and becomes ansible-playbook:
+    ansible-runner records the launcher's environment, which then holds none of them."""
+    secrets = private_data_dir / "env" / "secret-env"
+    _write_private(secrets, json.dumps(dict(secret_env)))
+    script = private_data_dir / "ansible-playbook-launcher"
+    _write_private(
+        script,
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"with open({str(secrets)!r}, encoding='utf-8') as stream:\n"
+        "    os.environ.update(json.load(stream))\n"
+        "os.execvp('ansible-playbook', ['ansible-playbook', *sys.argv[1:]])\n",
+    )
+    script.chmod(0o700)
+    return str(script)
 
 
 def prune_artifacts(
@@ -556,23 +727,53 @@ def _ansible_cfg_path(env: Mapping[str, str], cwd: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-@contextlib.contextmanager
-def cancel_on_signals() -> Iterator[threading.Event]:
-    """Turn SIGINT/SIGTERM into a flag for ``run_playbook(cancel=flag.is_set)``.
+class CancelFlag(threading.Event):
+    """Set by a signal; remembers which one, for the summary."""
 
-    ansible-playbook runs in its own session on a pty, so Ctrl-C does not reach it: without
-    this it would carry on changing hosts after kvmprep died.
+    signal_name: str | None = None
+
+    def set_by(self, signum: int) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+        self.set()
+
+
+#: A closed terminal or SSH session (SIGHUP) is an interruption like Ctrl-C or SIGTERM.
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def cancel_on_signals() -> Iterator[CancelFlag]:
+    """Turn SIGINT/SIGTERM/SIGHUP into a flag for ``run_playbook(cancel=flag.is_set)``.
+
+    ansible-playbook runs in its own session on a pty, so Ctrl-C does not reach it (nor does
+    the hang-up of the operator's terminal): without this it would carry on changing hosts
+    after kvmprep died, and kvmprep's temporary files (the extra vars) would stay behind.
     """
-    flag = threading.Event()
+    flag = CancelFlag()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda _signum, _frame: flag.set())
+        for signum in CANCEL_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda signum, _frame: flag.set_by(signum))
     try:
         yield flag
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def invalid_settings(data: Mapping[str, Any]) -> list[str]:
+    """The one-line messages of a failed task that refused settings, else []."""
+    res = data.get("res") or {}
+    listed = res.get(_INVALID_SETTINGS_KEY)
+    if isinstance(listed, list) and listed:
+        return [" ".join(str(line).split()) for line in listed]
+    action = str(data.get("task_action") or "")
+    if action in _ARGUMENT_SPEC_ACTIONS or "argument_errors" in res:
+        errors = res.get("argument_errors")
+        lines = errors if isinstance(errors, list) and errors else [failure_message(res)]
+        return [" ".join(str(line).split()) for line in lines]
+    return []
 
 
 def failure_message(res: Mapping[str, Any]) -> str:
@@ -607,15 +808,18 @@ def _write_private(path: Path, text: str) -> None:
         stream.write(text)
 
 
-def _restrict_environment(config: Any, *, allowed: Mapping[str, str]) -> None:
+def _restrict_environment(
+    config: Any, *, allowed: Mapping[str, str], secret: Mapping[str, str] | None = None
+) -> None:
     """Drop from the prepared child environment what ansible-runner copied from ours.
 
-    Keeps what it added or changed itself (its callback plugin, AWX_ISOLATED_DATA_DIR, ...).
+    Keeps what it added or changed itself (its callback plugin, AWX_ISOLATED_DATA_DIR, ...),
+    never a secret (the launcher sets those).
     """
     config.env = {
         key: value
         for key, value in config.env.items()
-        if key in allowed or os.environ.get(key) != value
+        if key not in (secret or {}) and (key in allowed or os.environ.get(key) != value)
     }
 
 
@@ -646,6 +850,24 @@ def _output_lines(path: Path) -> list[str]:
 
 def _error_excerpt(lines: Sequence[str], limit: int = 12) -> str:
     """The last error Ansible printed and what follows it, or the tail of the output."""
+    # Ansible's own traceback (an "Unexpected Exception") is noise for the operator: the error
+    # line above it says what went wrong, the artifacts keep the rest.
+    lines = _output_without_tracebacks(lines)
     starts = [i for i, line in enumerate(lines) if line.startswith(("[ERROR]", "ERROR!"))]
     excerpt = lines[starts[-1] :] if starts else lines[-6:]
     return "\n".join(excerpt[:limit])
+
+
+def _output_without_tracebacks(lines: Sequence[str]) -> list[str]:
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            skipping = True
+        elif skipping and not line.startswith((" ", "\t")):
+            # The exception's own line ends the traceback; the next [ERROR] starts real output.
+            skipping = not line.startswith(("[ERROR]", "ERROR!", "[WARNING]"))
+            continue
+        if not skipping:
+            kept.append(line)
+    return kept

@@ -42,7 +42,17 @@ def render_summary(
         for warning in host.warnings:
             first, *rest = warning.splitlines() or [""]
             lines += [f"{host.name}: {first}", *_indent("\n".join(rest))]
-    broken = [h for h in result.hosts if h.status in (HostStatus.FAILED, HostStatus.UNREACHABLE)]
+    refused = [h for h in result.hosts if h.invalid_settings]
+    if refused:
+        nothing = " (nothing was changed)" if result.invalid_settings else ""
+        lines += ["", f"Invalid settings{nothing}:"]
+    for host in refused:
+        lines += [f"{host.name}: {line}" for line in host.invalid_settings]
+    broken = [
+        h
+        for h in result.hosts
+        if h.status in (HostStatus.FAILED, HostStatus.UNREACHABLE) and not h.invalid_settings
+    ]
     if broken:
         lines.append("")
     for host in broken:
@@ -50,7 +60,7 @@ def render_summary(
     if result.error and not result.input_error:
         lines += ["", "Ansible reported an error not attributed to a host:", *_indent(result.error)]
     if result.interrupted:
-        lines += ["", _interrupted(result)]
+        lines += ["", *_interrupted(result)]
     if result.exit_status != 0:
         lines += ["", f"Run artifacts: {result.artifact_dir}"]
     stream.write("\n".join(lines) + "\n")
@@ -90,11 +100,18 @@ def _failure(host: HostState, *, color: bool) -> list[str]:
     return [f"{host.name}: {word}{task}: {message[0]}", *_indent("\n".join(message[1:]))]
 
 
-def _interrupted(result: RunResult) -> str:
+def _interrupted(result: RunResult) -> list[str]:
     hosts = result.partially_changed
-    if not hosts:
-        return "Interrupted; no host had a change or a task in progress."
-    return "Interrupted: these hosts may be partially changed: " + ", ".join(hosts)
+    if hosts:
+        first = "Interrupted: these hosts may be partially changed: " + ", ".join(hosts)
+    else:
+        first = "Interrupted; no host had a change or a task in progress."
+    ended = "Ansible's processes were ended"
+    if result.signal_name:
+        ended += f" after {result.signal_name}"
+    if result.killed:
+        ended += f" ({len(result.killed)} ignored SIGTERM and were killed)"
+    return [first, ended + "."]
 
 
 def _indent(text: str) -> list[str]:

@@ -5,6 +5,7 @@ check mode besides)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,19 +36,20 @@ def apply(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
 )
 def test_argument_specs_reject_bad_values(capsys, extra, expected) -> None:
     status, err = apply(capsys, "kvm_host_libvirt_sasl_password=x", *extra)
-    assert status == ExitStatus.FAILED
+    # A wrong setting is an input error (README: exit 1), listed per host with its variable.
+    assert status == ExitStatus.USAGE
     assert f"{expected}: value " in err
 
 
 def test_tcp_without_sasl_password_is_refused(capsys) -> None:
     status, err = apply(capsys)
-    assert status == ExitStatus.FAILED
+    assert status == ExitStatus.USAGE
     assert "kvm_host_libvirt_sasl_password: value hidden: is empty" in err
 
 
 def test_unauthenticated_tcp_needs_the_explicit_opt_in(capsys) -> None:
     status, err = apply(capsys, "kvm_host_libvirt_tcp_auth=none")
-    assert status == ExitStatus.FAILED
+    assert status == ExitStatus.USAGE
     assert "kvm_host_libvirt_tcp_allow_unauthenticated" in err
 
 
@@ -61,13 +63,13 @@ def test_unauthenticated_tcp_needs_the_explicit_opt_in(capsys) -> None:
 )
 def test_udev_rule_values_are_refused_before_they_reach_udev(capsys, extra) -> None:
     status, err = apply(capsys, "kvm_host_libvirt_sasl_password=x", extra)
-    assert status == ExitStatus.FAILED
+    assert status == ExitStatus.USAGE
     assert f"{extra.split('=')[0]}: value " in err
 
 
 def test_tls_without_certificates_is_refused(capsys) -> None:
     status, err = apply(capsys, "kvm_host_migration_transport=tls")
-    assert status == ExitStatus.FAILED
+    assert status == ExitStatus.USAGE
     assert "kvm_host_libvirt_tls_ca_cert" in err
 
 
