@@ -592,3 +592,40 @@ def test_the_role_names_a_one_auth_file_it_cannot_read(tmp_path: Path) -> None:
         f"ONE_AUTH={missing}: the file is missing, unreadable or empty on the controller "
         "(it must hold user:password)"
     )
+
+
+@pytest.mark.ansible
+def test_the_role_does_not_read_one_auth_through_a_link_oneadmin_planted(tmp_path: Path) -> None:
+    # oneadmin owns ~/.one: one_auth -> a root-only file would have root send that file's first
+    # line to oned as the session. The link is refused, named, and nothing of the target shown.
+    home = tmp_path / "one"
+    (home / ".one").mkdir(parents=True)
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$not-a-real-hash:19000:0:99999:7:::\n")
+    secret.chmod(0o600)
+    (home / ".one" / "one_auth").symlink_to(secret)
+    for path in (home / ".one" / "one_auth", home / ".one", home):
+        os.lchown(path, 12345, 12345)
+    inventory = tmp_path / "frontend.ini"
+    inventory.write_text(
+        "[frontend]\n"
+        'fe ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"\n'
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("ONE_AUTH", "ONE_XMLRPC")}
+    result = runner.run_playbook(
+        FIXTURES / "frontend_api.yml",
+        [inventory],
+        roles_path=content.roles_path(),
+        extravars={
+            "one_frontend_oneadmin_home": str(home),
+            "one_frontend_xmlrpc": "http://127.0.0.1:2633/RPC2",
+        },
+        environ=environ,
+    )
+    fe = result.host("fe")
+    assert fe.failed_task == "Fail when oneadmin's one_auth cannot be read safely"
+    assert "is a symbolic link" in fe.message
+    assert str(home / ".one" / "one_auth") in fe.message
+    written = [f.read_bytes() for f in result.artifact_dir.rglob("*") if f.is_file()]
+    assert any(b"one_auth" in data for data in written)  # the search can find what is there
+    assert not any(b"not-a-real-hash" in data for data in written)
