@@ -283,6 +283,20 @@ def test_credentials_in_the_inventorys_endpoint_are_refused_before_any_change(
     assert [p for p in artifacts if b"hunter2pw" in p.read_bytes()] == []
 
 
+@pytest.mark.ansible
+@pytest.mark.parametrize("endpoint", ["one.example.org:2633", "ftp://one.example.org/RPC2"])
+def test_an_inventorys_endpoint_that_is_not_a_url_is_an_input_error(
+    endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(content, "playbook", lambda _name: FIXTURES / "frontend_api.yml")
+    assert main(["apply", "-i", _frontend_inventory(tmp_path, endpoint)]) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert "(one_frontend_xmlrpc or ONE_XMLRPC) is not an http(s) URL" in " ".join(err.split())
+
+
 # --- finding 4: http to another machine warns, loopback and https do not ------------------------
 
 

@@ -473,7 +473,8 @@ def test_kvmprep_apply_rejects_a_bad_endpoint_before_any_change():
     result = kvmprep(
         "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-e", "one_frontend_xmlrpc=one:2633"
     )
-    assert result.returncode == 2, result.stderr
+    # A wrong setting, found before any change: exit 1 (README).
+    assert result.returncode == 1, result.stderr
     assert "is not an http(s) URL" in result.stderr, result.stderr
     rows = summary_rows(result.stderr)
     # The check runs before the hosts' play: nothing ran on them, the front-end failed.
@@ -675,3 +676,40 @@ def test_a_host_failing_mid_apply_leaves_the_fleet_wide_state_alone(endpoint):
         assert reach.rc == 0, reach.stderr
     finally:
         restore_and_restart_oned("/tmp/vmm_exec_kvm.conf.kept", VMM_CONF)
+
+
+def test_links_oneadmin_plants_in_its_ssh_directory_are_not_followed_as_root(endpoint):
+    # oneadmin (or a driver running as oneadmin) points its public key at /etc/shadow on one host,
+    # and its authorized_keys at root's on the other: root must neither copy shadow to every
+    # machine as a "key" nor write the fleet's keys into root's authorized_keys.
+    shadow_host, root_host = machine(NODES[0]), machine(NODES[1])
+    ssh_dir = "/var/lib/one/.ssh"
+    root_keys = "/root/.ssh/authorized_keys"
+    root_keys_before = root_host.run(f"cat {root_keys}").stdout
+    shadow_host.check_output(f"mv {ssh_dir}/id_ed25519.pub /tmp/id_ed25519.pub.kept")
+    root_host.check_output(f"mv {ssh_dir}/authorized_keys /tmp/authorized_keys.kept")
+    try:
+        as_oneadmin(shadow_host, f"ln -s /etc/shadow {ssh_dir}/id_ed25519.pub")
+        as_oneadmin(root_host, f"ln -s {root_keys} {ssh_dir}/authorized_keys")
+        result = kvmprep(
+            "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], env={"ONE_XMLRPC": endpoint}
+        )
+    finally:
+        for host, name in ((shadow_host, "id_ed25519.pub"), (root_host, "authorized_keys")):
+            host.run(f"rm -f {ssh_dir}/{name} && mv /tmp/{name}.kept {ssh_dir}/{name}")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert f"{ssh_dir}/id_ed25519.pub is a symbolic link" in said, result.stderr
+    assert f"{ssh_dir}/authorized_keys is a symbolic link" in said, result.stderr
+    assert root_host.run(f"cat {root_keys}").stdout == root_keys_before
+    shadow_root = shadow_host.check_output("grep '^root:' /etc/shadow").strip()
+    for name in (FRONTEND, *NODES):
+        for path in TRUST_BLOCKS:
+            assert shadow_root not in machine(name).file(path).content_string, (name, path)
+    # With the links gone, the fleet converges again and oneadmin's SSH works everywhere.
+    again = kvmprep(
+        "apply", "-i", os.environ["MOLECULE_INVENTORY_FILE"], env={"ONE_XMLRPC": endpoint}
+    )
+    assert again.returncode == 0, again.stderr
+    reach = as_oneadmin(root_host, f"ssh -o BatchMode=yes {NODES[0]} hostname </dev/null")
+    assert reach.rc == 0, reach.stderr
