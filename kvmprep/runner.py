@@ -144,6 +144,8 @@ REDACTED = "********"
 # The result keys of a refused setting: kvmprep's own settings checks, and Ansible's argument
 # spec validation (a role's automatic one, or the module).
 _INVALID_SETTINGS_KEY = "kvmprep_invalid_settings"
+#: The roles' controller-side checks of every host's settings (roles/kvm_host/tasks/settings.yml).
+_CONTROLLER_ONLY_ACTIONS = frozenset(("kvm_host_settings",))
 _ARGUMENT_SPEC_ACTIONS = frozenset(
     {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 )
@@ -178,6 +180,15 @@ class HostState:
     warnings: list[str] = field(default_factory=list)
     #: Settings refused before any change (wrong type or value), one line each.
     invalid_settings: list[str] = field(default_factory=list)
+    #: Tasks that ran on the controller for every host at once (the settings check, run_once):
+    #: Ansible counts them for the first host of the play, which they did not reach.
+    controller_ok: int = 0
+
+    @property
+    def reached(self) -> bool:
+        """Something ran on (or failed to reach) this host."""
+        counts = (self.ok, self.changed, self.failures, self.unreachable, self.skipped)
+        return any(counts) or bool(self.ignored or self.rescued or self.failed_task)
 
     @property
     def status(self) -> HostStatus:
@@ -244,6 +255,9 @@ class RunState:
             host = self._finish(data)
             self._warnings(data)
             self._capture(data)
+            if _controller_only(data):
+                host.controller_ok += 1
+                return
             host.ok += 1
             if (data.get("res") or {}).get("changed"):
                 host.changed += 1
@@ -303,6 +317,7 @@ class RunState:
             host = self.host(name)
             for key, attribute in columns.items():
                 setattr(host, attribute, int((data.get(key) or {}).get(name, 0)))
+            host.ok = max(0, host.ok - host.controller_ok)
             host.task_in_progress = None
 
 
@@ -760,6 +775,11 @@ def cancel_on_signals() -> Iterator[CancelFlag]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _controller_only(data: Mapping[str, Any]) -> bool:
+    """A task that judged every host's settings on the controller, not this host."""
+    return str(data.get("task_action") or "").rsplit(".", 1)[-1] in _CONTROLLER_ONLY_ACTIONS
 
 
 def invalid_settings(data: Mapping[str, Any]) -> list[str]:

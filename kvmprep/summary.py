@@ -27,9 +27,11 @@ def render_summary(
 ) -> None:
     """Write the host table, the failures, and where the artifacts of a failed run are."""
     lines: list[str] = []
-    if result.hosts:
-        lines += _table(result.hosts, color=color)
-        lines.append(_headline(result))
+    # A host only the controller-side settings check looked at is not a row of the table.
+    reached = tuple(h for h in result.hosts if h.reached)
+    if reached:
+        lines += _table(reached, color=color)
+        lines.append(_headline(result, reached))
     if not_reached:
         lines.append(
             f"Not reached (the rollout stopped before their batch; nothing ran on them): "
@@ -79,13 +81,13 @@ def _table(hosts: tuple[HostState, ...], *, color: bool) -> list[str]:
     return rows
 
 
-def _headline(result: RunResult) -> str:
+def _headline(result: RunResult, hosts: tuple[HostState, ...]) -> str:
     by_status = dict.fromkeys(HostStatus, 0)
-    for host in result.hosts:
+    for host in hosts:
         by_status[host.status] += 1
     parts = [f"{n} {status.value}" for status, n in by_status.items() if n]
-    plural = "s" if len(result.hosts) != 1 else ""
-    headline = f"{len(result.hosts)} host{plural}: {', '.join(parts)}"
+    plural = "s" if len(hosts) != 1 else ""
+    headline = f"{len(hosts)} host{plural}: {', '.join(parts)}"
     if result.check_mode:
         headline += " (check mode: nothing was changed; 'changed' means would change)"
     return headline

@@ -455,6 +455,31 @@ def test_an_ignored_refusal_is_not_one(tmp_path: Path) -> None:
     assert _result(state, tmp_path).exit_status is ExitStatus.OK
 
 
+def test_the_controller_side_settings_check_is_no_hosts_row(tmp_path: Path) -> None:
+    # run_once on the controller for every host: Ansible reports it (and counts it in its stats)
+    # under the play's first host, which it never reached.
+    state = RunState()
+    ok = {"host": "fe", "task": "Refuse settings", "task_action": "kvm_host_settings", "res": {}}
+    state({"event": "runner_on_ok", "event_data": {**ok, "res": {"warnings": ["TLS: no DN list"]}}})
+    state({"event": "runner_on_ok", "event_data": {"host": "kvm1", "res": {"changed": True}}})
+    state(
+        {
+            "event": "playbook_on_stats",
+            "event_data": {"ok": {"fe": 1, "kvm1": 1}, "changed": {"kvm1": 1}},
+        }
+    )
+    result = _result(state, tmp_path)
+    assert result.host("fe").ok == 0
+    assert result.host("kvm1").ok == 1
+    stream = io.StringIO()
+    render_summary(result, stream, color=False)
+    rows = [line.split()[0] for line in stream.getvalue().splitlines() if line.strip()]
+    assert "kvm1" in rows
+    assert "fe" not in rows
+    assert "1 host: 1 changed" in stream.getvalue()
+    assert "fe: TLS: no DN list" in stream.getvalue()  # its warning is still said
+
+
 # --- finding 5: signals end the whole Ansible process tree -------------------------------------
 
 
