@@ -284,6 +284,51 @@ def test_the_tls_listener_refuses_a_client_without_certificate(name, other):
     assert allowed.rc == 0, allowed.stderr
 
 
+def test_the_tls_listener_refuses_a_certificate_of_the_ca_outside_its_dn_list(tmp_path):
+    # kvm_host_libvirt_tls_allowed_dn_list is CN=oneadmin: a certificate the same CA signed for
+    # another name does not get in (without the list, libvirt takes any the CA signed).
+    pki = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki"
+    script = (
+        "set -e; openssl req -newkey rsa:2048 -nodes -subj /CN=intruder -keyout clientkey.pem"
+        " -out req.csr 2>/dev/null; printf 'keyUsage=critical,digitalSignature,keyEncipherment"
+        '\\nextendedKeyUsage=clientAuth\\n\' > ext; openssl x509 -req -in req.csr -CA "$1/ca.pem"'
+        ' -CAkey "$1/ca.key" -CAserial serial -CAcreateserial -days 1 -extfile ext'
+        " -out clientcert.pem 2>/dev/null"
+    )
+    subprocess.run(["sh", "-c", script, "sh", str(pki)], cwd=tmp_path, check=True)
+    node = machine(NODES[0])
+
+    def connect_with(pkipath: str, files: dict[str, Path]):
+        node.check_output(f"install -d -m 0700 {pkipath}")
+        for name, source in files.items():
+            subprocess.run(
+                ["podman", "cp", str(source), f"{NODES[0]}:{pkipath}/{name}"], check=True
+            )
+        try:
+            return node.run(
+                f"virsh -c 'qemu+tls://{NODES[1]}/system?pkipath={pkipath}' uri </dev/null"
+            )
+        finally:
+            node.run(f"rm -rf {pkipath}")
+
+    ca = {"cacert.pem": pki / "ca.pem"}
+    # The same way in with oneadmin's certificate works: what differs below is the DN alone.
+    allowed = connect_with(
+        "/tmp/oneadmin-pki",
+        {**ca, "clientcert.pem": pki / "client.pem", "clientkey.pem": pki / "client.key"},
+    )
+    assert allowed.rc == 0, allowed.stderr
+    refused = connect_with(
+        "/tmp/intruder-pki",
+        {
+            **ca,
+            "clientcert.pem": tmp_path / "clientcert.pem",
+            "clientkey.pem": tmp_path / "clientkey.pem",
+        },
+    )
+    assert refused.rc != 0
+
+
 # --- a live migration as OpenNebula's driver does it, with the cluster's machine type -------
 
 
