@@ -417,11 +417,20 @@ def test_a_later_failure_does_not_leave_a_change_unapplied():
     host = lab_host(HOSTS[1])
     before = socket_started_at(host)
     host.run("sed -i 's/^dynamic_ownership = 0$/dynamic_ownership = 1/' /etc/libvirt/qemu.conf")
-    # qemu.conf is repaired, then the AppArmor step fails (a path its parser rejects): the
+    # qemu.conf is repaired, then the AppArmor step fails: its rule is missing, and a file
+    # beside it that apparmor_parser rejects fails the validation of the rewritten abstraction
+    # (a wrong value would not do: the settings check refuses it before any change). The
     # restart the repair needs happens all the same.
-    result = apply_on(HOSTS[1], "-e", "kvm_host_apparmor_datastore_path='/var/lib/one bad'")
+    rule = apparmor_rule_file(host)
+    assert rule.endswith("/libvirt-qemu.d/kvmprep-oneadmin")  # Debian 13: a drop-in directory
+    broken = rule.rsplit("/", 1)[0] + "/zz-kvmprep-test-broken"
+    host.run(f"rm -f {rule} && echo 'this is not an apparmor rule' > {broken}")
+    try:
+        result = apply_on(HOSTS[1])
+    finally:
+        host.run(f"rm -f {broken}")
     assert result.returncode == 2, result.stderr
-    assert "apparmor" in result.stderr.lower(), result.stderr
+    assert "apparmor rejected" in " ".join(result.stderr.split()).lower(), result.stderr
     assert (
         active_value(host.file("/etc/libvirt/qemu.conf").content_string, "dynamic_ownership") == "0"
     )
