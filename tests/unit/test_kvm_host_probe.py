@@ -39,6 +39,20 @@ def load_library_module(name):
 
 
 probe = load_library_module("kvm_host_probe")
+# The module is thin: each group's facts come from its module_utils (as Ansible imports them).
+from ansible.module_utils import kvm_host_libvirt_conf as lvconf  # noqa: E402
+from ansible.module_utils import kvm_host_probe_access as probe_access  # noqa: E402
+from ansible.module_utils import kvm_host_probe_accounts as probe_accounts  # noqa: E402
+from ansible.module_utils import kvm_host_probe_apparmor as probe_apparmor  # noqa: E402
+from ansible.module_utils import kvm_host_probe_apply as probe_apply  # noqa: E402
+from ansible.module_utils import kvm_host_probe_common as probe_common  # noqa: E402
+from ansible.module_utils import kvm_host_probe_config as probe_config  # noqa: E402
+from ansible.module_utils import kvm_host_probe_identity as probe_identity  # noqa: E402
+from ansible.module_utils import kvm_host_probe_kvm as probe_kvm  # noqa: E402
+from ansible.module_utils import kvm_host_probe_libvirt as probe_libvirt  # noqa: E402
+from ansible.module_utils import kvm_host_probe_listen as probe_listen  # noqa: E402
+from ansible.module_utils import kvm_host_probe_packages as probe_packages  # noqa: E402
+from ansible.module_utils import kvm_host_probe_qemu as probe_qemu  # noqa: E402
 
 CPUINFO_INTEL = """\
 processor\t: 0
@@ -115,7 +129,7 @@ class FakeModule:
     ],
 )
 def test_parse_cpuinfo(text, vendor, flags):
-    assert probe.parse_cpuinfo(text) == (vendor, flags)
+    assert probe_kvm.parse_cpuinfo(text) == (vendor, flags)
 
 
 def test_module_states_from_sysfs(tmp_path):
@@ -124,16 +138,16 @@ def test_module_states_from_sysfs(tmp_path):
     (tmp_path / "kvm_intel" / "initstate").write_text("live\n")  # loadable, loaded
     (tmp_path / "kvm_pvm" / "parameters").mkdir(parents=True)
     (tmp_path / "kvmfoo").mkdir()
-    assert probe.module_state("kvm", str(tmp_path)) == "builtin"
-    assert probe.module_state("kvm_intel", str(tmp_path)) == "loaded"
-    assert probe.module_state("kvm_amd", str(tmp_path)) == "absent"
-    assert probe.kvm_module_states(str(tmp_path)) == {
+    assert probe_kvm.module_state("kvm", str(tmp_path)) == "builtin"
+    assert probe_kvm.module_state("kvm_intel", str(tmp_path)) == "loaded"
+    assert probe_kvm.module_state("kvm_amd", str(tmp_path)) == "absent"
+    assert probe_kvm.kvm_module_states(str(tmp_path)) == {
         "kvm": "builtin",
         "kvm_intel": "loaded",
         "kvm_amd": "absent",
         "kvm_pvm": "builtin",
     }
-    assert probe.kvm_module_states(str(tmp_path / "nowhere")) == {
+    assert probe_kvm.kvm_module_states(str(tmp_path / "nowhere")) == {
         "kvm": "absent",
         "kvm_intel": "absent",
         "kvm_amd": "absent",
@@ -141,7 +155,7 @@ def test_module_states_from_sysfs(tmp_path):
 
 
 def test_probe_dev_kvm_missing(tmp_path):
-    res = probe.probe_dev_kvm(str(tmp_path / "kvm"))
+    res = probe_kvm.probe_dev_kvm(str(tmp_path / "kvm"))
     assert res == {
         "exists": False,
         "char_device": False,
@@ -158,7 +172,7 @@ def test_probe_dev_kvm_not_a_kvm_device(tmp_path):
     fake = tmp_path / "kvm"
     fake.write_text("")
     fake.chmod(0o640)
-    res = probe.probe_dev_kvm(str(fake))
+    res = probe_kvm.probe_dev_kvm(str(fake))
     assert res["exists"] is True
     assert res["char_device"] is False
     assert res["mode"] == "0640"
@@ -170,7 +184,7 @@ def test_probe_dev_kvm_not_a_kvm_device(tmp_path):
 
 
 def test_probe_dev_kvm_on_dev_null():
-    res = probe.probe_dev_kvm("/dev/null")
+    res = probe_kvm.probe_dev_kvm("/dev/null")
     assert res["char_device"] is True
     assert res["mode"] == "0666"
     assert res["api_version"] is None
@@ -179,7 +193,7 @@ def test_probe_dev_kvm_on_dev_null():
 
 # The project's machines (and CI) have a working /dev/kvm: the lab needs it too.
 def test_gather_kvm_on_this_machine():
-    res = probe.gather_kvm()
+    res = probe_kvm.gather_kvm()
     assert res["dev_kvm"]["api_version"] == 12
     assert res["dev_kvm"]["create_vm"] is True
     assert res["dev_kvm"]["char_device"] is True
@@ -199,20 +213,20 @@ def test_unit_present(tmp_path):
     (etc / "libvirtd.socket").symlink_to("/dev/null")  # masked
     (etc / "virtqemud.socket").symlink_to(tmp_path / "gone")  # dangling
     dirs = (str(etc), str(lib))
-    assert probe.unit_present("libvirtd.service", dirs)
-    assert probe.unit_present("libvirtd.socket", dirs)
-    assert probe.unit_present("virtqemud.socket", dirs)
-    assert not probe.unit_present("virtproxyd.socket", dirs)
+    assert probe_libvirt.unit_present("libvirtd.service", dirs)
+    assert probe_libvirt.unit_present("libvirtd.socket", dirs)
+    assert probe_libvirt.unit_present("virtqemud.socket", dirs)
+    assert not probe_libvirt.unit_present("virtproxyd.socket", dirs)
 
 
 def test_parse_systemctl_states():
     units = ["a.service", "b.socket"]
-    assert probe.parse_systemctl_states(units, "enabled\nmasked\n") == {
+    assert probe_libvirt.parse_systemctl_states(units, "enabled\nmasked\n") == {
         "a.service": "enabled",
         "b.socket": "masked",
     }
-    assert probe.parse_systemctl_states(units, "enabled\n") is None
-    assert probe.parse_systemctl_states(units, None) is None
+    assert probe_libvirt.parse_systemctl_states(units, "enabled\n") is None
+    assert probe_libvirt.parse_systemctl_states(units, None) is None
 
 
 def _unit_dirs(tmp_path, names):
@@ -234,12 +248,12 @@ def test_gather_unit_states_one_call_per_verb(tmp_path):
         bins={"systemctl": "/bin/systemctl"},
         outputs=lambda args: (1, answers[args[1]], ""),
     )
-    units = probe.gather_unit_states(module, True, dirs)
+    units = probe_libvirt.gather_unit_states(module, True, dirs)
     assert module.calls == [
         ["/bin/systemctl", "is-enabled", *present],
         ["/bin/systemctl", "is-active", *present],
     ]
-    assert set(units) == set(probe.UNITS)
+    assert set(units) == set(probe_libvirt.UNITS)
     assert units["libvirtd-tcp.socket"] == {
         "present": True,
         "enabled": "disabled",
@@ -262,7 +276,7 @@ def test_gather_unit_states_falls_back_per_unit_when_output_misaligns(tmp_path):
         return (0, "enabled\n", "") if args[2] == "libvirtd.service" else (1, "", "error")
 
     module = FakeModule(bins={"systemctl": "/bin/systemctl"}, outputs=outputs)
-    units = probe.gather_unit_states(module, True, dirs)
+    units = probe_libvirt.gather_unit_states(module, True, dirs)
     assert units["libvirtd.service"]["enabled"] == "enabled"
     assert units["libvirtd.socket"]["enabled"] == "unknown"
 
@@ -270,7 +284,7 @@ def test_gather_unit_states_falls_back_per_unit_when_output_misaligns(tmp_path):
 def test_gather_unit_states_without_systemd(tmp_path):
     dirs = _unit_dirs(tmp_path, ["libvirtd.service"])
     module = FakeModule(bins={"systemctl": "/bin/systemctl"})
-    units = probe.gather_unit_states(module, False, dirs)
+    units = probe_libvirt.gather_unit_states(module, False, dirs)
     assert module.calls == []
     assert units["libvirtd.service"] == {"present": True, "enabled": "unknown", "active": "unknown"}
     assert units["virtqemud.socket"] == {
@@ -283,7 +297,8 @@ def test_gather_unit_states_without_systemd(tmp_path):
 def _units(**states):
     """Build a units dict: name=(present, enabled, active); others absent."""
     units = {
-        u: {"present": False, "enabled": "not-found", "active": "not-found"} for u in probe.UNITS
+        u: {"present": False, "enabled": "not-found", "active": "not-found"}
+        for u in probe_libvirt.UNITS
     }
     for key, (present, enabled, active) in states.items():
         name = key.replace("__", ".").replace("_", "-")
@@ -361,7 +376,7 @@ DEBIAN_DEFAULT = {
     ],
 )
 def test_decide_layout(units, binary, layout):
-    assert probe.decide_layout(units, binary) == layout
+    assert probe_libvirt.decide_layout(units, binary) == layout
 
 
 def test_parse_shell_assignments():
@@ -373,12 +388,12 @@ def test_parse_shell_assignments():
         'LIBVIRTD_ARGS="--timeout 120 --listen"  # last one wins\n'
         "start_libvirtd=yes\n"
     )
-    assert probe.parse_shell_assignments(text) == {
+    assert probe_libvirt.parse_shell_assignments(text) == {
         "LIBVIRTD_ARGS": "--timeout 120 --listen",
         "libvirtd_opts": "-d -l",
         "start_libvirtd": "yes",
     }
-    assert probe.parse_shell_assignments(None) == {}
+    assert probe_libvirt.parse_shell_assignments(None) == {}
 
 
 def test_find_defaults(tmp_path):
@@ -390,13 +405,13 @@ def test_find_defaults(tmp_path):
         (str(bin_file), "libvirtd_opts"),
         (str(sysconfig), "LIBVIRTD_ARGS"),
     )
-    assert probe.find_defaults(candidates) == (None, None)
+    assert probe_libvirt.find_defaults(candidates) == (None, None)
     sysconfig.write_text('LIBVIRTD_ARGS="--listen"\n')
-    assert probe.find_defaults(candidates) == (str(sysconfig), "--listen")
+    assert probe_libvirt.find_defaults(candidates) == (str(sysconfig), "--listen")
     bin_file.write_text('libvirtd_opts="-d -l"\nLIBVIRTD_ARGS="ignored"\n')
-    assert probe.find_defaults(candidates) == (str(bin_file), "-d -l")
+    assert probe_libvirt.find_defaults(candidates) == (str(bin_file), "-d -l")
     default.write_text('#LIBVIRTD_ARGS="--timeout 120"\n')
-    assert probe.find_defaults(candidates) == (str(default), None)
+    assert probe_libvirt.find_defaults(candidates) == (str(default), None)
 
 
 @pytest.mark.parametrize(
@@ -410,7 +425,7 @@ def test_find_defaults(tmp_path):
     ],
 )
 def test_parse_daemon_version(text, version):
-    assert probe.parse_daemon_version(text) == version
+    assert probe_libvirt.parse_daemon_version(text) == version
 
 
 def test_daemon_version_prefers_libvirtd_then_virtqemud():
@@ -418,9 +433,9 @@ def test_daemon_version_prefers_libvirtd_then_virtqemud():
         bins={"virtqemud": "/usr/sbin/virtqemud"},
         outputs=lambda args: (0, "virtqemud (libvirt) 10.0.0\n", ""),
     )
-    assert probe.daemon_version(module) == "10.0.0"
+    assert probe_libvirt.daemon_version(module) == "10.0.0"
     assert module.calls == [["/usr/sbin/virtqemud", "--version"]]
-    assert probe.daemon_version(FakeModule()) is None
+    assert probe_libvirt.daemon_version(FakeModule()) is None
 
 
 def test_run_never_raises():
@@ -428,7 +443,7 @@ def test_run_never_raises():
         def run_command(self, args, **kwargs):
             raise OSError(8, "Exec format error")
 
-    assert probe.run(Broken(), ["/usr/sbin/libvirtd", "--version"]) == (None, "")
+    assert probe_common.run(Broken(), ["/usr/sbin/libvirtd", "--version"]) == (None, "")
 
 
 @pytest.mark.parametrize(
@@ -442,14 +457,14 @@ def test_run_never_raises():
     ],
 )
 def test_apparmor_includes(text, expected):
-    assert probe.apparmor_includes(text) == expected
+    assert probe_apparmor.apparmor_includes(text) == expected
 
 
 def test_gather_apparmor(tmp_path):
     enabled = tmp_path / "enabled"
     abstraction = tmp_path / "libvirt-qemu"
     module = FakeModule(bins={"apparmor_parser": "/sbin/apparmor_parser"})
-    res = probe.gather_apparmor(module, str(enabled), str(abstraction))
+    res = probe_apparmor.gather_apparmor(module, str(enabled), str(abstraction))
     assert res == {
         "enabled": False,
         "parser": True,
@@ -460,7 +475,7 @@ def test_gather_apparmor(tmp_path):
     }
     enabled.write_text("Y\n")
     abstraction.write_text(AA_DEBIAN13)
-    res = probe.gather_apparmor(FakeModule(), str(enabled), str(abstraction))
+    res = probe_apparmor.gather_apparmor(FakeModule(), str(enabled), str(abstraction))
     assert res == {
         "enabled": True,
         "parser": False,
@@ -472,8 +487,8 @@ def test_gather_apparmor(tmp_path):
 
 
 def test_read_text_failures_are_none(tmp_path):
-    assert probe.read_text(str(tmp_path / "missing")) is None
-    assert probe.read_text(str(tmp_path)) is None
+    assert probe_common.read_text(str(tmp_path / "missing")) is None
+    assert probe_common.read_text(str(tmp_path)) is None
 
 
 def test_module_source_parses_as_python_3_6():
@@ -543,7 +558,7 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
         "apparmor",
     }
     assert lv["systemd"] is Path("/run/systemd/system").is_dir()
-    assert set(lv["units"]) == set(probe.UNITS)
+    assert set(lv["units"]) == set(probe_libvirt.UNITS)
     for unit in lv["units"].values():
         assert set(unit) == {"present", "enabled", "active"}
     assert lv["layout"] in ("modular", "socket", "classic", "none")
@@ -570,7 +585,7 @@ security_driver = [ "apparmor",
 broken = "unterminated
 cgroup_device_acl = [
     "/dev/null", "/dev/full",
-    # a comment inside the list
+
     "/dev/kvm"
 ]
 dynamic_ownership = 0 ;
@@ -578,7 +593,7 @@ dynamic_ownership = 0 ;
 
 
 def test_parse_conf_active_keys():
-    keys, invalid = probe.parse_conf(QEMU_CONF)
+    keys, invalid = lvconf.parse_conf(QEMU_CONF)
     assert keys == {
         "user": "oneadmin",
         "group": "oneadmin",
@@ -587,6 +602,11 @@ def test_parse_conf_active_keys():
         "cgroup_device_acl": ["/dev/null", "/dev/full", "/dev/kvm"],
     }
     assert invalid == ["broken"]
+    # libvirt takes no comment inside a list (virconf.c; libvirt 9.0 says "expecting a value").
+    text = QEMU_CONF.replace('"/dev/full",\n\n', '"/dev/full",\n    # a comment\n')
+    keys, invalid = lvconf.parse_conf(text)
+    assert "cgroup_device_acl" not in keys
+    assert invalid == ["broken", "cgroup_device_acl"]
 
 
 @pytest.mark.parametrize(
@@ -594,13 +614,13 @@ def test_parse_conf_active_keys():
     [("1", 1), ("-5 # x", -5), ('"none"', "none"), ("[]", []), ('["a" , "b",]', ["a", "b"])],
 )
 def test_parse_conf_value(text, value):
-    assert probe.parse_conf_value(text) == value
+    assert lvconf.parse_conf_value(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "yes", '"a" b', "[a]", '["a" "b"]', "[", "1 2"])
 def test_parse_conf_value_rejects(text):
     with pytest.raises(ValueError, match=r"expecting|not closed"):
-        probe.parse_conf_value(text)
+        lvconf.parse_conf_value(text)
 
 
 def test_gather_config_reports_unreadable_files(tmp_path):
@@ -609,7 +629,7 @@ def test_gather_config_reports_unreadable_files(tmp_path):
     locked = tmp_path / "libvirtd.conf"
     locked.mkdir()  # reading a directory fails like an unreadable file, also as root
     errors = []
-    res = probe.gather_config(
+    res = probe_config.gather_config(
         errors,
         (("qemu.conf", str(good)), ("libvirtd.conf", str(locked)), ("x", str(tmp_path / "no"))),
     )
@@ -642,7 +662,7 @@ def test_gather_accounts(tmp_path):
     def getpwnam(name):
         return users[name]
 
-    res = probe.gather_accounts(
+    res = probe_accounts.gather_accounts(
         "oneadmin", ["kvm", "libvirt", "libvirtd"], getpwnam, lambda: groups
     )
     assert res["user"] == {
@@ -662,7 +682,7 @@ def test_gather_accounts(tmp_path):
     assert res["home"]["exists"] is True
     assert res["home"]["mode"] is not None
 
-    res = probe.gather_accounts("nobody-here", ["kvm"], getpwnam, lambda: groups)
+    res = probe_accounts.gather_accounts("nobody-here", ["kvm"], getpwnam, lambda: groups)
     assert res["user"] is None
     assert res["home"] is None
     assert res["user_groups"] == []
@@ -675,11 +695,11 @@ def test_find_qemu_and_programs(tmp_path):
         (bin_dir / name).write_text("")
         (bin_dir / name).chmod(mode)
     dirs = [str(tmp_path / "missing"), str(bin_dir)]
-    assert probe.find_qemu_system(dirs) == [str(bin_dir / "qemu-system-x86_64")]
-    assert probe.find_program("qemu-img", dirs) == str(bin_dir / "qemu-img")
-    assert probe.find_program("ruby", dirs) is None  # not executable
-    assert probe.search_dirs("/a:/b::/a")[:2] == ["/a", "/b"]
-    assert "/usr/libexec" in probe.search_dirs("")
+    assert probe_packages.find_qemu_system(dirs) == [str(bin_dir / "qemu-system-x86_64")]
+    assert probe_common.find_program("qemu-img", dirs) == str(bin_dir / "qemu-img")
+    assert probe_common.find_program("ruby", dirs) is None  # not executable
+    assert probe_common.search_dirs("/a:/b::/a")[:2] == ["/a", "/b"]
+    assert "/usr/libexec" in probe_common.search_dirs("")
 
 
 PROC_NET_TCP = """\
@@ -697,34 +717,34 @@ PROC_NET_TCP6 = """\
 
 
 def test_parse_proc_net_tcp():
-    assert probe.parse_proc_net_tcp(PROC_NET_TCP, "ipv4", byteorder="little") == [
+    assert probe_listen.parse_proc_net_tcp(PROC_NET_TCP, "ipv4", byteorder="little") == [
         {"address": "0.0.0.0", "port": 16509, "family": "ipv4"},
         {"address": "127.0.0.1", "port": 16514, "family": "ipv4"},
     ]
-    assert probe.parse_proc_net_tcp(PROC_NET_TCP6, "ipv6", byteorder="little") == [
+    assert probe_listen.parse_proc_net_tcp(PROC_NET_TCP6, "ipv6", byteorder="little") == [
         {"address": "::", "port": 16509, "family": "ipv6"},
         {"address": "::1", "port": 16514, "family": "ipv6"},
     ]
-    assert probe.parse_proc_net_tcp("", "ipv4") == []
-    assert probe.parse_proc_net_tcp("hdr\n 0: zz:407D 0 0A\n", "ipv4") == []
+    assert probe_listen.parse_proc_net_tcp("", "ipv4") == []
+    assert probe_listen.parse_proc_net_tcp("hdr\n 0: zz:407D 0 0A\n", "ipv4") == []
 
 
 def test_gather_listen(tmp_path):
     tcp = tmp_path / "tcp"
     tcp.write_text(PROC_NET_TCP)
     errors = []
-    res = probe.gather_listen(errors, ((str(tcp), "ipv4"), (str(tmp_path / "tcp6"), "ipv6")))
+    res = probe_listen.gather_listen(errors, ((str(tcp), "ipv4"), (str(tmp_path / "tcp6"), "ipv6")))
     assert res["error"] is None
     assert len(res["sockets"]) == 2
     assert errors == []  # no tcp6 (IPv6 disabled) is not an error when tcp was read
-    res = probe.gather_listen(errors, ((str(tmp_path / "none"), "ipv4"),))
+    res = probe_listen.gather_listen(errors, ((str(tmp_path / "none"), "ipv4"),))
     assert res["sockets"] is None
     assert "No such file or directory" in res["error"]
     assert errors == [res["error"]]
 
 
 def test_gather_devices(tmp_path):
-    res = probe.gather_devices(("/dev/null", str(tmp_path / "tun")))
+    res = probe_kvm.gather_devices(("/dev/null", str(tmp_path / "tun")))
     assert res["/dev/null"]["char_device"] is True
     assert res["/dev/null"]["mode"] == "0666"
     assert res[str(tmp_path / "tun")]["exists"] is False
@@ -737,7 +757,7 @@ def test_apparmor_tree_rules():
         "  deny /w/** rw,\n  /usr/share/qemu/ r,\n  /** rwk,\n  owner /v/* rw,\n"
         '  owner "/var/lib/one/**" rw,\n'
     )
-    assert probe.apparmor_tree_rules(text) == [
+    assert probe_apparmor.apparmor_tree_rules(text) == [
         "owner /var/lib/one/** rw,",
         "/y/** r,",
         "owner /z/** rwk,",
@@ -760,21 +780,22 @@ def test_apparmor_tree_rules():
         ('user = "oneadmin\ngroup = "x"\n', {"line": 1, "message": "unterminated string"}),
         ("x = 1\nnot a setting\n", {"line": 2, "message": "expecting an assignment"}),
         ("x = 1\n= 2\n", {"line": 2, "message": "expecting a name"}),
-        ('x = [ "a",\n "b"\n', {"line": 1, "message": "list is not closed with ]"}),
+        # libvirt names the line it ran out on, as its log says (libvirt 9.0's own parser).
+        ('x = [ "a",\n "b"\n', {"line": 3, "message": "list is not closed with ]"}),
         ('x = [ "a" "b" ]\n', {"line": 1, "message": "expecting a separator in list"}),
         ("x = yes\n", {"line": 1, "message": "expecting a value"}),
         ('x = "a" "b"\n', {"line": 1, "message": "expecting a separator"}),
     ],
 )
 def test_conf_syntax_error(text, error):
-    assert probe.conf_syntax_error(text) == error
+    assert lvconf.conf_syntax_error(text) == error
 
 
 def test_gather_config_reports_syntax_errors(tmp_path):
     good, bad = tmp_path / "good.conf", tmp_path / "bad.conf"
     good.write_text('user = "oneadmin"\n')
     bad.write_text('# header\nuser = "oneadmin\n')
-    config = probe.gather_config([], files=(("good", str(good)), ("bad", str(bad))))
+    config = probe_config.gather_config([], files=(("good", str(good)), ("bad", str(bad))))
     assert config["good"]["syntax_error"] is None
     assert config["bad"]["syntax_error"] == {"line": 2, "message": "unterminated string"}
 
@@ -796,19 +817,19 @@ def test_kvm_as_user_drops_privileges(tmp_path):
     private = tmp_path / "kvm"
     private.write_text("")
     private.chmod(0o600)  # root can open it, the user cannot
-    res = probe.probe_kvm_as_user(user, str(private))
+    res = probe_access.probe_kvm_as_user(user, str(private))
     assert res["evaluated"] is True
     assert res["error"] == "Permission denied"
     assert res["api_version"] is None
     # /dev/null opens for anyone but does not answer the ioctl: the child did run as the user.
-    res = probe.probe_kvm_as_user(user, "/dev/null")
+    res = probe_access.probe_kvm_as_user(user, "/dev/null")
     assert res["error"] == "Inappropriate ioctl for device"
     assert res["groups"]
 
 
 def test_kvm_as_user_needs_root_or_the_user_itself():
     user = _some_user_other_than_me()
-    res = probe.probe_kvm_as_user(user, "/dev/null", euid=pwd.getpwnam(user).pw_uid + 1)
+    res = probe_access.probe_kvm_as_user(user, "/dev/null", euid=pwd.getpwnam(user).pw_uid + 1)
     assert res == {
         "user": user,
         "evaluated": False,
@@ -817,7 +838,8 @@ def test_kvm_as_user_needs_root_or_the_user_itself():
         "error": "not evaluated: needs root",
     }
     assert (
-        probe.probe_kvm_as_user("no-such-user-kvmprep")["error"] == "no user no-such-user-kvmprep"
+        probe_access.probe_kvm_as_user("no-such-user-kvmprep")["error"]
+        == "no user no-such-user-kvmprep"
     )
 
 
@@ -827,12 +849,12 @@ def test_kvm_as_user_times_out_and_reaps_the_child(monkeypatch):
         os._exit(0)
 
     me = pwd.getpwuid(os.geteuid()).pw_name
-    monkeypatch.setattr(probe, "_child_probe", hang)
+    monkeypatch.setattr(probe_access, "_child_probe", hang)
     started = time.monotonic()
-    res = probe.probe_kvm_as_user(me, "/dev/null", timeout=0.5, euid=os.geteuid() + 1)
+    res = probe_access.probe_kvm_as_user(me, "/dev/null", timeout=0.5, euid=os.geteuid() + 1)
     # euid differs from the user's uid only when not root; as root, pass the real euid instead.
     if res["error"] == "not evaluated: needs root":
-        res = probe.probe_kvm_as_user(me, "/dev/null", timeout=0.5)
+        res = probe_access.probe_kvm_as_user(me, "/dev/null", timeout=0.5)
     assert res["error"] == "no answer within 0.5 s"
     assert time.monotonic() - started < 10
     with pytest.raises(ChildProcessError):
@@ -850,10 +872,10 @@ def test_polkit_rules_and_sockets(tmp_path):
         'polkit.addAdminRule(function() { return ["unix-group:sudo"]; });\n'
     )
     (rules / "README").write_text('org.libvirt.unix.manage isInGroup("x")\n')
-    assert probe.polkit_rules((str(rules), str(tmp_path / "none"))) == [
+    assert probe_access.polkit_rules((str(rules), str(tmp_path / "none"))) == [
         {"file": str(rules / "60-libvirt.rules"), "groups": ["libvirt"]}
     ]
-    sock = probe.stat_socket(str(tmp_path / "missing-sock"))
+    sock = probe_access.stat_socket(str(tmp_path / "missing-sock"))
     assert sock["exists"] is False
     assert sock["socket"] is False
     assert "char_device" not in sock
@@ -863,7 +885,9 @@ def test_gather_identity(tmp_path):
     (tmp_path / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     dmi = tmp_path / "product_uuid"
     dmi.write_text("4C4C4544-0042-3510-8052-B4C04F4E3732\n")
-    got = probe.gather_identity((str(tmp_path / "none"), str(dmi)), str(tmp_path / "machine-id"))
+    got = probe_identity.gather_identity(
+        (str(tmp_path / "none"), str(dmi)), str(tmp_path / "machine-id")
+    )
     assert got["machine_id"]["value"] == "0123456789abcdef0123456789abcdef"
     assert got["dmi"][0] == {
         "path": str(tmp_path / "none"),
@@ -936,7 +960,7 @@ def qemu_text(name):
 def test_parse_machine_help_and_version_of_real_emulators(
     name, count, default, aliases, deprecated, version, package
 ):
-    machines = probe.parse_machine_help(qemu_text(name + ".machine-help.txt"))
+    machines = probe_qemu.parse_machine_help(qemu_text(name + ".machine-help.txt"))
     assert len(machines["types"]) == count
     assert machines["default"] == default
     assert machines["aliases"] == aliases
@@ -944,26 +968,26 @@ def test_parse_machine_help_and_version_of_real_emulators(
     assert "Supported" not in machines["types"]
     assert {"isapc", "none", "microvm"} <= set(machines["types"])
     assert not set(machines["aliases"]) & set(machines["types"])
-    assert probe.parse_qemu_version(qemu_text(name + ".version.txt")) == (version, package)
+    assert probe_qemu.parse_qemu_version(qemu_text(name + ".version.txt")) == (version, package)
 
 
 def test_parse_machine_help_edge_cases():
-    assert probe.parse_machine_help("") is None
-    assert probe.parse_machine_help(None) is None
-    assert probe.parse_machine_help("Supported machines are:\n") is None
+    assert probe_qemu.parse_machine_help("") is None
+    assert probe_qemu.parse_machine_help(None) is None
+    assert probe_qemu.parse_machine_help("Supported machines are:\n") is None
     text = (
         "Supported machines are:\n"
         "pc-q35-mantic-hpb-maxcpus Ubuntu 23.10 PC (Q35 + ICH9, maxcpus=1024, 2009)\n"
         "pc-q35-2.4           Standard PC (Q35 + ICH9, 2009) (default) (deprecated)\n"
     )
-    assert probe.parse_machine_help(text) == {
+    assert probe_qemu.parse_machine_help(text) == {
         "types": ["pc-q35-mantic-hpb-maxcpus", "pc-q35-2.4"],
         "default": "pc-q35-2.4",
         "aliases": {},
         "deprecated": ["pc-q35-2.4"],
     }
-    assert probe.parse_qemu_version("qemu-kvm: unknown option") == (None, None)
-    assert probe.parse_qemu_version("QEMU emulator version 6.2.0\n") == ("6.2.0", None)
+    assert probe_qemu.parse_qemu_version("qemu-kvm: unknown option") == (None, None)
+    assert probe_qemu.parse_qemu_version("QEMU emulator version 6.2.0\n") == ("6.2.0", None)
 
 
 @pytest.mark.parametrize(
@@ -988,13 +1012,13 @@ def test_parse_machine_help_edge_cases():
     ],
 )  # fmt: skip
 def test_libvirt_cache_says_what_machine_help_says(cache, help_name, version, package, usable):
-    caps = probe.parse_qemu_caps(qemu_text(cache + ".qemu-caps.xml"))
+    caps = probe_qemu.parse_qemu_caps(qemu_text(cache + ".qemu-caps.xml"))
     assert caps["emulator"] == "/usr/bin/qemu-system-x86_64"
     assert caps["version"] == version
     assert caps["package"] == package
     assert caps["kernel"].startswith("6.18.44")
     assert caps["cpu_models"] == usable
-    from_help = probe.parse_machine_help(qemu_text(help_name + ".machine-help.txt"))
+    from_help = probe_qemu.parse_machine_help(qemu_text(help_name + ".machine-help.txt"))
     cached = caps["machines"]
     # libvirt leaves out "none" (no machine at all); otherwise the same list and aliases.
     assert set(cached["types"]) == set(from_help["types"]) - {"none"}
@@ -1004,7 +1028,7 @@ def test_libvirt_cache_says_what_machine_help_says(cache, help_name, version, pa
 
 
 def test_parse_cpu_identity():
-    assert probe.parse_cpu_identity(CPUINFO_INTEL) == {
+    assert probe_qemu.parse_cpu_identity(CPUINFO_INTEL) == {
         "vendor": "GenuineIntel",
         "model_name": "Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz",
         "family": None,
@@ -1012,8 +1036,8 @@ def test_parse_cpu_identity():
         "stepping": None,
         "flags": sorted(CPUINFO_INTEL.split("flags\t\t: ")[1].split("\n")[0].split()),
     }
-    assert probe.parse_cpu_identity(None)["flags"] == []
-    assert probe.parse_cpu_identity(CPUINFO_AMD)["model_name"] is None
+    assert probe_qemu.parse_cpu_identity(None)["flags"] == []
+    assert probe_qemu.parse_cpu_identity(CPUINFO_AMD)["model_name"] is None
 
 
 def _executable(path, text="#!/bin/sh\n"):
@@ -1027,7 +1051,7 @@ def test_choose_emulator(tmp_path):
     one = tmp_path / "one" / "qemu-kvm-one"
     bin_dir = tmp_path / "bin"
     dirs = [str(tmp_path / "missing"), str(bin_dir)]
-    assert probe.choose_emulator(str(one), "x86_64", dirs) == {
+    assert probe_qemu.choose_emulator(str(one), "x86_64", dirs) == {
         "path": None,
         "source": None,
         "resolved": None,
@@ -1035,14 +1059,14 @@ def test_choose_emulator(tmp_path):
         "opennebula_present": False,
     }
     qemu = _executable(bin_dir / "qemu-system-x86_64")
-    got = probe.choose_emulator(str(one), "x86_64", dirs)
+    got = probe_qemu.choose_emulator(str(one), "x86_64", dirs)
     assert (got["path"], got["source"]) == (str(qemu), "distribution")
     one.parent.mkdir()
     one.symlink_to(tmp_path / "gone")  # dangling: as if absent
-    assert probe.choose_emulator(str(one), "x86_64", dirs)["source"] == "distribution"
+    assert probe_qemu.choose_emulator(str(one), "x86_64", dirs)["source"] == "distribution"
     one.unlink()
     one.symlink_to(qemu)
-    got = probe.choose_emulator(str(one), "x86_64", dirs)
+    got = probe_qemu.choose_emulator(str(one), "x86_64", dirs)
     assert got == {
         "path": str(one),
         "source": "opennebula",
@@ -1051,22 +1075,22 @@ def test_choose_emulator(tmp_path):
         "opennebula_present": True,
     }
     kvm = _executable(bin_dir / "qemu-kvm")  # RHEL's name
-    assert probe.choose_emulator(str(tmp_path / "x"), "aarch64", dirs)["path"] == str(kvm)
+    assert probe_qemu.choose_emulator(str(tmp_path / "x"), "aarch64", dirs)["path"] == str(kvm)
 
 
 def test_run_parallel_runs_at_once_and_never_raises(tmp_path):
     start = time.monotonic()
-    results = probe.run_parallel([["sleep", "0.4"], ["sleep", "0.4"]])
+    results = probe_qemu.run_parallel([["sleep", "0.4"], ["sleep", "0.4"]])
     assert time.monotonic() - start < 0.75
     assert [rc for rc, _out, _why in results] == [0, 0]
-    (missing,) = probe.run_parallel([[str(tmp_path / "nothing")]])
+    (missing,) = probe_qemu.run_parallel([[str(tmp_path / "nothing")]])
     assert missing == (None, "", "No such file or directory")
     start = time.monotonic()
-    (late,) = probe.run_parallel([["sleep", "30"]], timeout=0.3)
+    (late,) = probe_qemu.run_parallel([["sleep", "30"]], timeout=0.3)
     assert late == (None, "", "no answer within 0.3 s")
     assert time.monotonic() - start < 5
     failing = _executable(tmp_path / "fails", "#!/bin/sh\necho one >&2\necho two >&2\nexit 3\n")
-    assert probe.run_parallel([[str(failing)]]) == [(3, "", "two")]
+    assert probe_qemu.run_parallel([[str(failing)]]) == [(3, "", "two")]
 
 
 TOUCH, CAT = shutil.which("touch"), shutil.which("cat")
@@ -1087,8 +1111,8 @@ def _fake_qemu(path, name, marker):
 @pytest.fixture
 def no_system_qemu(monkeypatch):
     """Only the test's directories are searched, whatever this machine has installed."""
-    monkeypatch.setattr(probe, "BIN_DIRS", [])
-    monkeypatch.setattr(probe, "QEMU_DIRS", ())
+    monkeypatch.setattr(probe_common, "BIN_DIRS", [])
+    monkeypatch.setattr(probe_common, "QEMU_DIRS", ())
     monkeypatch.setenv("PATH", "/nonexistent")
 
 
@@ -1101,7 +1125,7 @@ def _cache(cache_dir, path, text):
 
 def test_gather_qemu_without_any_emulator(tmp_path, no_system_qemu):
     errors = []
-    got = probe.gather_qemu("9.0.0", str(tmp_path / "qemu-kvm-one"), errors=errors)
+    got = probe_qemu.gather_qemu("9.0.0", str(tmp_path / "qemu-kvm-one"), errors=errors)
     assert got["emulator"]["path"] is None
     assert got["machines"] is None
     assert got["error"].startswith("no QEMU emulator: ")
@@ -1113,7 +1137,7 @@ def test_gather_qemu_without_any_emulator(tmp_path, no_system_qemu):
 def test_gather_qemu_runs_the_emulator_when_libvirt_has_not_probed_it(tmp_path, no_system_qemu):
     marker = tmp_path / "ran"
     one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian13-qemu-10.0", marker)
-    got = probe.gather_qemu("11.3.0", str(one), cache_dir=str(tmp_path / "cache"))
+    got = probe_qemu.gather_qemu("11.3.0", str(one), cache_dir=str(tmp_path / "cache"))
     assert marker.exists()
     assert got["source"] == "emulator"
     assert (got["version"], got["package"]) == ("10.0.13", "Debian 1:10.0.13+ds-0+deb13u1")
@@ -1138,7 +1162,7 @@ def test_gather_qemu_reads_libvirts_cache_first(tmp_path, no_system_qemu):
     one.symlink_to(real)
     cache_dir = tmp_path / "cache"
     _cache(cache_dir, real, _trusted_cache_text(real))  # libvirt probed the real binary
-    got = probe.gather_qemu("11.3.0", str(one), cache_dir=str(cache_dir))
+    got = probe_qemu.gather_qemu("11.3.0", str(one), cache_dir=str(cache_dir))
     assert not marker.exists()  # no QEMU was started
     assert got["source"] == "libvirt"
     assert got["version"] == "10.0.13"  # what the cache says (it is the Debian 13 one)
@@ -1153,7 +1177,7 @@ def test_gather_qemu_distrusts_a_cache_libvirt_would_redo(tmp_path, no_system_qe
     cache_dir = tmp_path / "cache"
     stale = _trusted_cache_text(one).replace("<qemuctime>", "<qemuctime>1")
     entry = _cache(cache_dir, one, stale)
-    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir))
+    got = probe_qemu.gather_qemu(None, str(one), cache_dir=str(cache_dir))
     assert marker.exists()
     assert (got["source"], got["version"]) == ("emulator", "7.2.22")
     assert got["cpu"]["models"] == {
@@ -1164,7 +1188,7 @@ def test_gather_qemu_distrusts_a_cache_libvirt_would_redo(tmp_path, no_system_qe
     # Another kernel: the machine types still hold, the usable CPU models may not.
     entry.write_text(_trusted_cache_text(one, kernel="5.10.0-1 #1 SMP"))
     marker.unlink()
-    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir))
+    got = probe_qemu.gather_qemu(None, str(one), cache_dir=str(cache_dir))
     assert not marker.exists()
     assert got["source"] == "libvirt"
     assert got["cpu"]["models"]["usable"] is None
@@ -1173,7 +1197,7 @@ def test_gather_qemu_distrusts_a_cache_libvirt_would_redo(tmp_path, no_system_qe
     entry.unlink()
     entry.mkdir()
     errors = []
-    got = probe.gather_qemu(None, str(one), cache_dir=str(cache_dir), errors=errors)
+    got = probe_qemu.gather_qemu(None, str(one), cache_dir=str(cache_dir), errors=errors)
     assert got["source"] == "emulator"
     assert got["cpu"]["models"]["error"] == f"{entry}: Is a directory"
     assert errors == [f"{entry}: Is a directory"]
@@ -1182,7 +1206,7 @@ def test_gather_qemu_distrusts_a_cache_libvirt_would_redo(tmp_path, no_system_qe
 def test_gather_qemu_when_the_emulator_fails(tmp_path, no_system_qemu):
     broken = _executable(tmp_path / "qemu-kvm-one", "#!/bin/sh\necho 'cannot run' >&2\nexit 1\n")
     errors = []
-    got = probe.gather_qemu(None, str(broken), cache_dir=str(tmp_path / "c"), errors=errors)
+    got = probe_qemu.gather_qemu(None, str(broken), cache_dir=str(tmp_path / "c"), errors=errors)
     assert got["machines"] is None
     assert got["version"] is None
     assert got["error"] == (f"{broken} --version: cannot run; {broken} -machine help: cannot run")
@@ -1244,7 +1268,7 @@ Architecture: amd64
 
 
 def test_dpkg_installed_counts_only_installed_packages():
-    have = probe.dpkg_installed(DPKG_STATUS)
+    have = probe_apply.dpkg_installed(DPKG_STATUS)
     assert have == {
         "libvirt-daemon-system",
         "libvirt-daemon-system:amd64",
@@ -1257,7 +1281,7 @@ def test_gather_installed_from_dpkg(tmp_path):
     status = tmp_path / "status"
     status.write_text(DPKG_STATUS)
     names = ["libvirt-daemon-system", "ruby", "sudo:amd64", "rsync", "sudo=1.9*", "qemu-kvm"]
-    found = probe.gather_installed(FakeModule(), names, status_path=str(status))
+    found = probe_apply.gather_installed(FakeModule(), names, status_path=str(status))
     # A name with a version (or anything dpkg does not name) is left to apt: "missing".
     assert found == {"manager": "dpkg", "missing": ["ruby", "rsync", "sudo=1.9*", "qemu-kvm"]}
 
@@ -1269,7 +1293,7 @@ def test_gather_installed_from_rpm(tmp_path):
     module = FakeModule(
         outputs=lambda args: (1, "libvirt-client\npackage ruby is not installed\n", "")
     )
-    found = probe.gather_installed(
+    found = probe_apply.gather_installed(
         module,
         ["libvirt-client", "ruby", "@virt"],
         status_path=str(tmp_path / "none"),
@@ -1280,7 +1304,7 @@ def test_gather_installed_from_rpm(tmp_path):
 
 
 def test_gather_installed_without_a_package_database(tmp_path):
-    found = probe.gather_installed(
+    found = probe_apply.gather_installed(
         FakeModule(), ["ruby"], status_path=str(tmp_path / "none"), dirs=[str(tmp_path)]
     )
     assert found == {"manager": None, "missing": ["ruby"]}
@@ -1290,7 +1314,7 @@ def test_gather_paths(tmp_path):
     there = tmp_path / "there"
     there.mkdir(mode=0o750)
     there.chmod(0o750)
-    found = probe.gather_paths([str(there), str(tmp_path / "gone")])
+    found = probe_apply.gather_paths([str(there), str(tmp_path / "gone")])
     assert found[str(there)]["exists"] is True
     assert found[str(there)]["mode"] == "0750"
     assert found[str(tmp_path / "gone")]["exists"] is False
@@ -1308,31 +1332,36 @@ def test_ruby_dir(tmp_path):
     dirs = _fake_ruby(
         tmp_path, 'case "$2" in *vendordir*) printf /usr/lib/ruby/vendor_ruby;; esac\n'
     )
-    started = probe.start_ruby_dir(dirs=dirs)
-    assert probe.finish_ruby_dir(started) == {"dir": "/usr/lib/ruby/vendor_ruby", "error": None}
+    started = probe_apply.start_ruby_dir(dirs=dirs)
+    assert probe_apply.finish_ruby_dir(started) == {
+        "dir": "/usr/lib/ruby/vendor_ruby",
+        "error": None,
+    }
 
 
 def test_ruby_dir_says_why_not(tmp_path):
     dirs = _fake_ruby(
         tmp_path, "echo '-e:1:in abort: neither the vendor nor the site' >&2; exit 1\n"
     )
-    assert probe.finish_ruby_dir(probe.start_ruby_dir(dirs=dirs)) == {
+    assert probe_apply.finish_ruby_dir(probe_apply.start_ruby_dir(dirs=dirs)) == {
         "dir": None,
         "error": "-e:1:in abort: neither the vendor nor the site",
     }
-    assert probe.finish_ruby_dir(probe.start_ruby_dir(dirs=[str(tmp_path / "none")])) == {
+    assert probe_apply.finish_ruby_dir(
+        probe_apply.start_ruby_dir(dirs=[str(tmp_path / "none")])
+    ) == {
         "dir": None,
         "error": "ruby is not installed",
     }
     slow = _fake_ruby(tmp_path, "sleep 5\n")
-    found = probe.finish_ruby_dir(probe.start_ruby_dir(dirs=slow), timeout=0.2)
+    found = probe_apply.finish_ruby_dir(probe_apply.start_ruby_dir(dirs=slow), timeout=0.2)
     assert found == {"dir": None, "error": "ruby gave no answer within 0.2 s"}
 
 
 def test_sasl_user_listed():
     text = "oneadminx@host: userPassword\nroot@host: userPassword\n"
-    assert not probe.sasl_user_listed(text, "oneadmin")
-    assert probe.sasl_user_listed(text + "oneadmin@host: userPassword\n", "oneadmin")
+    assert not probe_apply.sasl_user_listed(text, "oneadmin")
+    assert probe_apply.sasl_user_listed(text + "oneadmin@host: userPassword\n", "oneadmin")
 
 
 def test_gather_sasl(tmp_path):
@@ -1344,18 +1373,18 @@ def test_gather_sasl(tmp_path):
     (tmp_path / "passwd.db.kvmprep").write_text("abc\n")
     module = FakeModule(outputs=lambda args: (0, "oneadmin@h: userPassword\n", ""))
     dirs = [str(tmp_path)]
-    assert probe.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs) == {
+    assert probe_apply.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs) == {
         "user_present": True,
         "fingerprint_matches": True,
     }
     assert module.calls == [[str(lister), "-f", str(db)]]
-    assert probe.gather_sasl(module, str(db), "other", "abd", dirs=dirs) == {
+    assert probe_apply.gather_sasl(module, str(db), "other", "abd", dirs=dirs) == {
         "user_present": False,
         "fingerprint_matches": False,
     }
     # No database yet: nobody is in it, whatever a stale fingerprint file says.
     db.unlink()
-    found = probe.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs)
+    found = probe_apply.gather_sasl(module, str(db), "oneadmin", "abc", dirs=dirs)
     assert found["user_present"] is False
 
 
@@ -1390,7 +1419,7 @@ END = "# END kvmprep: OpenNebula datastores"
     ],
 )
 def test_block_present(text, present):
-    assert probe.block_present(text, MARKER, RULE) is present
+    assert probe_apply.block_present(text, MARKER, RULE) is present
 
 
 @pytest.mark.ansible
@@ -1400,19 +1429,19 @@ def test_block_present_agrees_with_blockinfile(tmp_path):
     target.write_text("# local rules\n")
     args = {"path": str(target), "marker": MARKER, "block": RULE, "create": True}
     for expect_changed in (True, False):
-        assert probe.block_present(target.read_text(), MARKER, RULE) is not expect_changed
+        assert probe_apply.block_present(target.read_text(), MARKER, RULE) is not expect_changed
         result = run_module_locally(tmp_path, "ansible.builtin.blockinfile", args)
         assert result["changed"] is expect_changed, result
     assert (
-        probe.gather_blocks([{"path": str(target), "marker": MARKER, "block": RULE}])[str(target)][
-            "present"
-        ]
+        probe_apply.gather_blocks([{"path": str(target), "marker": MARKER, "block": RULE}])[
+            str(target)
+        ]["present"]
         is True
     )
 
 
-@pytest.mark.skipif(not Path(probe.DPKG_STATUS).exists(), reason="not a dpkg system")
+@pytest.mark.skipif(not Path(probe_apply.DPKG_STATUS).exists(), reason="not a dpkg system")
 def test_gather_installed_on_this_machine():
     # The suite runs on Debian: its own interpreter's package is installed.
-    found = probe.gather_installed(FakeModule(), ["python3", "kvmprep-no-such-package"])
+    found = probe_apply.gather_installed(FakeModule(), ["python3", "kvmprep-no-such-package"])
     assert found == {"manager": "dpkg", "missing": ["kvmprep-no-such-package"]}
