@@ -6,8 +6,16 @@ libvirt0 9.0.0-4+deb12u2, called through ctypes) read from it - the values of th
 was asked about - or the line and message of the error it stopped at.
 """
 
+import json
+
 import pytest
 from ansible.module_utils import kvm_host_libvirt_conf as lvconf
+from ansible.module_utils import kvm_host_probe_config as probe_config
+from conftest import FIXTURES
+
+from kvmprep.controls import libvirt
+from kvmprep.controls.model import Expect, Status
+from tests.unit.test_kvm_host_conf import conf
 
 LIBVIRT_9_0 = [
     ('foo = [ "a",\n  # c\n  "b" ]\n', None, (2, "expecting a value")),
@@ -120,3 +128,43 @@ def test_a_value_cut_short_is_incomplete_only_within_a_file(text, eof):
     with pytest.raises(lvconf.ConfSyntaxError) as info:
         lvconf.parse_value(text, eof=True)
     assert not isinstance(info.value, lvconf.IncompleteValue)
+
+
+# --- the probe and kvm_host_conf agree, and check judges what libvirt reads ----------------------
+
+TRIPLE_QUOTED = 'user = """oneadmin"""\ngroup = "oneadmin"\ndynamic_ownership = 0\n'
+
+
+def _converged_with_qemu_conf(tmp_path, text):
+    """debian12-converged's facts, with the config group gathered from a qemu.conf of text."""
+    qemu_conf = tmp_path / "qemu.conf"
+    qemu_conf.write_text(text)
+    facts = json.loads((FIXTURES / "facts" / "debian12-converged.json").read_text())
+    gathered = probe_config.gather_config([], files=(("qemu.conf", str(qemu_conf)),))
+    facts["config"]["qemu.conf"] = gathered["qemu.conf"]
+    return facts
+
+
+def test_a_triple_quoted_user_is_oneadmin_for_the_probe_kvm_host_conf_and_check(tmp_path):
+    # What libvirt 9.0 reads (LIBVIRT_9_0): the string oneadmin, no syntax error.
+    facts = _converged_with_qemu_conf(tmp_path, TRIPLE_QUOTED)
+    entry = facts["config"]["qemu.conf"]
+    assert (entry["keys"]["user"], entry["invalid"], entry["syntax_error"]) == (
+        "oneadmin",
+        [],
+        None,
+    )
+    # kvm_host_conf reads the same value: nothing to change.
+    assert conf.edit_config(TRIPLE_QUOTED, {"user": "oneadmin", "group": "oneadmin"}) == (
+        TRIPLE_QUOTED,
+        [],
+    )
+    # check: LV-002 (QEMU runs as oneadmin) and LV-008 (the file parses) pass.
+    assert libvirt.qemu_user(facts, Expect()).status is Status.PASS
+    assert libvirt.config_syntax(facts, Expect()).status is Status.PASS
+
+
+def test_a_user_libvirt_cannot_parse_fails_lv_002_and_lv_008(tmp_path):
+    facts = _converged_with_qemu_conf(tmp_path, TRIPLE_QUOTED.replace('"""oneadmin"""', "oneadmin"))
+    assert libvirt.qemu_user(facts, Expect()).status is Status.FAIL
+    assert libvirt.config_syntax(facts, Expect()).message.endswith("qemu.conf:1: expecting a value")

@@ -189,14 +189,17 @@ import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kvm_host_libvirt_conf import (
+    IncompleteValue,
+    end_of_statement,
+)
+from ansible.module_utils.kvm_host_libvirt_conf import (
+    parse_value as parse_libvirt_at,
+)
 
 STYLES = ("libvirt", "shell")
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 WORD_OPS = ("add_words", "remove_words")
-
-
-class IncompleteValue(ValueError):
-    """The value continues past the end of the text given (list or quoted string not closed)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,77 +280,22 @@ def render_line(key, value, style):
 # Parsing
 # ---------------------------------------------------------------------------------------------
 
-_BLANKS = " \t\r"
-
-
-def _skip(text, i, chars):
-    n = len(text)
-    while i < n and text[i] in chars:
-        i += 1
-    return i
-
-
-def _parse_libvirt_at(text, i, in_list=False):
-    """Parse one libvirt value starting at text[i]; return (value, next index)."""
-    i = _skip(text, i, _BLANKS)
-    n = len(text)
-    if i >= n:
-        raise (IncompleteValue if in_list else ValueError)("expecting a value")
-    ch = text[i]
-    if text.startswith('"""', i):
-        end = text.find('"""', i + 3)
-        if end < 0:
-            raise IncompleteValue("unterminated triple-quoted string")
-        return text[i + 3 : end], end + 3
-    if ch in "\"'":
-        j = i + 1
-        while j < n and text[j] != ch and text[j] != "\n":
-            j += 1
-        if j >= n or text[j] != ch:
-            raise ValueError("unterminated string")
-        return text[i + 1 : j], j + 1
-    if ch == "[":
-        items = []
-        j = _skip(text, i + 1, _BLANKS + "\n")
-        if j < n and text[j] != "]":
-            item, j = _parse_libvirt_at(text, j, True)
-            if isinstance(item, list):
-                raise ValueError("nested lists are not supported")
-            items.append(item)
-            j = _skip(text, j, _BLANKS + "\n")
-        while j < n and text[j] != "]":
-            if text[j] != ",":
-                raise ValueError("expecting a separator in list")
-            j = _skip(text, j + 1, _BLANKS + "\n")
-            if j < n and text[j] == "]":
-                break
-            item, j = _parse_libvirt_at(text, j, True)
-            if isinstance(item, list):
-                raise ValueError("nested lists are not supported")
-            items.append(item)
-            j = _skip(text, j, _BLANKS + "\n")
-        if j >= n:
-            raise IncompleteValue("list is not closed with ]")
-        return items, j + 1
-    match = re.compile(r"[-+]?\d+").match(text, i)
-    if match:
-        return int(match.group(0)), match.end()
-    raise ValueError("expecting a value")
-
 
 def parse_libvirt_value(text):
-    """Parse the text after '=' of a libvirt assignment (may span lines for lists).
+    """Parse the text after '=' of a libvirt assignment (may span lines for lists and
+    triple-quoted strings), with the grammar the probe reads the files with
+    (kvm_host_libvirt_conf, libvirt's own).
 
     Returns an int, a str or a list. Raises IncompleteValue when the value continues beyond the
     text and ValueError when it is not valid libvirt syntax. A trailing '# comment' or ';' is
-    allowed after the value.
+    allowed after the value; another statement after ';' is not (this edits whole lines).
     """
-    value, i = _parse_libvirt_at(text, 0)
-    i = _skip(text, i, _BLANKS)
+    value, i = parse_libvirt_at(text, 0, eof=False)
+    i = end_of_statement(text, i)
     if i < len(text) and text[i] == ";":
-        i = _skip(text, i + 1, _BLANKS)
-    if i < len(text) and text[i] not in "#\n":
-        raise ValueError(f"unexpected text after the value: {text[i:].strip()!r}")
+        rest = text[i + 1 :].lstrip(" \t")
+        if rest and rest[0] not in "#\n\r":
+            raise ValueError(f"unexpected text after the value: {rest.strip()!r}")
     return value
 
 

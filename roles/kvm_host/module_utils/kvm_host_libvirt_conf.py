@@ -29,7 +29,7 @@ class ConfSyntaxError(ValueError):
     """What libvirt would say, where: ``pos`` in the text, ``line`` as libvirt counts it (the
     newlines it has passed, plus one)."""
 
-    def __init__(self, message, pos, line=None):
+    def __init__(self, message, pos=None, line=None):
         ValueError.__init__(self, message)
         self.message = message
         self.pos = pos
