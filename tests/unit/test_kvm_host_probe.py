@@ -21,7 +21,8 @@ from tests.unit.ansible_env import ansible_env, run_module_locally
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "roles" / "kvm_host" / "library"
 # The code the module shares with the front-end's (a play that uses the role finds it itself).
-MODULE_UTILS = str(ROOT / "roles" / "kvm_host" / "module_utils")
+MODULE_UTILS_DIR = ROOT / "roles" / "kvm_host" / "module_utils"
+MODULE_UTILS = str(MODULE_UTILS_DIR)
 
 
 def load_library_module(name):
@@ -40,6 +41,7 @@ def load_library_module(name):
 
 probe = load_library_module("kvm_host_probe")
 # The module is thin: each group's facts come from its module_utils (as Ansible imports them).
+from ansible.module_utils import kvm_host_layouts as layouts  # noqa: E402
 from ansible.module_utils import kvm_host_libvirt_conf as lvconf  # noqa: E402
 from ansible.module_utils import kvm_host_probe_access as probe_access  # noqa: E402
 from ansible.module_utils import kvm_host_probe_accounts as probe_accounts  # noqa: E402
@@ -51,6 +53,7 @@ from ansible.module_utils import kvm_host_probe_identity as probe_identity  # no
 from ansible.module_utils import kvm_host_probe_kvm as probe_kvm  # noqa: E402
 from ansible.module_utils import kvm_host_probe_libvirt as probe_libvirt  # noqa: E402
 from ansible.module_utils import kvm_host_probe_listen as probe_listen  # noqa: E402
+from ansible.module_utils import kvm_host_probe_one as probe_one  # noqa: E402
 from ansible.module_utils import kvm_host_probe_packages as probe_packages  # noqa: E402
 from ansible.module_utils import kvm_host_probe_qemu as probe_qemu  # noqa: E402
 
@@ -377,6 +380,48 @@ DEBIAN_DEFAULT = {
 )
 def test_decide_layout(units, binary, layout):
     assert probe_libvirt.decide_layout(units, binary) == layout
+
+
+def test_a_static_unit_does_not_decide_the_layout():
+    # kvm_host_layouts counts "static" as enabled (apply cannot enable such a unit); a static,
+    # idle virtqemud.service still does not make a socket-activated libvirtd host modular.
+    units = _units(
+        **{
+            "libvirtd.service": (True, "disabled", "inactive"),
+            "libvirtd.socket": (True, "enabled", "active"),
+            "virtqemud.service": (True, "static", "inactive"),
+        }
+    )
+    assert layouts.is_enabled("static")
+    assert probe_libvirt.decide_layout(units) == "socket"
+    units["virtqemud.service"]["active"] = "active"
+    assert probe_libvirt.decide_layout(units) == "modular"
+
+
+def test_the_probe_asks_systemd_about_every_unit_of_the_layouts_table(tmp_path):
+    assert probe_libvirt.UNITS == layouts.UNITS
+    # apply on a modular host starts and enables these two: the probe must have looked at them.
+    assert {"virtqemud-ro.socket", "virtqemud-admin.socket"} <= set(probe_libvirt.UNITS)
+    dirs = _unit_dirs(tmp_path, layouts.UNITS)
+    module = FakeModule(
+        bins={"systemctl": "/bin/systemctl"},
+        outputs=lambda args: (0, "enabled\n" * (len(args) - 2), ""),
+    )
+    units = probe_libvirt.gather_unit_states(module, True, dirs)
+    assert set(units) == set(layouts.UNITS)
+    assert units["virtqemud-ro.socket"]["enabled"] == "enabled"
+    assert units["virtqemud-admin.socket"]["enabled"] == "enabled"
+
+
+def test_the_module_utils_defaults_are_the_modules():
+    assert probe.ARGUMENT_SPEC["remotes_dir"]["default"] == probe_one.ONE_REMOTES_DIR
+    assert probe.ARGUMENT_SPEC["emulator"]["default"] == probe_qemu.ONE_EMULATOR
+
+
+@pytest.mark.parametrize("path", sorted(MODULE_UTILS_DIR.glob("kvm_host_*.py")), ids=str)
+def test_module_utils_parse_as_python_3_8(path):
+    # They run on the hosts' python3: Python 3.8 syntax at most.
+    ast.parse(path.read_text(), feature_version=(3, 8))
 
 
 def test_parse_shell_assignments():

@@ -58,8 +58,11 @@ def decide_layout(units, libvirtd_binary=False):
         return units.get(unit) or {}
 
     def on(unit):
+        # Started at boot or running. A "static" unit (is_enabled: apply cannot enable it) is
+        # started only by what pulls it in, so it says nothing about which daemon runs.
         u = get(unit)
-        return is_enabled(u.get("enabled")) or is_active(u.get("active"))
+        enabled = u.get("enabled")
+        return (is_enabled(enabled) and enabled != "static") or is_active(u.get("active"))
 
     if (on("virtqemud.socket") or on("virtqemud.service")) and not on("libvirtd.service"):
         return "modular"
