@@ -487,7 +487,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def qemu_from_outputs(name: str, base: dict[str, Any]) -> dict[str, Any]:
     """A host's qemu facts as the probe makes them from its emulator's recorded outputs
     (fixtures/qemu/<name>.*.txt), the rest (CPU, libvirt) taken from ``base``."""
-    from test_kvm_host_probe import probe  # the module's own parsers
+    from ansible.module_utils import kvm_host_probe_qemu as probe  # the probe's own parsers
 
     def text(kind: str) -> str:
         return (FIXTURES / "qemu" / f"{name}.{kind}.txt").read_text()
