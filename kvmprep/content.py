@@ -66,7 +66,8 @@ def module_utils_paths() -> list[Path]:
 
 
 def action_plugin_paths() -> list[Path]:
-    """The action plugin directories of kvmprep's roles that have one (kvm_host_probe's
-    runs the probe without AnsiballZ)."""
+    """The action plugin directories of kvmprep's roles that have one (kvm_host_settings and
+    kvm_host_warn run on the controller only), for playbooks that call those modules without
+    loading the role."""
     paths = [content_root() / "roles" / role / "action_plugins" for role in _ROLES]
     return [path for path in paths if path.is_dir()]

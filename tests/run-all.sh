@@ -37,6 +37,11 @@ rc=0; pytest -q tests/unit || rc=$?
 if [ "$rc" -eq 5 ]; then echo "no unit tests were collected" >&2; exit 1; fi
 [ "$rc" -eq 0 ] || exit "$rc"
 
+step "Debian 13 controller: ansible-core 2.21.x, unit tests, apply/check/re-apply on itself"
+# The top of pyproject's ansible-core range; the steps above prove its bottom (2.19 on Debian 12).
+# Removes its container itself.
+tests/controller-trixie.sh
+
 step "benchmark, quick (1 host, 2 repetitions; timings are printed, not asserted)"
 # Fails only when a timed command fails; removes its containers and network itself.
 python bench/run --quick

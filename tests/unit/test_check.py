@@ -224,32 +224,6 @@ def test_check_this_machine_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.ansible
-def test_check_probes_without_ansiballz_and_judges_the_same(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """check.yml reaches kvm_host_probe's action plugin: with pipelining (kvmprep's default)
-    the probe runs directly, without it under AnsiballZ; every control is judged the same."""
-    judged, said = {}, {}
-    for pipelining in ("True", "False"):
-        monkeypatch.setenv("ANSIBLE_PIPELINING", pipelining)
-        out = io.StringIO()
-        outcome = check.run_check(None, verbosity=3, output=out)
-        judged[pipelining] = [
-            (r.name, r.error, [(c.control.id, c.status, c.message, c.fix) for c in r.results])
-            for r in outcome.reports
-        ]
-        said[pipelining] = out.getvalue()
-    assert "directly (without AnsiballZ)" in said["True"]
-    assert "AnsiballZ_kvm_host_probe.py" not in said["True"]
-    assert "directly (without AnsiballZ)" not in said["False"]
-    assert "AnsiballZ_kvm_host_probe.py" in said["False"]
-    ((_name, error, results),) = judged["True"]
-    assert error is None
-    assert [control for control, *_rest in results] == IDS
-    assert judged["True"] == judged["False"]
-
-
-@pytest.mark.ansible
 def test_check_unreachable_host(capsys: pytest.CaptureFixture[str]) -> None:
     inventory = FIXTURES / "inventory_unreachable.ini"
     status = main(["check", "-i", str(inventory), "--format", "json"])

@@ -504,7 +504,9 @@ def check_apply_again(tmp_path, module, args, target, expected, library=LIBRARY)
     applied = run_ansible(tmp_path, module, args, library=library)
     assert applied["changed"] is True
     assert applied["keys_changed"] == checked["keys_changed"]
-    assert "diff" not in applied
+    # Without --diff too: the module returns the change's diff whatever the mode (Ansible
+    # shows it in diff mode only); a no-op run has none.
+    assert applied["diff"] == checked["diff"]
     assert target.read_text() == expected
     assert stat.S_IMODE(target.stat().st_mode) == mode
     backups = _backups(target)
@@ -515,6 +517,7 @@ def check_apply_again(tmp_path, module, args, target, expected, library=LIBRARY)
     assert again["changed"] is False
     assert again["keys_changed"] == []
     assert "backup_file" not in again
+    assert "diff" not in again
     assert _backups(target) == backups
     assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
     return checked, applied, again

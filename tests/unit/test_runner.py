@@ -305,8 +305,8 @@ def test_ansible_cfg_choices_are_kept(tmp_path: Path) -> None:
 
 
 def test_action_plugin_path_is_prepended(tmp_path: Path) -> None:
-    # check.yml runs kvm_host_probe without loading its role: Ansible finds the role's action
-    # plugin (the probe without AnsiballZ) only on ANSIBLE_ACTION_PLUGINS.
+    # A playbook that calls a role's controller-side module (kvm_host_warn, kvm_host_settings)
+    # without loading the role: Ansible finds its action plugin only on ANSIBLE_ACTION_PLUGINS.
     ours = [tmp_path / "roles" / "kvm_host" / "action_plugins"]
     env = ansible_environment(
         {"ANSIBLE_ACTION_PLUGINS": "/mine"}, action_plugin_path=ours, cwd=tmp_path

@@ -164,7 +164,7 @@ backup_file:
 diff:
   description:
     - Content before and after, with the file path as headers; with I(edits), a list of them.
-  returned: when running with --diff
+  returned: when something changed (Ansible shows it in diff mode)
   type: raw
   sample:
     before: "#user = \"root\"\n"
@@ -630,7 +630,9 @@ def edit_file(module, spec, diffs):
     changed = after != before or not exists
     result["changed"] = changed
     result["keys_changed"] = keys_changed
-    if module._diff:
+    # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
+    # has no public way to ask for it. Only a change has one (no file's text on a no-op run).
+    if changed:
         diffs.append(
             {"before": before, "after": after, "before_header": path, "after_header": path}
         )

@@ -25,8 +25,8 @@ description:
     not owned by root, or an existing path owned by a third account (neither root nor I(owner))
     is refused, naming the path. Files are replaced by a rename in the directory held open, and
     owner and mode are set on an open file, never by path.
-  - Check mode changes nothing and reports what would change; with diff mode each change is
-    described (content before/after, attributes before/after), as the built-in modules do.
+  - Check mode changes nothing and reports what would change; each change is described in the
+    result's diff (content before/after, attributes before/after), as the built-in modules do.
   - The entries are processed in order, so a directory listed before a file in it is there when
     the file is written. The first entry that fails stops the call; the entries before it stay
     done.
@@ -123,7 +123,7 @@ files:
       type: list
 diff:
   description: One before/after pair per change (content or attributes), headed by the path.
-  returned: when running with --diff and something changed
+  returned: when something changed (Ansible shows it in diff mode)
   type: list
 """
 
@@ -476,7 +476,9 @@ def main():
     diffs = []
     results = [run_entry(module, entry, diffs) for entry in module.params["files"]]
     result = {"changed": any(item["changed"] for item in results), "files": results}
-    if module._diff and diffs:
+    # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
+    # has no public way to ask for it.
+    if diffs:
         result["diff"] = diffs
     module.exit_json(**result)
 

@@ -86,9 +86,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-# A literal at module level: the action plugin (action_plugins/kvm_host_snapshot.py) reads it
-# to validate the arguments on the controller and run this file without AnsiballZ. dest is a
-# str, not a path: a path would be expanded (~, $VAR) on the controller there.
+# dest is a str, not a path: the module does not expand ~ or $VAR in it.
 ARGUMENT_SPEC = {
     "paths": {"type": "list", "elements": "str", "default": []},
     "dest": {"type": "str", "required": True},

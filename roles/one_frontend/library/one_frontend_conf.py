@@ -240,7 +240,7 @@ backup_file:
   sample: /etc/one/oned.conf.12345.2024-01-01@10:00:00~
 diff:
   description: Content before and after, with the file path as headers.
-  returned: when running with --diff
+  returned: when something changed (Ansible shows it in diff mode)
   type: dict
 line:
   description: Line of the file where parsing failed.
@@ -1047,7 +1047,9 @@ def main():
     changed = after != before
     result["changed"] = changed
     result["keys_changed"] = keys_changed
-    if module._diff:
+    # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
+    # has no public way to ask for it. Only a change has one (no file's text on a no-op run).
+    if changed:
         result["diff"] = {
             "before": before,
             "after": after,

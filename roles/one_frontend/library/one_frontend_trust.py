@@ -68,7 +68,7 @@ path:
 diff:
   description: The file before and after.
   type: dict
-  returned: when running with --diff and something changed
+  returned: when something changed (Ansible shows it in diff mode)
 """
 
 import os
@@ -231,7 +231,9 @@ def run_module(module):
     except OSError as exc:
         module.fail_json(msg="{0}: {1}".format(exc.filename or params["file"], exc.strerror))
     result = {"changed": changed, "path": path}
-    if diff is not None and module._diff:
+    # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
+    # has no public way to ask for it.
+    if diff is not None:
         result["diff"] = diff
     module.exit_json(**result)
 
