@@ -1,4 +1,4 @@
-"""Judges of the oneadmin account controls."""
+"""Judges of the oneadmin account controls: what the judge says apply changes on oneadmin."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvmprep.controls.model import Expect, Result, fact
+from kvmprep.judge import judge
 
-# Distribution names of the group allowed to use the libvirt daemon, in order of preference.
-LIBVIRT_GROUPS = ("libvirt", "libvirtd")
+
+def _plan(facts: Mapping[str, Any], expect: Expect) -> Any:
+    return judge().accounts(fact(facts, "accounts"), expect.settings())
 
 
 def oneadmin_account(facts: Mapping[str, Any], expect: Expect) -> Result:
@@ -16,20 +18,11 @@ def oneadmin_account(facts: Mapping[str, Any], expect: Expect) -> Result:
     user = fact(facts, "accounts", "user")
     if user is None:
         return Result.fail(f"user {expect.oneadmin_user} does not exist")
-    wrong = []
-    if user.get("uid") != expect.oneadmin_uid:
-        wrong.append(f"uid {user.get('uid')} (want {expect.oneadmin_uid})")
-    if user.get("gid") != expect.oneadmin_gid:
-        wrong.append(f"gid {user.get('gid')} (want {expect.oneadmin_gid})")
-    if user.get("home") != expect.oneadmin_home:
-        wrong.append(f"home {user.get('home')} (want {expect.oneadmin_home})")
-    home = fact(facts, "accounts", "home") or {}
-    if not home.get("exists"):
-        wrong.append(f"{user.get('home')}: {home.get('error') or 'missing'}")
-    elif home.get("owner") != expect.oneadmin_user:
-        wrong.append(f"{user.get('home')} owned by {home.get('owner')}")
+    plan = _plan(facts, expect)
+    membership = {f"{user.get('name')} added to {group}" for group in plan.groups}
+    wrong = [c for c in plan.changes if c not in membership]
     if wrong:
-        return Result.fail(", ".join(wrong))
+        return Result.fail("apply would change " + ", ".join(wrong))
     return Result.passed(f"uid {user['uid']}, gid {user['gid']}, home {user['home']}")
 
 
@@ -39,14 +32,11 @@ def oneadmin_groups(facts: Mapping[str, Any], expect: Expect) -> Result:
     user = fact(accounts, "user")
     if user is None:
         return Result.fail(f"user {expect.oneadmin_user} does not exist")
-    groups = fact(accounts, "groups")
-    libvirt_group = expect.libvirt_group or next(
-        (g for g in LIBVIRT_GROUPS if groups.get(g) is not None), None
-    )
-    if libvirt_group is None:
+    if judge().libvirt_group(accounts, expect.settings()) is None:
         return Result.fail("no libvirt group on this host (libvirt not installed?)")
+    plan = _plan(facts, expect)
     member_of = set(fact(accounts, "user_groups"))
-    missing = [g for g in (expect.kvm_device_group, libvirt_group) if g not in member_of]
+    missing = [g for g in plan.groups if g not in member_of]
     if missing:
         return Result.fail(f"{user['name']} is not in {', '.join(missing)}")
-    return Result.passed(f"in {expect.kvm_device_group}, {libvirt_group}")
+    return Result.passed(f"in {', '.join(plan.groups)}")

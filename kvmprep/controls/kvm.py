@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvmprep.controls.model import Expect, Result, fact
+from kvmprep.judge import judge
 
 _DENIED = ("Permission denied", "Operation not permitted")
 # The only KVM API version Linux has answered since 2.6.22.
@@ -44,19 +45,15 @@ def kvm_modules(facts: Mapping[str, Any], expect: Expect) -> Result:
 
 
 def dev_kvm(facts: Mapping[str, Any], expect: Expect) -> Result:
-    """KVM-003."""
+    """KVM-003. What differs is what apply changes (the judge's kvm_device)."""
     dev = fact(facts, "kvm", "dev_kvm")
     if not dev.get("exists"):
         return Result.fail(f"/dev/kvm: {dev.get('error') or 'missing'}")
     if not dev.get("char_device"):
         return Result.fail("/dev/kvm is not a character device")
-    wrong = []
-    if dev.get("group") != expect.kvm_device_group:
-        wrong.append(f"group {dev.get('group')} (want {expect.kvm_device_group})")
-    if dev.get("mode") != expect.kvm_device_mode:
-        wrong.append(f"mode {dev.get('mode')} (want {expect.kvm_device_mode})")
-    if wrong:
-        return Result.fail("/dev/kvm has " + ", ".join(wrong))
+    changes = judge().kvm_device(dev, expect.settings())
+    if changes:
+        return Result.fail("apply would change " + ", ".join(changes))
     return Result.passed(f"{dev['owner']}:{dev['group']} {dev['mode']}")
 
 

@@ -11,23 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kvmprep.controls.model import Expect, Result, fact
+from kvmprep.judge import judge
 
-ENABLED = ("enabled", "enabled-runtime", "linked", "linked-runtime", "alias", "static")
-ACTIVE = ("active", "activating", "reloading")
 PORTS = {"tcp": 16509, "tls": 16514}
 # libvirt's built-in default when auth_tcp is not set (libvirtd.conf documents it).
 DEFAULT_AUTH_TCP = "sasl"
-
-# What `apply` converges to per layout (roles/kvm_host/vars/main.yml, __kvm_host_layouts).
-REQUIRED_UNITS = {
-    "socket": ("libvirtd.socket", "libvirtd-ro.socket"),
-    "classic": ("libvirtd.service",),
-    "modular": ("virtqemud.socket",),
-}
-LISTENER_UNITS = {
-    "socket": {"tcp": "libvirtd-tcp.socket", "tls": "libvirtd-tls.socket"},
-    "modular": {"tcp": "virtproxyd-tcp.socket", "tls": "virtproxyd-tls.socket"},
-}
 
 
 def _qemu_conf(facts: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Result | None]:
@@ -82,56 +70,57 @@ def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
     return Result.passed(f"user = {keys['user']!r}, group = {keys['group']!r}")
 
 
-def _state(units: Mapping[str, Any], unit: str, what: str) -> str:
-    return str((units.get(unit) or {}).get(what) or "unknown")
+def _units_plan(lv: Mapping[str, Any], expect: Expect) -> tuple[Any, frozenset[str]]:
+    """The judge's plan for libvirt's units (what apply would change), and the listener units
+    of every layout (LV-005's part of the plan; the rest is LV-003's)."""
+    j = judge()
+    listeners = frozenset(u for layout in j.LAYOUTS.values() for u in layout["listener"].values())
+    return j.units(lv, expect.settings()), listeners
 
 
-def _on(units: Mapping[str, Any], unit: str) -> bool:
-    return _state(units, unit, "enabled") in ENABLED or _state(units, unit, "active") in ACTIVE
+def _unit_changes(plan: Any, keep: Any) -> list[str]:
+    verbs = (
+        ("to_mask", "masked"),
+        ("to_unmask", "unmasked"),
+        ("to_enable", "enabled"),
+        ("to_disable", "stopped and disabled"),
+        ("to_start", "started"),
+    )
+    return [f"{u} {verb}" for attr, verb in verbs for u in getattr(plan, attr) if keep(u)]
 
 
-def _unit_problems(units: Mapping[str, Any], names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(problems, unknown): units not enabled+active, and units systemctl could not tell."""
-    problems, unknown = [], []
-    for unit in names:
-        enabled, active = _state(units, unit, "enabled"), _state(units, unit, "active")
-        if "unknown" in (enabled, active):
-            unknown.append(unit)
-            continue
-        bad = [s for s, ok in ((enabled, enabled in ENABLED), (active, active in ACTIVE)) if not ok]
-        if bad:
-            problems.append(f"{unit} {'/'.join(bad)}")
-    return problems, unknown
+def _unknown(lv: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+    units = lv.get("units") or {}
+    return [
+        u
+        for u in names
+        if "unknown"
+        in (str((units.get(u) or {}).get(k) or "unknown") for k in ("enabled", "active"))
+    ]
 
 
 def daemon_layout(facts: Mapping[str, Any], expect: Expect) -> Result:
-    """LV-003. Under socket activation libvirtd.service may be inactive (--timeout): the
-    sockets are what must be enabled and active."""
+    """LV-003. The daemon's units as apply leaves them (the judge's plan, listener aside).
+    Under socket activation libvirtd.service may be inactive (--timeout): the sockets are what
+    must be enabled and active."""
     lv = fact(facts, "libvirt")
-    units = fact(lv, "units")
-    layout = fact(lv, "layout")
-    if layout == "none":
+    if fact(lv, "layout") == "none":
         return Result.fail("no libvirt daemon installed")
     if not lv.get("systemd"):
         return Result.skip("systemd is not the running init: unit states cannot be judged")
-    modular_on = [u for u in ("virtqemud.socket", "virtqemud.service") if _on(units, u)]
-    monolithic_on = [u for u in ("libvirtd.service", "libvirtd.socket") if _on(units, u)]
-    if modular_on and monolithic_on:
-        return Result.fail(
-            f"mixed layout: {', '.join(modular_on)} and {', '.join(monolithic_on)} both "
-            "enabled or active; keep one"
-        )
-    required = REQUIRED_UNITS.get(layout)
-    if required is None:
-        return Result.error(f"unknown libvirt layout {layout!r}")
-    problems, unknown = _unit_problems(units, required)
-    if layout == "socket" and _state(units, "libvirtd.service", "enabled").startswith("masked"):
-        problems.append("libvirtd.service masked")
-    if problems:
-        return Result.fail(f"{layout} layout: {', '.join(problems)}")
+    plan, listeners = _units_plan(lv, expect)
+    wanted = judge().wanted_units(plan.layout, expect.migration_transport)
+    daemon = [u for u in wanted["enabled"] if u not in listeners]
+    unknown = _unknown(lv, daemon)
     if unknown:
         return Result.error(f"systemctl could not tell the state of {', '.join(unknown)}")
-    return Result.passed(f"{layout} layout: {', '.join(required)} enabled and active")
+    changes = _unit_changes(plan, lambda u: u not in listeners)
+    if changes:
+        return Result.fail(f"{plan.layout} layout: apply would change: {', '.join(changes)}")
+    running = [u for u in wanted["running"] if u not in listeners]
+    return Result.passed(
+        f"{plan.layout} layout: {', '.join(daemon)} enabled, {', '.join(running)} active"
+    )
 
 
 def _is_loopback(address: str) -> bool:
@@ -178,16 +167,18 @@ def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
         return Result.fail("no libvirt daemon installed")
     endpoints, problem = _listening(facts, port)
     problems: list[str] = []
-    unit = LISTENER_UNITS.get(layout, {}).get(transport)
+    plan, listeners = _units_plan(lv, expect)
+    unit = next(iter(judge().wanted_units(plan.layout, transport)["listener"]), None)
     if unit is not None:
         if not lv.get("systemd"):
             return Result.skip(
                 "systemd is not the running init: the listener unit cannot be judged"
             )
-        unit_problems, unknown = _unit_problems(fact(lv, "units"), [unit])
-        if unknown:
+        if _unknown(lv, [unit]):
             return Result.error(f"systemctl could not tell the state of {unit}")
-        problems += unit_problems
+        changes = _unit_changes(plan, listeners.__contains__)
+        if changes:
+            problems.append(f"apply would change: {', '.join(changes)}")
         what = unit
     else:  # classic: listen_tcp/listen_tls in libvirtd.conf and --listen in the defaults file
         entry = _daemon_conf(facts, layout)

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import yaml
+
+from kvmprep.content import content_root
+from kvmprep.judge import judge
+
 
 class Status(StrEnum):
     PASS = "PASS"
@@ -69,41 +74,62 @@ def fact(facts: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
-def _inventory(name: str, default: Any) -> Any:
-    """A field read from the inventory variable ``name`` instead of ``kvm_host_<field>``."""
-    return field(default=default, metadata={"var": name})
+def _role_defaults(role: str) -> Mapping[str, Any]:
+    """The role's defaults/main.yml: what apply uses for a variable the inventory leaves unset."""
+    path = content_root() / "roles" / role / "defaults" / "main.yml"
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+_KVM_HOST = _role_defaults("kvm_host")
+_ONE_FRONTEND = _role_defaults("one_frontend")
+
+
+def _role(name: str) -> Any:
+    """A field whose default is the kvm_host role's default of ``kvm_host_<name>``."""
+    return field(default=_KVM_HOST[f"kvm_host_{name}"])
+
+
+def _inventory(name: str, default: Any | None = None) -> Any:
+    """A field read from the inventory variable ``name`` instead of ``kvm_host_<field>``; its
+    default is the front-end role's, else ``default``."""
+    value = _ONE_FRONTEND.get(name, default)
+    return field(default=value, metadata={"var": name})
 
 
 @dataclass(frozen=True)
 class Expect:
-    """What a compliant host looks like: the role's defaults, overridden by inventory values.
+    """What a compliant host looks like: the roles' defaults (read from their defaults/main.yml,
+    never repeated here), overridden by inventory values. check's playbook sends every value
+    templated as the role sees it (tasks/audit.yml); the defaults serve tests and callers that
+    give only some.
 
-    Each field ``f`` is the role variable ``kvm_host_<f>`` (defaults/main.yml; a unit test
-    keeps the two in step), so ``check`` judges against what ``apply`` would converge to;
-    the last ones are the front-end role's variables for this host (``var_name`` says which).
+    Each field ``f`` is the role variable ``kvm_host_<f>``; the last ones are the front-end
+    role's variables for this host (``var_name`` says which).
     """
 
-    oneadmin_user: str = "oneadmin"
-    oneadmin_group: str = "oneadmin"
-    oneadmin_uid: int = 9869
-    oneadmin_gid: int = 9869
-    oneadmin_home: str = "/var/lib/one"
-    libvirt_group: str = ""  # empty: the distribution's (libvirt or libvirtd)
-    kvm_device_group: str = "kvm"
-    kvm_device_mode: str = "0660"
-    apparmor_datastore_path: str = "/var/lib/one/datastores"
-    migration_transport: str = "tcp"
-    libvirt_tcp_allow_unauthenticated: bool = False
+    oneadmin_user: str = _role("oneadmin_user")
+    oneadmin_group: str = _role("oneadmin_group")
+    oneadmin_uid: int = _role("oneadmin_uid")
+    oneadmin_gid: int = _role("oneadmin_gid")
+    oneadmin_home: str = _role("oneadmin_home")
+    #: "": the distribution's (libvirt or libvirtd)
+    libvirt_group: str = _role("libvirt_group")
+    kvm_device_group: str = _role("kvm_device_group")
+    kvm_device_mode: str = _role("kvm_device_mode")
+    apparmor_datastore_path: str = _role("apparmor_datastore_path")
+    migration_transport: str = _role("migration_transport")
+    libvirt_layout: str = _role("libvirt_layout")
+    libvirt_tcp_allow_unauthenticated: bool = _role("libvirt_tcp_allow_unauthenticated")
     #: manual: kvmprep's own sudoers file and load_opennebula_paths; package: the node package's.
-    one_node_install: str = "manual"
+    one_node_install: str = _role("one_node_install")
     #: The OpenNebula cluster the host is in: fleet migration controls compare its hosts.
-    cluster: str = _inventory("one_frontend_cluster", "default")
+    cluster: str = _inventory("one_frontend_cluster")
     #: What apply sets as OS MACHINE: "auto" computes it from the cluster's hosts.
-    vmm_machine: str = _inventory("one_frontend_vmm_machine", "auto")
+    vmm_machine: str = _inventory("one_frontend_vmm_machine")
     #: What apply sets as CPU_MODEL MODEL: "" leaves it alone, "auto" computes a common model.
-    vmm_cpu_model: str = _inventory("one_frontend_vmm_cpu_model", "")
+    vmm_cpu_model: str = _inventory("one_frontend_vmm_cpu_model")
     #: The name OpenNebula knows the host by ("": its inventory name).
-    one_name: str = _inventory("one_frontend_host_name", "")
+    one_name: str = _inventory("one_frontend_host_name")
     #: The inventory's front-end (the first host of its frontend group), "" without one.
     frontend: str = _inventory("kvmprep_frontend", "")
 
@@ -133,6 +159,15 @@ class Expect:
                 value = str(value)
             kwargs[f.name] = value
         return cls(**kwargs)
+
+    def settings(self) -> Any:
+        """These values as the judge's Settings (module_utils/kvm_host_judge.py)."""
+        values = {
+            self.var_name(f): getattr(self, f.name)
+            for f in fields(self)
+            if not f.metadata.get("var")
+        }
+        return judge().Settings.from_vars(values)
 
 
 Judge = Callable[[Mapping[str, Any], Expect], Result]

@@ -21,7 +21,17 @@ from conftest import FIXTURES, REPO_ROOT
 from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
 from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, for_role
 from kvmprep.controls.evaluate import HostInput, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import Control, Expect, HostFacts, Result, Role, Severity, Status
+from kvmprep.controls.model import (
+    Control,
+    Expect,
+    HostFacts,
+    Result,
+    Role,
+    Severity,
+    Status,
+    fact,
+)
+from kvmprep.judge import judge
 
 FACTS = FIXTURES / "facts"
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
@@ -96,12 +106,19 @@ def test_catalog_is_complete_data() -> None:
     assert by_id("LV-006").severity == "critical"
 
 
-def test_expect_defaults_match_the_role_defaults() -> None:
+def test_expect_defaults_are_the_role_defaults() -> None:
     defaults = yaml.safe_load((REPO_ROOT / "roles/kvm_host/defaults/main.yml").read_text())
     assert Expect.from_vars(defaults) == Expect()
-    check_yml = (REPO_ROOT / "playbooks/check.yml").read_text()
+    # check sends every value the controls compare with, as the role templates it.
+    audit = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
+    sent = audit[0]["kvm_host_probe"]["expect"]
+    role_vars = yaml.safe_load((REPO_ROOT / "roles/kvm_host/vars/main.yml").read_text())
+    judged = set(role_vars["__kvm_host_judge_settings"]) | {
+        name for name in Expect.__dataclass_fields__ if f"'{name}'" in sent
+    }
     for f in fields(Expect):
-        assert f"{Expect.var_name(f)}:" in check_yml, f.name
+        name = Expect.var_name(f)
+        assert name in judged or f"'{name}'" in sent, name
 
 
 def test_expect_front_end_fields_match_the_front_end_role() -> None:
@@ -241,7 +258,9 @@ def test_lv_003_socket_units_must_be_up() -> None:
     facts = load("debian12-converged")
     facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="disabled", active="inactive")
     result = libvirt.daemon_layout(facts, Expect())
-    assert result == Result.fail("socket layout: libvirtd.socket disabled/inactive")
+    assert result == Result.fail(
+        "socket layout: apply would change: libvirtd.socket enabled, libvirtd.socket started"
+    )
     facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="unknown", active="unknown")
     assert libvirt.daemon_layout(facts, Expect()).status is E
 
@@ -250,18 +269,35 @@ def test_lv_003_classic_and_modular() -> None:
     facts = load("debian12-converged")
     facts["libvirt"]["layout"] = "classic"
     facts["libvirt"]["units"]["libvirtd.socket"].update(enabled="masked", active="inactive")
+    # apply masks every libvirtd socket for the classic daemon: one left is not converged.
+    result = libvirt.daemon_layout(facts, Expect())
+    assert result.status is F
+    assert "libvirtd-ro.socket masked" in result.message, result.message
+    for unit in ("libvirtd-ro.socket", "libvirtd-admin.socket"):
+        facts["libvirt"]["units"][unit].update(enabled="masked", active="inactive")
     assert libvirt.daemon_layout(facts, Expect()).status is P
     facts["libvirt"]["units"]["libvirtd.service"].update(active="failed")
     assert libvirt.daemon_layout(facts, Expect()).status is F
     modular = load("debian12-converged")
     modular["libvirt"]["layout"] = "modular"
-    for unit in ("libvirtd.service", "libvirtd.socket"):
+    for unit in (
+        "libvirtd.service",
+        "libvirtd.socket",
+        "libvirtd-ro.socket",
+        "libvirtd-admin.socket",
+    ):
         modular["libvirt"]["units"][unit].update(enabled="disabled", active="inactive")
-    modular["libvirt"]["units"]["virtqemud.socket"] = {
-        "present": True,
-        "enabled": "enabled",
-        "active": "active",
-    }
+    up = {"present": True, "enabled": "enabled", "active": "active"}
+    modular["libvirt"]["units"]["virtqemud.socket"] = dict(up)
+    modular["libvirt"]["units"]["virtqemud.service"] = dict(up, active="inactive")
+    # The read-only and admin sockets are the layout's too: apply starts them.
+    result = libvirt.daemon_layout(modular, Expect())
+    assert result.status is E, result.message
+    modular["libvirt"]["units"]["virtqemud-ro.socket"] = dict(up, active="inactive")
+    modular["libvirt"]["units"]["virtqemud-admin.socket"] = dict(up)
+    result = libvirt.daemon_layout(modular, Expect())
+    assert result == Result.fail("modular layout: apply would change: virtqemud-ro.socket started")
+    modular["libvirt"]["units"]["virtqemud-ro.socket"] = dict(up)
     assert libvirt.daemon_layout(modular, Expect()).status is P
 
 
@@ -280,7 +316,8 @@ def test_lv_005_transport() -> None:
     assert libvirt.listener(facts, Expect(migration_transport="ssh")).status is S
     result = libvirt.listener(facts, Expect(migration_transport="tls"))
     assert result.status is F
-    assert "libvirtd-tls.socket disabled/inactive" in result.message
+    assert "libvirtd-tls.socket enabled" in result.message
+    assert "libvirtd-tls.socket started" in result.message
     assert "16514" in result.message
     facts["listen"] = {"sockets": None, "error": "/proc/net/tcp: Permission denied"}
     assert libvirt.listener(facts, Expect()).status is E
@@ -314,9 +351,13 @@ def test_lv_007_only_for_socket_activation() -> None:
 def test_usr_001_ids_and_home() -> None:
     facts = load("debian12-converged")
     result = accounts.oneadmin_account(facts, Expect(oneadmin_uid=1000, oneadmin_gid=1000))
-    assert result == Result.fail("uid 9869 (want 1000), gid 9869 (want 1000)")
+    assert result == Result.fail(
+        "apply would change group oneadmin gid 9869 -> 1000, oneadmin uid 9869 -> 1000"
+    )
     facts["accounts"]["home"]["owner"] = "root"
-    assert "owned by root" in accounts.oneadmin_account(facts, Expect()).message
+    assert (
+        "/var/lib/one owner root -> oneadmin" in accounts.oneadmin_account(facts, Expect()).message
+    )
 
 
 def test_usr_002_libvirtd_group_name() -> None:
@@ -606,3 +647,21 @@ def test_readme_names_every_control() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     for control in (*CATALOG, *SMOKE):
         assert control.id in readme, control.id
+
+
+def test_kvm_003_and_apply_agree_on_a_mode_written_without_its_leading_zero() -> None:
+    # "660" and "0660" are one mode: check does not fail what apply leaves alone.
+    facts = load("debian12-converged")
+    expect = Expect(kvm_device_mode="660")
+    assert kvm.dev_kvm(facts, expect).status is P
+    assert judge().kvm_device(fact(facts, "kvm", "dev_kvm"), expect.settings()) == []
+    facts["kvm"]["dev_kvm"]["mode"] = "0600"
+    result = kvm.dev_kvm(facts, expect)
+    assert result == Result.fail("apply would change /dev/kvm mode 0600 -> 0660")
+
+
+def test_kvm_003_checks_the_owner_apply_sets() -> None:
+    facts = load("debian12-converged")
+    facts["kvm"]["dev_kvm"]["owner"] = "oneadmin"
+    result = kvm.dev_kvm(facts, Expect())
+    assert result == Result.fail("apply would change /dev/kvm owner oneadmin -> root")

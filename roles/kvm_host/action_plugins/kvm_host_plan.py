@@ -1,0 +1,72 @@
+"""kvm_host_plan, run on the controller only: what apply must change on a host, from its probe.
+
+Asks module_utils/kvm_host_judge.py, the code check's controls ask too, which of /dev/kvm,
+oneadmin and libvirt's units are not as the settings want them and what must change. No round
+trip to the host: the facts are those the probe just returned.
+
+Arguments: ``facts`` (the probe's ``probe`` result), ``settings`` (``kvm_host_<name>`` values the
+judge compares with, role defaults applied), ``libvirt_group`` (the group apply puts oneadmin in
+beside kvm), ``pending`` (check mode found packages to install).
+
+Result: ``plan``, the judge's plan (see kvm_host_judge.plan); ``failed`` with ``msg`` when the
+settings are not what the judge can compare with.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+
+MODULE_UTILS = Path(__file__).resolve().parents[1] / "module_utils"
+#: The name the role's module_utils are loaded under on the controller: a package of its own,
+#: so that the judge's relative import of kvm_host_layouts resolves to the role's file.
+PACKAGE = "kvm_host_controller_utils"
+
+
+def load_judge() -> ModuleType:
+    """module_utils/kvm_host_judge.py (with kvm_host_layouts), compiled from its text so that
+    no __pycache__ lands in the role; loaded once per controller process."""
+    loaded = sys.modules.get(f"{PACKAGE}.kvm_host_judge")
+    if loaded is not None:
+        return loaded
+    package = sys.modules.setdefault(PACKAGE, ModuleType(PACKAGE))
+    package.__path__ = []  # a package, so that relative imports resolve in sys.modules
+    module = None
+    for name in ("kvm_host_layouts", "kvm_host_judge"):
+        path = MODULE_UTILS / f"{name}.py"
+        module = ModuleType(f"{PACKAGE}.{name}")
+        module.__file__ = str(path)
+        module.__package__ = PACKAGE
+        sys.modules[module.__name__] = module
+        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
+    assert module is not None
+    return module
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        judge = load_judge()
+        try:
+            settings = judge.Settings.from_vars(args.get("settings") or {})
+        except ValueError as exc:
+            raise AnsibleActionFail(f"kvm_host_plan: {exc}") from exc
+        facts = args.get("facts")
+        if not isinstance(facts, dict):
+            raise AnsibleActionFail("kvm_host_plan: facts must be the probe's result")
+        result["plan"] = judge.plan(
+            facts,
+            settings,
+            libvirt_group_name=args.get("libvirt_group") or None,
+            pending=boolean(args.get("pending", False), strict=False),
+        )
+        result["changed"] = False
+        return result

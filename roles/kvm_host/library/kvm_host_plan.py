@@ -1,0 +1,36 @@
+#!/usr/bin/python
+# The documentation of the controller-side action plugin action_plugins/kvm_host_plan.py: the
+# judge runs where check's controls run, on the controller, so this module never does the work
+# on a host.
+DOCUMENTATION = r"""
+module: kvm_host_plan
+short_description: Decide from the probe's facts what apply changes on a KVM host
+description:
+  - Runs on the controller only (an action plugin), with no round trip to the host. Asks
+    module_utils/kvm_host_judge.py, the code kvmprep check's controls ask too, what is not as
+    the settings want it on /dev/kvm, oneadmin and libvirt's units, and returns the plan.
+options:
+  facts:
+    description: The probe's C(probe) result.
+    type: dict
+    required: true
+  settings:
+    description: The C(kvm_host_*) settings the judge compares with, role defaults applied.
+    type: dict
+    required: true
+  libvirt_group:
+    description: The group apply puts oneadmin in beside the kvm group.
+    type: str
+    default: ""
+  pending:
+    description: Check mode found packages to install; their units and groups are left out.
+    type: bool
+    default: false
+"""
+
+RETURN = r"""
+plan:
+  description: What apply changes (kvm_device, accounts, units) and the changes as sentences.
+  returned: always
+  type: dict
+"""

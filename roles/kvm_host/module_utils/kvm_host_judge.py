@@ -1,0 +1,411 @@
+# -*- coding: utf-8 -*-
+"""The judge: from the probe's facts and the role's settings, whether each concern of a host is
+converged and, when it is not, what must change.
+
+The one place these decisions are made. apply asks it which concern files to run, which units
+to enable, start, mask or disable, and what to give /dev/kvm and oneadmin (action plugin
+kvm_host_plan, on the controller, after the probe); check's controls ask it for their verdict
+(kvmprep/controls/). So a host check calls compliant is one apply leaves alone, and the reverse.
+
+Runs on the controller only: pure Python, standard library only, no Ansible import. Each
+function takes the probe's fact group it judges (a mapping as the probe returns it) and plain
+settings, and returns the changes as short sentences in the words of the concern ("mode 0600 ->
+0660"): an empty list is converged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from .kvm_host_layouts import LAYOUTS, LIBVIRTD_SOCKETS, is_active, is_enabled, is_masked
+
+#: Distribution names of the group allowed to use the libvirt daemon, in order of preference,
+#: when the settings leave it to the distribution and the distribution's value is not known.
+LIBVIRT_GROUPS = ("libvirt", "libvirtd")
+#: The login shell apply gives oneadmin: the drivers run commands through it over SSH.
+ONEADMIN_SHELL = "/bin/bash"
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mode(value: Any) -> Optional[int]:
+    """A file mode given as an octal string ("0660") or a number; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        return None
+
+
+def mode_text(value: Any) -> str:
+    """A mode as the four octal digits Linux tools print ("0660"), or as given when unreadable."""
+    number = _mode(value)
+    return "%04o" % number if number is not None else str(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The role's settings the judge compares with, as apply uses them (role defaults applied,
+    templated). Built with ``from_vars`` from ``kvm_host_<field>`` variables."""
+
+    oneadmin_user: str
+    oneadmin_group: str
+    oneadmin_uid: int
+    oneadmin_gid: int
+    oneadmin_home: str
+    #: "" leaves it to the distribution (the first of LIBVIRT_GROUPS the host has).
+    libvirt_group: str
+    kvm_device_group: str
+    kvm_device_mode: str
+    migration_transport: str
+    #: "auto": the layout the probe found (socket activation when libvirt is not installed).
+    libvirt_layout: str
+    libvirt_tcp_allow_unauthenticated: bool
+    apparmor_datastore_path: str
+    one_node_install: str
+
+    @classmethod
+    def from_vars(cls, values: Mapping[str, Any]) -> "Settings":
+        """From ``{"kvm_host_<field>": value}``; every field is required (the role's defaults
+        are applied by Ansible, never repeated here). Raises ValueError naming what is wrong."""
+        kwargs = {}
+        problems = []
+        for name in cls.__dataclass_fields__:
+            key = "kvm_host_" + name
+            if key not in values or values[key] is None:
+                problems.append("%s: not set" % key)
+                continue
+            value = values[key]
+            kind = cls.__dataclass_fields__[name].type
+            if kind == "int":
+                number = _int(value)
+                if number is None or isinstance(value, bool):
+                    problems.append("%s: %r is not an integer" % (key, value))
+                    continue
+                value = number
+            elif kind == "bool":
+                if not isinstance(value, bool):
+                    text = str(value).lower()
+                    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                        problems.append("%s: %r is not a boolean" % (key, value))
+                        continue
+                    value = text in ("1", "true", "yes", "on")
+            else:
+                value = str(value)
+            kwargs[name] = value
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(**kwargs)
+
+
+# --- /dev/kvm -------------------------------------------------------------------------------
+
+
+def kvm_device(dev: Mapping[str, Any], settings: Settings) -> list:
+    """What apply changes on /dev/kvm: its owner, group and mode (the udev rule keeps them at
+    boot). Nothing when the device does not exist (loading the module is preflight's)."""
+    if not dev.get("exists"):
+        return []
+    changes = []
+    if dev.get("owner") != "root":
+        changes.append("/dev/kvm owner %s -> root" % dev.get("owner"))
+    if dev.get("group") != settings.kvm_device_group:
+        changes.append("/dev/kvm group %s -> %s" % (dev.get("group"), settings.kvm_device_group))
+    if _mode(dev.get("mode")) != _mode(settings.kvm_device_mode):
+        changes.append(
+            "/dev/kvm mode %s -> %s"
+            % (mode_text(dev.get("mode")), mode_text(settings.kvm_device_mode))
+        )
+    return changes
+
+
+# --- oneadmin -------------------------------------------------------------------------------
+
+
+def libvirt_group(accounts: Mapping[str, Any], settings: Settings) -> Optional[str]:
+    """The group that may use libvirt's socket: the setting, else the distribution's (the
+    first of LIBVIRT_GROUPS the host has); None when neither is known."""
+    if settings.libvirt_group:
+        return settings.libvirt_group
+    groups = accounts.get("groups") or {}
+    return next((g for g in LIBVIRT_GROUPS if groups.get(g) is not None), None)
+
+
+@dataclass(frozen=True)
+class AccountsPlan:
+    """What apply's tasks/oneadmin.yml (and tasks/files.yml for the home) does."""
+
+    #: The kvm group must be created.
+    kvm_group: bool
+    #: oneadmin's primary group must be created or given its gid.
+    oneadmin_group: bool
+    #: What the user module must change on oneadmin (empty: nothing).
+    oneadmin: list = field(default_factory=list)
+    #: The supplementary groups oneadmin must be in.
+    groups: list = field(default_factory=list)
+    #: What tasks/files.yml changes on oneadmin's home directory itself.
+    home: list = field(default_factory=list)
+    #: The groups' own changes, as sentences.
+    group_changes: list = field(default_factory=list)
+
+    @property
+    def changes(self) -> list:
+        return self.group_changes + self.oneadmin + self.home
+
+    def as_dict(self) -> dict:
+        return {
+            "kvm_group": self.kvm_group,
+            "oneadmin_group": self.oneadmin_group,
+            "oneadmin": list(self.oneadmin),
+            "groups": list(self.groups),
+            "home": list(self.home),
+        }
+
+
+def accounts(
+    facts: Mapping[str, Any],
+    settings: Settings,
+    libvirt_group_name: Optional[str] = None,
+    pending: bool = False,
+) -> AccountsPlan:
+    """oneadmin, its group and the kvm group as apply leaves them. ``libvirt_group_name``:
+    the group apply puts oneadmin in beside kvm (None: ``libvirt_group()`` of the facts).
+    ``pending``: the packages that bring the libvirt group are not installed yet (check mode)."""
+    groups = facts.get("groups") or {}
+    user = facts.get("user")
+    home = facts.get("home") or {}
+    group_changes = []
+    kvm_group = groups.get(settings.kvm_device_group) is None
+    if kvm_group:
+        group_changes.append("group %s created" % settings.kvm_device_group)
+    primary = groups.get(settings.oneadmin_group)
+    if (
+        settings.oneadmin_group not in groups
+        and user
+        and user.get("primary_group") == settings.oneadmin_group
+    ):
+        # Not asked about by name: oneadmin's own entry says what its primary group is.
+        primary = {"gid": user.get("gid")}
+    oneadmin_group = primary is None or _int(primary.get("gid")) != settings.oneadmin_gid
+    if primary is None:
+        group_changes.append(
+            "group %s created (gid %s)" % (settings.oneadmin_group, settings.oneadmin_gid)
+        )
+    elif oneadmin_group:
+        group_changes.append(
+            "group %s gid %s -> %s"
+            % (settings.oneadmin_group, primary.get("gid"), settings.oneadmin_gid)
+        )
+    wanted = [settings.kvm_device_group]
+    name = None if pending else (libvirt_group_name or libvirt_group(facts, settings))
+    if name and name not in wanted:
+        wanted.append(name)
+    changes = []
+    if user is None:
+        changes.append("user %s created" % settings.oneadmin_user)
+    else:
+        who = user.get("name") or settings.oneadmin_user
+        if _int(user.get("uid")) != settings.oneadmin_uid:
+            changes.append("%s uid %s -> %s" % (who, user.get("uid"), settings.oneadmin_uid))
+        if user.get("primary_group") != settings.oneadmin_group:
+            changes.append(
+                "%s primary group %s -> %s"
+                % (who, user.get("primary_group"), settings.oneadmin_group)
+            )
+        if user.get("home") != settings.oneadmin_home:
+            changes.append("%s home %s -> %s" % (who, user.get("home"), settings.oneadmin_home))
+        if user.get("shell") != ONEADMIN_SHELL:
+            changes.append("%s shell %s -> %s" % (who, user.get("shell"), ONEADMIN_SHELL))
+        member_of = set(facts.get("user_groups") or [])
+        changes.extend("%s added to %s" % (who, g) for g in wanted if g not in member_of)
+        if not home.get("exists"):
+            changes.append("%s created" % (user.get("home") or settings.oneadmin_home))
+    home_changes = []
+    if user is not None and home.get("exists") and home.get("owner") != settings.oneadmin_user:
+        home_changes.append(
+            "%s owner %s -> %s"
+            % (home.get("path") or user.get("home"), home.get("owner"), settings.oneadmin_user)
+        )
+    return AccountsPlan(kvm_group, oneadmin_group, changes, wanted, home_changes, group_changes)
+
+
+# --- libvirt's units ------------------------------------------------------------------------
+
+
+def layout(settings: Settings, libvirt: Mapping[str, Any]) -> str:
+    """The daemon layout apply converges to: the setting's, or the one the probe found (socket
+    activation where libvirt is not installed yet)."""
+    if settings.libvirt_layout != "auto":
+        return settings.libvirt_layout
+    found = libvirt.get("layout")
+    return found if found in LAYOUTS else "socket"
+
+
+def wanted_units(name: str, transport: str) -> dict:
+    """The units a converged host of layout ``name`` runs: ``enabled`` at boot and ``running``."""
+    units = LAYOUTS[name]
+    listener = [units["listener"][transport]] if transport in units["listener"] else []
+    enabled = [units["service"], *list(units["sockets"]), *listener]
+    # With sockets, the daemon runs on demand (and may exit when idle): the sockets must run.
+    running = list(units["sockets"]) + listener + ([] if units["sockets"] else [units["service"]])
+    return {"enabled": enabled, "running": running, "listener": listener}
+
+
+@dataclass(frozen=True)
+class UnitsPlan:
+    """What apply's tasks/listener.yml does to libvirt's units, unit by unit."""
+
+    layout: str
+    to_mask: list = field(default_factory=list)
+    to_unmask: list = field(default_factory=list)
+    to_enable: list = field(default_factory=list)
+    to_disable: list = field(default_factory=list)
+    to_start: list = field(default_factory=list)
+
+    @property
+    def changes(self) -> list:
+        return (
+            ["%s masked" % u for u in self.to_mask]
+            + ["%s unmasked" % u for u in self.to_unmask]
+            + ["%s enabled" % u for u in self.to_enable]
+            + ["%s stopped and disabled" % u for u in self.to_disable]
+            + ["%s started" % u for u in self.to_start]
+        )
+
+    def as_dict(self) -> dict:
+        daemon = LAYOUTS[self.layout]
+        return {
+            "layout": self.layout,
+            # The layout's units, for the tasks that configure and restart them.
+            "daemon": {
+                key: (
+                    list(value)
+                    if isinstance(value, list)
+                    else dict(value)
+                    if isinstance(value, dict)
+                    else value
+                )
+                for key, value in daemon.items()
+            },
+            "to_mask": list(self.to_mask),
+            "to_unmask": list(self.to_unmask),
+            "to_enable": list(self.to_enable),
+            "to_disable": list(self.to_disable),
+            "to_start": list(self.to_start),
+        }
+
+
+def _state(units: Mapping[str, Any], unit: str, what: str) -> str:
+    # A unit the probe did not report is unknown: never taken as converged.
+    return str((units.get(unit) or {}).get(what) or "unknown")
+
+
+def _other_daemon_units(name: str) -> list:
+    if name == "modular":
+        return [
+            "libvirtd.service",
+            "libvirtd.socket",
+            "libvirtd-ro.socket",
+            "libvirtd-admin.socket",
+        ]
+    modular = LAYOUTS["modular"]
+    return [modular["service"], *list(modular["sockets"])]
+
+
+def _on(states: Mapping[str, Any], unit: str) -> bool:
+    # "static" is not "on" here: such a unit only starts when something asks for it.
+    enabled = _state(states, unit, "enabled")
+    return (is_enabled(enabled) and enabled != "static") or is_active(
+        _state(states, unit, "active")
+    )
+
+
+def units(libvirt: Mapping[str, Any], settings: Settings, managed: bool = True) -> UnitsPlan:
+    """The units apply masks, unmasks, enables, disables and starts. ``managed``: systemd runs
+    the host and the packages are installed (otherwise apply leaves the units alone)."""
+    name = layout(settings, libvirt)
+    if not managed or not libvirt.get("systemd"):
+        return UnitsPlan(name)
+    states = libvirt.get("units") or {}
+    present = [u for u, s in states.items() if (s or {}).get("present")]
+    transport = settings.migration_transport
+    want = wanted_units(name, transport)
+    to_mask = []
+    to_unmask = []
+    if name == "classic":
+        # A socket that is masked and stopped is done; any other present one is masked.
+        to_mask = [
+            u
+            for u in LIBVIRTD_SOCKETS
+            if u in present
+            and not (
+                is_masked(_state(states, u, "enabled"))
+                and _state(states, u, "active") == "inactive"
+            )
+        ]
+    elif name == "socket":
+        to_unmask = [u for u in LIBVIRTD_SOCKETS if is_masked(_state(states, u, "enabled"))]
+    # A masked unit of the layout cannot be enabled before it is unmasked.
+    to_unmask += [
+        u for u in want["enabled"] if u not in to_unmask and is_masked(_state(states, u, "enabled"))
+    ]
+    to_enable = [u for u in want["enabled"] if not is_enabled(_state(states, u, "enabled"))]
+    other_listeners = [
+        u for t, u in sorted(LAYOUTS[name]["listener"].items()) if t != transport and u in present
+    ]
+    to_disable = [
+        u
+        for u in other_listeners
+        if not (
+            _state(states, u, "enabled") == "disabled" and _state(states, u, "active") == "inactive"
+        )
+    ]
+    # The other daemon family's units, when they run or start at boot: two daemons running QEMU
+    # domains is a mixed layout libvirt does not support.
+    to_disable += [u for u in _other_daemon_units(name) if u in present and _on(states, u)]
+    to_start = [u for u in want["running"] if not is_active(_state(states, u, "active"))]
+    return UnitsPlan(name, to_mask, to_unmask, to_enable, to_disable, to_start)
+
+
+# --- the whole host -------------------------------------------------------------------------
+
+
+def plan(
+    facts: Mapping[str, Any],
+    settings: Settings,
+    libvirt_group_name: Optional[str] = None,
+    pending: bool = False,
+) -> dict:
+    """Every decision apply takes from one probe, as plain data (JSON): ``kvm_device``,
+    ``accounts``, ``units``; ``changes``, all the concern's changes as sentences, per concern.
+    ``pending``: check mode found packages to install (their units and groups do not exist yet).
+    """
+    kvm = facts.get("kvm") or {}
+    dev_changes = kvm_device(kvm.get("dev_kvm") or {}, settings)
+    account_plan = accounts(facts.get("accounts") or {}, settings, libvirt_group_name, pending)
+    libvirt = facts.get("libvirt") or {}
+    unit_plan = units(libvirt, settings, managed=not pending)
+    return {
+        "kvm_device": {"differs": bool(dev_changes), "usable": bool(kvm.get("usable"))},
+        "accounts": account_plan.as_dict(),
+        "units": unit_plan.as_dict(),
+        "changes": {
+            "kvm_device": dev_changes,
+            "accounts": account_plan.changes,
+            "units": unit_plan.changes,
+        },
+    }
+
+
+def converged(changes: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a plan's ``changes`` leave nothing to do."""
+    return not any(changes.values())

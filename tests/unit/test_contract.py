@@ -1,0 +1,206 @@
+"""The contract between check and apply: a host check calls compliant is one apply leaves alone,
+and the reverse.
+
+apply's side is what the role itself decides: for each facts fixture (and each drift made from
+the converged one), ansible-playbook runs the role's plan (tasks/plan.yml, the kvm_host_plan
+action plugin) on the fixture as the probe's result and templates the role's decision
+variables (vars/main.yml) exactly as apply's tasks read them. check's side is kvmprep's
+controls on the same facts. The concerns compared: /dev/kvm (KVM-003), oneadmin (USR-001,
+USR-002), libvirt's units (LV-003, and LV-005's listener unit).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible_env import ansible_env
+from conftest import FIXTURES, REPO_ROOT
+
+from kvmprep.controls.evaluate import evaluate_host
+from kvmprep.controls.model import Expect, Status
+
+FACTS = FIXTURES / "facts"
+CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-003")
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((FACTS / f"{name}.json").read_text())
+
+
+def _units(facts: dict[str, Any]) -> dict[str, Any]:
+    return facts["libvirt"]["units"]
+
+
+def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(facts: dict[str, Any]) -> None:
+        node = facts
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+def _unit(unit: str, **states: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda facts: _units(facts)[unit].update(states)
+
+
+def _leave_group(group: str) -> Callable[[dict[str, Any]], None]:
+    def change(facts: dict[str, Any]) -> None:
+        facts["accounts"]["user_groups"].remove(group)
+
+    return change
+
+
+# Drifts an operator meets (the lab's drift list and more), each made on a converged host.
+DRIFTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "dev-kvm-mode-0600": _set(("kvm", "dev_kvm", "mode"), "0600"),
+    "dev-kvm-group-root": _set(("kvm", "dev_kvm", "group"), "root"),
+    "dev-kvm-owner": _set(("kvm", "dev_kvm", "owner"), "oneadmin"),
+    "oneadmin-not-in-kvm": _leave_group("kvm"),
+    "oneadmin-not-in-libvirt": _leave_group("libvirt"),
+    "oneadmin-uid": _set(("accounts", "user", "uid"), 1000),
+    "oneadmin-shell": _set(("accounts", "user", "shell"), "/usr/sbin/nologin"),
+    "oneadmin-home-owner": _set(("accounts", "home", "owner"), "root"),
+    "socket-disabled": _unit("libvirtd.socket", enabled="disabled", active="inactive"),
+    "ro-socket-stopped": _unit("libvirtd-ro.socket", active="inactive"),
+    "admin-socket-disabled": _unit("libvirtd-admin.socket", enabled="disabled"),
+    "service-masked": _unit("libvirtd.service", enabled="masked"),
+    "tcp-socket-disabled": _unit("libvirtd-tcp.socket", enabled="disabled", active="inactive"),
+    "tls-socket-started": _unit("libvirtd-tls.socket", enabled="enabled", active="active"),
+    "modular-daemon-too": _unit(
+        "virtqemud.socket", present=True, enabled="enabled", active="active"
+    ),
+}
+
+
+# Gathered without root (a local audit by a user): apply always runs as root, so its view of
+# /dev/kvm is not this one.
+NOT_APPLY_VIEWS = frozenset({"debian12-unprivileged"})
+
+
+def _cases() -> dict[str, dict[str, Any]]:
+    cases = {
+        path.stem: _load(path.stem)
+        for path in sorted(FACTS.glob("*.json"))
+        if path.stem not in NOT_APPLY_VIEWS
+    }
+    for name, drift in DRIFTS.items():
+        facts = copy.deepcopy(cases["debian12-converged"])
+        drift(facts)
+        cases[f"drift-{name}"] = facts
+    return cases
+
+
+PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Plan as apply does
+      ansible.builtin.include_role:
+        name: kvm_host
+        tasks_from: plan
+        public: true
+      vars:
+        __kvm_host_probe: {probe: "{{ fixture }}"}
+        __kvm_host_libvirt_group: libvirt
+    - name: What apply decides
+      ansible.builtin.debug:
+        msg:
+          kvm_device: "{{ __kvm_host_kvm_device_todo }}"
+          accounts: "{{ __kvm_host_accounts_todo }}"
+          home: "{{ __kvm_host_plan.plan.accounts.home }}"
+          units: >-
+            {{ __kvm_host_units_to_mask + __kvm_host_units_to_unmask + __kvm_host_units_to_enable
+               + __kvm_host_units_to_disable + __kvm_host_units_to_start }}
+          listener_todo: "{{ __kvm_host_listener_todo }}"
+      vars:
+        __kvm_host_probe: {probe: "{{ fixture }}"}
+        __kvm_host_libvirt_group: libvirt
+"""
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """apply's decisions per case, from one ansible-playbook run over every case."""
+    tmp = tmp_path_factory.mktemp("contract")
+    cases = _cases()
+    inventory = {
+        "all": {
+            "hosts": {
+                name: {"ansible_connection": "local", "fixture": facts}
+                for name, facts in cases.items()
+            }
+        }
+    }
+    (tmp / "inventory.json").write_text(json.dumps(inventory))
+    (tmp / "play.yml").write_text(PLAYBOOK)
+    playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    assert playbook is not None
+    proc = subprocess.run(
+        [playbook, "-i", str(tmp / "inventory.json"), str(tmp / "play.yml"), "-f", "8"],
+        cwd=tmp,
+        env=ansible_env(
+            tmp,
+            ANSIBLE_ROLES_PATH=str(REPO_ROOT / "roles"),
+            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    document = json.loads(proc.stdout[proc.stdout.index("{") :])
+    found: dict[str, dict[str, Any]] = {}
+    for task in document["plays"][0]["tasks"]:
+        if task["task"]["name"] == "What apply decides":
+            found = {host: result["msg"] for host, result in task["hosts"].items()}
+    assert set(found) == set(cases)
+    return found
+
+
+def _apply_has_work(decision: dict[str, Any]) -> bool:
+    return bool(
+        decision["kvm_device"]
+        or decision["accounts"]
+        or decision["home"]
+        or decision["units"]
+        or decision["listener_todo"]
+    )
+
+
+def _check_compliant(facts: dict[str, Any]) -> tuple[bool, dict[str, str]]:
+    report = evaluate_host("h", facts, Expect())
+    results = {r.control.id: r for r in report.results}
+    ok = all(results[c].status is Status.PASS for c in CONTROLS) and (
+        "apply would change" not in results["LV-005"].message
+    )
+    return ok, {c: f"{results[c].status}: {results[c].message}" for c in (*CONTROLS, "LV-005")}
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize("case", sorted(_cases()))
+def test_check_is_compliant_exactly_when_apply_has_nothing_to_do(
+    case: str, decisions: dict[str, dict[str, Any]]
+) -> None:
+    compliant, verdicts = _check_compliant(_cases()[case])
+    assert compliant is not _apply_has_work(decisions[case]), (decisions[case], verdicts)
+
+
+@pytest.mark.ansible
+def test_the_contract_sees_drift(decisions: dict[str, dict[str, Any]]) -> None:
+    # Every drift is work for apply, and the converged fixtures are none: the contract above
+    # compares real verdicts, not two sides that are always false.
+    for name in DRIFTS:
+        assert _apply_has_work(decisions[f"drift-{name}"]), name
+    for name in ("debian12-converged", "debian13-converged", "el9-modular"):
+        assert not _apply_has_work(decisions[name]), (name, decisions[name])
