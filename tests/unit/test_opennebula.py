@@ -596,6 +596,8 @@ def test_front_end_probe_through_ansible_on_this_machine(tmp_path: Path) -> None
     assert (oned["pid"] is None) is (not oned["running"])
     if oned["running"]:
         assert 0 < oned["started"] <= time.time() + 1
+    else:
+        assert oned["started"] is None
 
 
 def test_front_end_probe_documentation_is_valid_yaml() -> None:
