@@ -681,11 +681,6 @@ def test_module_source_parses_as_python_3_6():
     ast.parse((LIBRARY / "one_frontend_conf.py").read_text(), feature_version=(3, 6))
 
 
-@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
-def test_documentation_is_valid_yaml(name):
-    assert yaml.safe_load(getattr(conf, name))
-
-
 def test_argument_spec_matches_the_documentation():
     options = yaml.safe_load(conf.DOCUMENTATION)["options"]
     assert set(options["sections"]["suboptions"]) == set(conf.SECTION_SPEC)
