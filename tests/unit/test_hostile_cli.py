@@ -62,25 +62,51 @@ def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.mark.usefixtures("no_run")
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "expected"),
     [
-        ["--serial", "99999999999999999999"],
-        ["--serial", "100001"],
-        ["--serial", "1,abc"],
-        ["--serial", "1,,2"],
-        ["--serial", "0%"],
-        ["--max-fail-percent", "9" * 5000],
-        ["-e", "kvmprep_serial=abc"],
-        ["-e", "kvmprep_serial=99999999999999999999"],
-        ["-e", "kvmprep_serial=[1, {a: b}]"],
-        ["-e", "kvmprep_serial=true"],
-        ["-e", "kvmprep_max_fail_percentage=abc"],
-        ["-e", "kvmprep_max_fail_percentage=250"],
+        (
+            ["--serial", "99999999999999999999"],
+            "argument --serial: '99999999999999999999': a host count must be 1-100000",
+        ),
+        (["--serial", "100001"], "argument --serial: '100001': a host count must be 1-100000"),
+        (["--serial", "1,abc"], "argument --serial: 'abc': not a host count N or a share N%"),
+        (["--serial", "1,,2"], "argument --serial: '': not a host count N or a share N%"),
+        (["--serial", "0%"], "argument --serial: '0%': a share must be 1%-100%"),
+        (
+            ["--max-fail-percent", "9" * 5000],
+            f"argument --max-fail-percent: '{'9' * 5000}' is not a percentage 0-100",
+        ),
+        (
+            ["-e", "kvmprep_serial=abc"],
+            "-e kvmprep_serial: 'abc': not a host count N or a share N%",
+        ),
+        (
+            ["-e", "kvmprep_serial=99999999999999999999"],
+            "-e kvmprep_serial: '99999999999999999999': a host count must be 1-100000",
+        ),
+        (
+            ["-e", "kvmprep_serial=[1, {a: b}]"],
+            "-e kvmprep_serial: \"{'a': 'b'}\": not a host count N or a share N%",
+        ),
+        (
+            ["-e", "kvmprep_serial=true"],
+            "-e kvmprep_serial: expected a host count N or a share N% (1-100)",
+        ),
+        (
+            ["-e", "kvmprep_max_fail_percentage=abc"],
+            "-e kvmprep_max_fail_percentage: 'abc' is not a percentage 0-100",
+        ),
+        (
+            ["-e", "kvmprep_max_fail_percentage=250"],
+            "-e kvmprep_max_fail_percentage: '250' is not a percentage 0-100",
+        ),
     ],
 )
-def test_rollout_sizes_are_bounded(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_rollout_sizes_are_bounded(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     line = _refused(["apply", "-i", INVENTORY, *argv], capsys)
-    assert "serial" in line or "max-fail" in line or "max_fail" in line
+    assert line.split(": error: ", 1)[1] == expected
 
 
 def test_rollout_sizes_ansible_accepts_pass_through() -> None:

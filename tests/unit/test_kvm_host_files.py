@@ -10,7 +10,6 @@ import stat
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.unit.test_kvm_host_conf import LIBRARY, load_library_module, run_ansible
 
@@ -22,11 +21,6 @@ GROUP = grp.getgrgid(os.getgid()).gr_name
 
 def test_module_source_parses_as_python_3_6():
     ast.parse((LIBRARY / "kvm_host_files.py").read_text(), feature_version=(3, 6))
-
-
-@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
-def test_documentation_is_valid_yaml(name):
-    assert yaml.safe_load(getattr(files, name))
 
 
 def _entries(root: Path, content: str = "rule\n") -> list[dict[str, object]]:

@@ -1,6 +1,7 @@
 """Tests of the kvm_host_probe module: pure functions, then end to end through Ansible."""
 
 import ast
+import grp
 import hashlib
 import importlib.util
 import json
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.unit.ansible_env import ansible_env, run_module_locally
 
@@ -179,8 +179,8 @@ def test_probe_dev_kvm_not_a_kvm_device(tmp_path):
     assert res["exists"] is True
     assert res["char_device"] is False
     assert res["mode"] == "0640"
-    assert res["owner"]
-    assert res["group"]
+    assert res["owner"] == pwd.getpwuid(os.geteuid()).pw_name
+    assert res["group"] == grp.getgrgid(os.getegid()).gr_name
     assert res["api_version"] is None
     assert res["create_vm"] is False
     assert res["error"] == "Inappropriate ioctl for device"
@@ -191,7 +191,7 @@ def test_probe_dev_kvm_on_dev_null():
     assert res["char_device"] is True
     assert res["mode"] == "0666"
     assert res["api_version"] is None
-    assert res["error"]
+    assert res["error"] == "Inappropriate ioctl for device"
 
 
 # The project's machines (and CI) have a working /dev/kvm: the lab needs it too.
@@ -541,11 +541,6 @@ def test_module_source_parses_as_python_3_6():
     ast.parse(source, feature_version=(3, 6))
 
 
-@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
-def test_documentation_is_valid_yaml(name):
-    assert yaml.safe_load(getattr(probe, name))
-
-
 # --- end to end through Ansible -------------------------------------------------------------
 
 
@@ -572,6 +567,8 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
     assert set(kvm["modules"].values()) <= {"loaded", "builtin", "absent"}
     if Path("/sys/module/kvm").is_dir():
         assert kvm["modules"]["kvm"] in ("builtin", "loaded")
+    else:
+        assert kvm["modules"]["kvm"] == "absent"
     dev = kvm["dev_kvm"]
     assert set(dev) == {
         "exists",
@@ -591,6 +588,9 @@ def test_ansible_end_to_end_on_this_machine(tmp_path):
         assert dev["create_vm"] is True
         assert dev["error"] is None
         assert kvm["usable"] is True
+    else:  # absent, or this user may not open it: no VM can be made
+        assert dev["api_version"] is None
+        assert kvm["usable"] is False
 
     lv = data["libvirt"]
     assert set(lv) == {

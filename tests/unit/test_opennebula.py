@@ -148,9 +148,21 @@ def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> No
 
 
 def test_fleet_controls_of_kvm_hosts_do_not_count_the_front_end() -> None:
-    rows = fleet()
+    # Distinct SMBIOS UUIDs, so that FLEET-001 counts the hosts it compared: the front-end
+    # (which runs no VM) is not among them, while FLEET-002 compares it too.
+    hosts = {name: node(name, i) for i, name in enumerate(("h1", "h2"))}
+    for i, facts in enumerate(hosts.values()):
+        facts["identity"]["dmi"][0].update(
+            value=f"{i + 1:08x}-0000-4000-8000-00000000000a", error=None
+        )
+    rows = fleet(**hosts)
     assert "FLEET-001" not in rows["fe"]
-    assert "on all 2 host(s)" in rows["h1"]["FLEET-001"].message or rows["h1"]["FLEET-001"]
+    assert rows["h1"]["FLEET-001"].status is P
+    assert rows["h1"]["FLEET-001"].message == (
+        "host UUID 00000001-0000-4000-8000-00000000000a (from SMBIOS "
+        "(/sys/devices/virtual/dmi/id/product_uuid)), unique among 2 host(s)"
+    )
+    assert rows["fe"]["FLEET-002"].status is P
     assert "on all 3 host(s)" in rows["fe"]["FLEET-002"].message
 
 
@@ -584,6 +596,8 @@ def test_front_end_probe_through_ansible_on_this_machine(tmp_path: Path) -> None
     assert (oned["pid"] is None) is (not oned["running"])
     if oned["running"]:
         assert 0 < oned["started"] <= time.time() + 1
+    else:
+        assert oned["started"] is None
 
 
 def test_front_end_probe_documentation_is_valid_yaml() -> None:

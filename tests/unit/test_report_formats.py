@@ -350,8 +350,9 @@ def test_cli_writes_to_stdout(
     captured = capsys.readouterr()
     if fmt == "junit":
         assert int(ET.fromstring(captured.out).get("tests", "0")) == 3 * len(IDS)
-    else:
-        _parse(captured.out)
+    else:  # a page for the three hosts (an empty one would parse too)
+        assert captured.out.startswith("<!DOCTYPE html>")
+        assert "Fleet: non-compliant (3 hosts)" in "".join(_parse(captured.out).text)
     # The terminal keeps the summary, not the control lines.
     assert "fleet: 3 hosts, 1 compliant, 1 non-compliant, 1 not evaluated" in captured.err
     assert "LV-001" not in captured.err

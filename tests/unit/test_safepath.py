@@ -541,8 +541,3 @@ def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
 )
 def test_the_target_side_code_parses_as_python_3_6(path: str) -> None:
     ast.parse((ROOT / path).read_text(), feature_version=(3, 6))
-
-
-@pytest.mark.parametrize("name", ["DOCUMENTATION", "EXAMPLES", "RETURN"])
-def test_one_frontend_trust_documentation_is_valid_yaml(name: str) -> None:
-    assert yaml.safe_load(getattr(trust, name))

@@ -36,7 +36,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 kvmprep_invalid_settings:
-  description: One line per problem, "VARIABLE: value REPR: problem" (a secret's value hidden).
+  description: >-
+    One line per problem, "VARIABLE: value REPR: problem" (a secret's value hidden).
   type: list
   elements: str
   returned: failure
@@ -48,7 +49,12 @@ from ansible.module_utils.basic import AnsibleModule
 def main():
     module = AnsibleModule(
         argument_spec={
-            "roles": {"type": "list", "elements": "str", "default": ["kvm_host"]},
+            "roles": {
+                "type": "list",
+                "elements": "str",
+                "choices": ["kvm_host", "one_frontend"],
+                "default": ["kvm_host"],
+            },
             "hosts": {"type": "dict"},
             "apply": {"type": "bool", "default": True},
         },

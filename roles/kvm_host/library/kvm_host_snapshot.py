@@ -10,16 +10,16 @@ short_description: Save a set of configuration paths, or put them back exactly a
 description:
   - C(state=saved) copies every existing path matching I(paths) (shell globs; files, symlinks and
     directory trees, with modes, owners and times) under I(dest), and records which paths
-    matched. An earlier snapshot in I(dest) is replaced. It reports C(changed=false): the
+    matched. An earlier snapshot in I(dest) is replaced. It reports C(changed=false), as the
     snapshot is the run's own bookkeeping under /run (tmpfs), not a change to the host.
-  - C(state=restored) makes the paths exactly what was saved: saved paths are copied back,
+  - C(state=restored) makes the paths exactly what was saved; saved paths are copied back,
     replacing what is there now, and paths matching I(paths) now that did not exist when the
     snapshot was taken (a unit drop-in created by the run) are removed.
-  - With I(service), C(state=saved) first compares the earlier snapshot with the files now: a
+  - With I(service), C(state=saved) first compares the earlier snapshot with the files now; a
     path that changed since then, while I(service) has been running from before the change,
     is configuration the daemon has never read (an earlier run was interrupted between its
     change and its restart). It is returned in I(restart_pending), and the earlier snapshot is
-    kept: it is what the running daemon uses, so it stays the one to roll back to.
+    kept, as it is what the running daemon uses, so it stays the one to roll back to.
   - Reads, but does not save or restore, in check mode.
 options:
   paths:

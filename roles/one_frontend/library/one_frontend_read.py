@@ -10,7 +10,7 @@ short_description: Read a small file in oneadmin's home or remotes as root, link
 description:
   - What M(ansible.builtin.slurp) does for oneadmin's C(~/.one/one_auth) and the remotes'
     C(VERSION), without following a link that a less privileged account could have put on the
-    path (kvm_host_safepath): oneadmin could otherwise point one_auth at /etc/shadow and have its
+    path (kvm_host_safepath), as oneadmin could otherwise point one_auth at /etc/shadow and have its
     first line sent to oned as credentials.
   - The file must be a regular file with one name, owned by one of I(owners), at most I(limit)
     bytes. A missing file is not an error (C(exists) false); a refused one fails with the reason,
