@@ -423,6 +423,20 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
             }
         ],
     }
+    # The plan the role makes after its probe (tasks/plan.yml) comes first, as in apply.
+    task = play["tasks"][0]
+    play["vars"] = task.pop("vars")
+    play["tasks"].insert(
+        0,
+        {
+            "name": "The role's plan",
+            "ansible.builtin.include_role": {
+                "name": "kvm_host",
+                "tasks_from": "plan",
+                "public": True,
+            },
+        },
+    )
     playbook.write_text(yaml.safe_dump([play]))
     binary = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
     assert binary is not None
