@@ -404,6 +404,8 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
                     "kvm_host_oneadmin_gid": 1,
                     "kvm_host_oneadmin_home": "/usr/sbin",
                     "__kvm_host_libvirt_group": "daemon",
+                    "__kvm_host_packages": [],
+                    "__kvm_host_emulator": "/usr/bin/qemu-system-x86_64",
                     "__kvm_host_probe": {
                         "probe": {
                             "accounts": {
