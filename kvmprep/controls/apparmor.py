@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from kvmprep.controls.model import Expect, Result, fact
+from kvmprep.judge import judge
 
 #: The permissions OpenNebula documents for the datastores (read, write, lock: QEMU locks its
 #: disk images).
@@ -40,12 +41,20 @@ def datastore_rule(facts: Mapping[str, Any], expect: Expect) -> Result:
     home: the SASL password in auth.conf, the TLS client key, the SSH keys.
     """
     aa = fact(facts, "libvirt", "apparmor")
+    want = expect.apparmor_datastore_path.rstrip("/")
+    wanted_rule = f"owner {want}/** {WANT_PERMS},"
+    if "blocks" in facts and aa.get("abstraction"):
+        # kvmprep's own block, as apply writes it (enabled or not: a kernel that enables
+        # AppArmor later confines QEMU with it).
+        changes = judge().apparmor(aa, facts["blocks"])["changes"]
+        if changes:
+            return Result.fail(
+                "apply would change: " + ", ".join(changes), f"kvmprep apply writes {wanted_rule!r}"
+            )
     if not aa.get("enabled"):
         return Result.skip("AppArmor is not enabled in this kernel")
     if not aa.get("abstraction"):
         return Result.skip("no libvirt-qemu AppArmor abstraction: libvirt does not confine QEMU")
-    want = expect.apparmor_datastore_path.rstrip("/")
-    wanted_rule = f"owner {want}/** {WANT_PERMS},"
     rules = _tree_rules(aa)
     exact = [r for r in rules if r.tree == want]
     complete = [r for r in exact if set(WANT_PERMS) <= set(r.perms)]

@@ -28,7 +28,7 @@ from kvmprep.controls.evaluate import evaluate_host
 from kvmprep.controls.model import Expect, Status
 
 FACTS = FIXTURES / "facts"
-CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-003")
+CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-003", "AA-001")
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -76,6 +76,12 @@ DRIFTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "service-masked": _unit("libvirtd.service", enabled="masked"),
     "tcp-socket-disabled": _unit("libvirtd-tcp.socket", enabled="disabled", active="inactive"),
     "tls-socket-started": _unit("libvirtd-tls.socket", enabled="enabled", active="active"),
+    "apparmor-block-gone": _set(
+        ("blocks", "/etc/apparmor.d/local/abstractions/libvirt-qemu", "present"), False
+    ),
+    "apparmor-block-mode": _set(
+        ("blocks", "/etc/apparmor.d/local/abstractions/libvirt-qemu", "mode"), "0666"
+    ),
     "modular-daemon-too": _unit(
         "virtqemud.socket", present=True, enabled="enabled", active="active"
     ),
@@ -112,6 +118,8 @@ PLAYBOOK = """
       vars:
         __kvm_host_probe: {probe: "{{ fixture }}"}
         __kvm_host_libvirt_group: libvirt
+        __kvm_host_packages: []
+        __kvm_host_emulator: /usr/bin/qemu-system-x86_64
     - name: What apply decides
       ansible.builtin.debug:
         msg:
@@ -122,6 +130,7 @@ PLAYBOOK = """
             {{ __kvm_host_units_to_mask + __kvm_host_units_to_unmask + __kvm_host_units_to_enable
                + __kvm_host_units_to_disable + __kvm_host_units_to_start }}
           listener_todo: "{{ __kvm_host_listener_todo }}"
+          apparmor: "{{ __kvm_host_apparmor_todo }}"
       vars:
         __kvm_host_probe: {probe: "{{ fixture }}"}
         __kvm_host_libvirt_group: libvirt
@@ -175,13 +184,15 @@ def _apply_has_work(decision: dict[str, Any]) -> bool:
         or decision["home"]
         or decision["units"]
         or decision["listener_todo"]
+        or decision["apparmor"]
     )
 
 
 def _check_compliant(facts: dict[str, Any]) -> tuple[bool, dict[str, str]]:
     report = evaluate_host("h", facts, Expect())
     results = {r.control.id: r for r in report.results}
-    ok = all(results[c].status is Status.PASS for c in CONTROLS) and (
+    # SKIP is compliant: the control does not apply to the host (AppArmor not in the kernel).
+    ok = all(results[c].status in (Status.PASS, Status.SKIP) for c in CONTROLS) and (
         "apply would change" not in results["LV-005"].message
     )
     return ok, {c: f"{results[c].status}: {results[c].message}" for c in (*CONTROLS, "LV-005")}

@@ -120,9 +120,15 @@ def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
 def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     # After the play that checks the settings: the hosts' play, then the front-end's.
     plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())[1:]
-    hosts_probe = plays[0]["tasks"][0]["kvm_host_probe"]
+    audit = plays[0]["tasks"][0]
+    assert audit["ansible.builtin.import_role"] == {"name": "kvm_host", "tasks_from": "audit"}
+    assert audit["vars"]["__kvm_host_audit_names"].startswith(
+        "{{ (__kvmprep_one_names + [__kvmprep_frontend])"
+    )
+    tasks = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
+    hosts_probe = tasks[0]["kvm_host_probe"]
     assert "names" in hosts_probe["gather"]
-    assert hosts_probe["names"].startswith("{{ (__kvmprep_one_names + [__kvmprep_frontend])")
+    assert hosts_probe["names"] == "{{ __kvm_host_audit_names }}"
     fe_task = plays[1]["tasks"][0]
     assert fe_task["one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
     # Both plays compute the OpenNebula names the same way (one YAML anchor).

@@ -404,6 +404,8 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
                     "kvm_host_oneadmin_gid": 1,
                     "kvm_host_oneadmin_home": "/usr/sbin",
                     "__kvm_host_libvirt_group": "daemon",
+                    "__kvm_host_packages": [],
+                    "__kvm_host_emulator": "/usr/bin/qemu-system-x86_64",
                     "__kvm_host_probe": {
                         "probe": {
                             "accounts": {
@@ -423,6 +425,20 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
             }
         ],
     }
+    # The plan the role makes after its probe (tasks/plan.yml) comes first, as in apply.
+    task = play["tasks"][0]
+    play["vars"] = task.pop("vars")
+    play["tasks"].insert(
+        0,
+        {
+            "name": "The role's plan",
+            "ansible.builtin.include_role": {
+                "name": "kvm_host",
+                "tasks_from": "plan",
+                "public": True,
+            },
+        },
+    )
     playbook.write_text(yaml.safe_dump([play]))
     binary = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
     assert binary is not None

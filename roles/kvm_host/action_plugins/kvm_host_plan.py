@@ -6,7 +6,9 @@ trip to the host: the facts are those the probe just returned.
 
 Arguments: ``facts`` (the probe's ``probe`` result), ``settings`` (``kvm_host_<name>`` values the
 judge compares with, role defaults applied), ``libvirt_group`` (the group apply puts oneadmin in
-beside kvm), ``pending`` (check mode found packages to install).
+beside kvm), ``pending`` (check mode found packages to install), ``packages`` (the list apply
+installs), ``sasl`` (the TCP listener's SASL account is managed), ``sasl_db``, ``emulator``,
+``remotes_dir`` (the paths the probe stat'ed for them).
 
 Result: ``plan``, the judge's plan (see kvm_host_judge.plan); ``failed`` with ``msg`` when the
 settings are not what the judge can compare with.
@@ -67,6 +69,13 @@ class ActionModule(ActionBase):
             settings,
             libvirt_group_name=args.get("libvirt_group") or None,
             pending=boolean(args.get("pending", False), strict=False),
+            packages_wanted=list(args.get("packages") or []),
+            sasl_enabled=boolean(args.get("sasl", False), strict=False),
+            sasl_db=str(args.get("sasl_db") or "/etc/libvirt/passwd.db"),
+            emulator=str(args.get("emulator") or ""),
+            remotes_dir=str(args.get("remotes_dir") or ""),
+            # The remotes directory goes to oneadmin once it exists (vars/main.yml says when).
+            oneadmin_exists=True,
         )
         result["changed"] = False
         return result

@@ -26,6 +26,27 @@ options:
     description: Check mode found packages to install; their units and groups are left out.
     type: bool
     default: false
+  packages:
+    description: The packages apply installs.
+    type: list
+    elements: str
+    default: []
+  sasl:
+    description: The SASL account of the TCP listener is managed.
+    type: bool
+    default: false
+  sasl_db:
+    description: The SASL database the probe stat'ed.
+    type: str
+    default: /etc/libvirt/passwd.db
+  emulator:
+    description: The emulator the link for the drivers points to, as the probe stat'ed it.
+    type: str
+    default: ""
+  remotes_dir:
+    description: The directory the front-end copies its drivers to.
+    type: str
+    default: ""
 """
 
 RETURN = r"""

@@ -376,6 +376,121 @@ def units(libvirt: Mapping[str, Any], settings: Settings, managed: bool = True) 
     return UnitsPlan(name, to_mask, to_unmask, to_enable, to_disable, to_start)
 
 
+# --- packages -------------------------------------------------------------------------------
+
+
+def packages(installed: Mapping[str, Any], wanted: Sequence[str]) -> list:
+    """The packages of ``wanted`` the probe found not installed, in the list's order."""
+    missing = set(installed.get("missing") or [])
+    out = []
+    for name in wanted:
+        if name in missing and name not in out:
+            out.append(name)
+    return out
+
+
+# --- the SASL account of the TCP listener ---------------------------------------------------
+
+
+def sasl(facts: Mapping[str, Any], db: Mapping[str, Any]) -> dict:
+    """Whether the SASL password must be set (sasldb cannot be asked whether it matches: the
+    probe compares the hash apply recorded) and whether the database's owner/mode differ."""
+    password = not (facts.get("user_present") and facts.get("fingerprint_matches"))
+    differs = [db.get("exists"), db.get("owner"), db.get("group"), db.get("mode")] != [
+        True,
+        "root",
+        "root",
+        "0600",
+    ]
+    return {"password": password, "db_differs": differs}
+
+
+# --- what the drivers need on the host ------------------------------------------------------
+
+
+RUNTIME_ITEMS = ("ruby_dir_missing", "emulator_missing", "remotes_dir_foreign", "sudoers_leftover")
+
+
+def node_runtime(
+    facts: Mapping[str, Any],
+    settings: Settings,
+    emulator: str,
+    remotes_dir: str,
+    pending: bool = False,
+    oneadmin_exists: bool = True,
+) -> dict:
+    """tasks/node_runtime.yml, task by task: Ruby's site directory (manual mode), the emulator
+    link's target, the remotes directory's owner, a sudoers file of kvmprep's left over when the
+    node package's own rules replaced it."""
+    paths = facts.get("paths") or {}
+    ruby_dir = (
+        not pending
+        and settings.one_node_install == "manual"
+        and (facts.get("ruby_dir") or {}).get("dir") is None
+    )
+    emulator_missing = not pending and not (paths.get(emulator) or {}).get("exists")
+    remotes = paths.get(remotes_dir) or {}
+    foreign = bool(
+        remotes.get("exists") and remotes.get("owner") != settings.oneadmin_user and oneadmin_exists
+    )
+    leftover = bool(
+        settings.one_node_install == "package"
+        and (paths.get("/etc/sudoers.d/kvmprep-oneadmin") or {}).get("exists")
+    )
+    return {
+        "ruby_dir_missing": ruby_dir,
+        "emulator_missing": emulator_missing,
+        "remotes_dir_foreign": foreign,
+        "sudoers_leftover": leftover,
+    }
+
+
+# --- AppArmor -------------------------------------------------------------------------------
+
+#: Where apply writes the datastores' rule, by what the host's libvirt-qemu abstraction reads:
+#: Debian 13 (libvirt 11) reads drop-ins from libvirt-qemu.d; Debian 12 (libvirt 9) includes
+#: local/abstractions/libvirt-qemu; older abstractions only allow an edit of the file itself.
+APPARMOR_DROPIN = "/etc/apparmor.d/abstractions/libvirt-qemu.d/kvmprep-oneadmin"
+APPARMOR_LOCAL = "/etc/apparmor.d/local/abstractions/libvirt-qemu"
+APPARMOR_ABSTRACTION = "/etc/apparmor.d/abstractions/libvirt-qemu"
+APPARMOR_FILES = (APPARMOR_DROPIN, APPARMOR_LOCAL, APPARMOR_ABSTRACTION)
+
+
+def apparmor_file(apparmor: Mapping[str, Any]) -> str:
+    if apparmor.get("dropin_dir"):
+        return APPARMOR_DROPIN
+    if apparmor.get("local_include"):
+        return APPARMOR_LOCAL
+    return APPARMOR_ABSTRACTION
+
+
+def apparmor(
+    apparmor_facts: Mapping[str, Any], blocks: Mapping[str, Any], pending: bool = False
+) -> dict:
+    """The datastores' rule as apply writes it: kvmprep's block, in the file the abstraction
+    reads, root's and 0644. ``changes`` empty: converged (or nothing to confine: no abstraction
+    while the packages are installed, which apply's tasks look at again)."""
+    path = apparmor_file(apparmor_facts)
+    block = blocks.get(path) or {}
+    changes = []
+    if pending or not apparmor_facts.get("abstraction"):
+        todo = True
+    else:
+        if not block.get("present"):
+            changes.append("AppArmor rule for the datastores written to %s" % path)
+        elif [block.get("owner"), block.get("group"), block.get("mode")] != [
+            "root",
+            "root",
+            "0644",
+        ]:
+            changes.append(
+                "%s owner/mode %s:%s %s -> root:root 0644"
+                % (path, block.get("owner"), block.get("group"), block.get("mode"))
+            )
+        todo = bool(changes)
+    return {"file": path, "todo": todo, "converged": not changes and not todo, "changes": changes}
+
+
 # --- the whole host -------------------------------------------------------------------------
 
 
@@ -384,24 +499,69 @@ def plan(
     settings: Settings,
     libvirt_group_name: Optional[str] = None,
     pending: bool = False,
+    packages_wanted: Sequence[str] = (),
+    sasl_enabled: bool = False,
+    sasl_db: str = "/etc/libvirt/passwd.db",
+    emulator: str = "",
+    remotes_dir: str = "",
+    oneadmin_exists: Optional[bool] = None,
 ) -> dict:
-    """Every decision apply takes from one probe, as plain data (JSON): ``kvm_device``,
-    ``accounts``, ``units``; ``changes``, all the concern's changes as sentences, per concern.
-    ``pending``: check mode found packages to install (their units and groups do not exist yet).
-    """
+    """Every decision apply takes from one probe, as plain data (JSON): one entry per concern,
+    and ``changes``, each concern's changes as sentences. ``pending``: check mode found packages
+    to install (their units and groups do not exist yet). The groups a probe did not gather
+    (check's audit gathers no ``installed``, ``paths``, ``blocks``, ``sasl``) are judged as
+    having nothing to do."""
     kvm = facts.get("kvm") or {}
     dev_changes = kvm_device(kvm.get("dev_kvm") or {}, settings)
-    account_plan = accounts(facts.get("accounts") or {}, settings, libvirt_group_name, pending)
+    account_facts = facts.get("accounts") or {}
+    account_plan = accounts(account_facts, settings, libvirt_group_name, pending)
     libvirt = facts.get("libvirt") or {}
     unit_plan = units(libvirt, settings, managed=not pending)
+    to_install = (
+        packages(facts.get("installed") or {}, packages_wanted) if "installed" in facts else []
+    )
+    sasl_plan = (
+        sasl(facts.get("sasl") or {}, (facts.get("paths") or {}).get(sasl_db) or {})
+        if sasl_enabled and "sasl" in facts
+        else {"password": False, "db_differs": False}
+    )
+    if oneadmin_exists is None:
+        oneadmin_exists = account_facts.get("user") is not None
+    runtime = (
+        node_runtime(facts, settings, emulator, remotes_dir, pending, oneadmin_exists)
+        if "paths" in facts
+        else dict.fromkeys(
+            ("ruby_dir_missing", "emulator_missing", "remotes_dir_foreign", "sudoers_leftover"),
+            False,
+        )
+    )
+    aa = (
+        apparmor(libvirt.get("apparmor") or {}, facts.get("blocks") or {}, pending)
+        if "blocks" in facts
+        else {
+            "file": apparmor_file(libvirt.get("apparmor") or {}),
+            "todo": False,
+            "converged": True,
+            "changes": [],
+        }
+    )
     return {
         "kvm_device": {"differs": bool(dev_changes), "usable": bool(kvm.get("usable"))},
         "accounts": account_plan.as_dict(),
         "units": unit_plan.as_dict(),
+        "packages": {"to_install": to_install},
+        "sasl": sasl_plan,
+        "node_runtime": runtime,
+        "apparmor": aa,
         "changes": {
+            "packages": ["%s installed" % name for name in to_install],
             "kvm_device": dev_changes,
             "accounts": account_plan.changes,
             "units": unit_plan.changes,
+            "sasl": (["SASL password of the TCP listener set"] if sasl_plan["password"] else [])
+            + (["%s owner/mode set" % sasl_db] if sasl_plan["db_differs"] else []),
+            "node_runtime": [k.replace("_", " ") for k, v in runtime.items() if v],
+            "apparmor": aa["changes"],
         },
     }
 
