@@ -261,8 +261,9 @@ probe:
     config:
       description:
         - For qemu.conf, libvirtd.conf, virtqemud.conf and virtproxyd.conf, C(path), C(exists),
-          C(keys) (the active settings, parsed as int, str or list of str; null when the file cannot
-          be read), C(invalid) (keys whose value does not parse), C(syntax_error) (the first
+          C(keys) (the settings libvirt reads, the first assignment of each name, as int, str or
+          list of str; null when the file cannot be read), C(invalid) (names whose first value
+          does not parse, or is a list of anything but strings), C(syntax_error) (the first
           C(line) and C(message) libvirt's parser would stop at, or null) and C(error).
       returned: when C(config) is gathered
       type: dict
