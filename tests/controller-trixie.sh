@@ -80,7 +80,7 @@ step "system packages (Debian 13)"
 in_ctl 'apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     python3-venv rsync openssh-client chromium gnupg ca-certificates >/dev/null
-  update-ca-certificates >/dev/null
+  update-ca-certificates >/dev/null 2>&1
   python3 --version'
 
 step "python packages (pip install .[test])"
