@@ -40,21 +40,38 @@ lab/build-images trixie
 # and PyPI; a second run installs from the cache).
 mkdir -p "$cache/controller/trixie" "$cache/controller/pip"
 
+# A machine behind a TLS-intercepting proxy trusts the proxy's CA as a local certificate
+# (/usr/local/share/ca-certificates): the container trusts the same ones, pip through Debian's
+# bundle (PIP_CERT below).
+local_cas=()
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  local_cas=(-v /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+fi
+
 step "container $name"
 podman run -d --name "$name" --hostname "$host" \
   --privileged --systemd=always --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
-  -v "$project:/src:ro" \
+  -v "$project:/src:ro" "${local_cas[@]}" \
   -v "$cache/controller/trixie:/var/cache/apt/archives" \
   -v "$cache/controller/pip:/root/.cache/pip" \
   "$image" /sbin/init >/dev/null
 
-in_ctl() { podman exec -e DEBIAN_FRONTEND=noninteractive "$name" bash -euo pipefail -c "$1"; }
+in_ctl() {
+  podman exec -e DEBIAN_FRONTEND=noninteractive -e PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    -e PIP_DISABLE_PIP_VERSION_CHECK=1 "$name" bash -euo pipefail -c "$1"
+}
 
-# "degraded" is a booted system too (a unit a container cannot run failed).
-state=$(podman exec "$name" systemctl is-system-running --wait 2>/dev/null || true)
+# Until systemd's bus is up, systemctl cannot even ask; "degraded" is a booted system too (a
+# unit a container cannot run failed).
+state=
+for _ in $(seq 120); do
+  state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+  case $state in running | degraded) break ;; esac
+  sleep 1
+done
 case $state in
   running | degraded) ;;
-  *) echo "the container's systemd did not boot: $state" >&2; exit 1 ;;
+  *) echo "the container's systemd did not boot in 120 s: ${state:-no answer}" >&2; exit 1 ;;
 esac
 
 step "system packages (Debian 13)"
@@ -63,6 +80,7 @@ step "system packages (Debian 13)"
 in_ctl 'apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     python3-venv rsync openssh-client chromium gnupg ca-certificates >/dev/null
+  update-ca-certificates >/dev/null 2>&1
   python3 --version'
 
 step "python packages (pip install .[test])"

@@ -755,6 +755,9 @@ def test_through_ansible_the_secret_never_shows(one, tmp_path):
         tmp_path,
         ANSIBLE_LIBRARY=str(LIBRARY),
         ANSIBLE_KEEP_REMOTE_FILES="0",
+        # The result's invocation shows how the module's arguments are logged: ansible-core
+        # 2.21 adds it only when asked (2.19 and 2.20 always, and ignore the variable).
+        ANSIBLE_INJECT_INVOCATION="True",
     )
     proc = subprocess.run(
         [playbook_path, "-i", "localhost,", "-c", "local", "-e", "@vars.json", "play.yml"],
