@@ -162,11 +162,12 @@ def test_library_path_is_prepended(tmp_path: Path) -> None:
     assert env["ANSIBLE_LIBRARY"] == "/kvmprep/lib:/mine"
     assert "ANSIBLE_LIBRARY" not in runner.ansible_environment({}, cwd=tmp_path)
     assert (content.library_path() / "kvm_host_probe.py").is_file()
-    # The role's controller-side action plugins (settings, warn) are on this path; the probe
-    # has none: it runs as a plain module under AnsiballZ.
+    # The role's controller-side action plugins (plan, settings, warn) are on this path; the
+    # probe has none: it runs as a plain module under AnsiballZ.
     (plugins,) = content.action_plugin_paths()
     assert plugins == content.roles_path() / "kvm_host" / "action_plugins"
     assert sorted(p.name for p in plugins.glob("*.py")) == [
+        "kvm_host_plan.py",
         "kvm_host_settings.py",
         "kvm_host_warn.py",
     ]

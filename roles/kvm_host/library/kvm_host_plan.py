@@ -49,9 +49,42 @@ options:
     default: ""
 """
 
+EXAMPLES = r"""
+- name: Decide what to change from the probe
+  kvm_host_plan:
+    facts: "{{ __kvm_host_probe.probe }}"
+    settings: "{{ __kvm_host_judge_settings }}"
+    libvirt_group: libvirt
+  register: __kvm_host_plan
+"""
+
 RETURN = r"""
 plan:
   description: What apply changes (kvm_device, accounts, units) and the changes as sentences.
   returned: always
   type: dict
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "facts": {"type": "dict", "required": True},
+            "settings": {"type": "dict", "required": True},
+            "libvirt_group": {"type": "str", "default": ""},
+            "pending": {"type": "bool", "default": False},
+            "packages": {"type": "list", "elements": "str", "default": []},
+            "sasl": {"type": "bool", "default": False},
+            "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
+            "emulator": {"type": "str", "default": ""},
+            "remotes_dir": {"type": "str", "default": ""},
+        },
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="kvm_host_plan runs on the controller: its action plugin was not found")
+
+
+if __name__ == "__main__":
+    main()
