@@ -457,8 +457,6 @@ from ansible.module_utils.kvm_host_probe_one import gather_one, start_ruby_probe
 from ansible.module_utils.kvm_host_probe_packages import gather_packages
 from ansible.module_utils.kvm_host_probe_qemu import gather_qemu
 
-# A literal (no names, no calls): the kvm_host_probe action plugin reads it from this file with
-# ast.literal_eval to validate a task's arguments on the controller, without importing the module.
 ARGUMENT_SPEC = {
     "gather": {
         "type": "list",
