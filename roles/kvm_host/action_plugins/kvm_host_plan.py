@@ -38,7 +38,7 @@ def load_judge() -> ModuleType:
         return loaded
     package = sys.modules.setdefault(PACKAGE, ModuleType(PACKAGE))
     package.__path__ = []  # a package, so that relative imports resolve in sys.modules
-    module = None
+    module = package
     for name in ("kvm_host_layouts", "kvm_host_judge"):
         path = MODULE_UTILS / f"{name}.py"
         module = ModuleType(f"{PACKAGE}.{name}")
@@ -46,7 +46,6 @@ def load_judge() -> ModuleType:
         module.__package__ = PACKAGE
         sys.modules[module.__name__] = module
         exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    assert module is not None
     return module
 
 
