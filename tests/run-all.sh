@@ -30,6 +30,8 @@ export PATH=$venv/bin:$PATH
 step "lint"
 ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
 ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
+# The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint.
+ansible-lint
 
 step "unit tests"
 # pytest exits 5 when it collects nothing: for this suite that is a failure, not a pass.
