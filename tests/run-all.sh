@@ -28,8 +28,8 @@ step "python packages (venv $venv)"
 export PATH=$venv/bin:$PATH
 
 step "lint"
-ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
-ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench
+ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench bench/run
+ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench bench/run
 # The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint.
 ansible-lint
 
