@@ -1,7 +1,8 @@
 """kvm_host_plan, run on the controller only: what apply must change on a host, from its probe.
 
-Asks module_utils/kvm_host_judge.py, the code check's controls ask too, which of /dev/kvm,
-oneadmin and libvirt's units are not as the settings want them and what must change. No round
+Asks module_utils/kvm_host_judge.py, the code check's controls ask too, what of the packages,
+/dev/kvm, oneadmin, libvirt's units, the SASL account, the drivers' runtime and the AppArmor
+block is not as the settings want it, and what must change. No round
 trip to the host: the facts are those the probe just returned.
 
 Arguments: ``facts`` (the probe's ``probe`` result), ``settings`` (``kvm_host_<name>`` values the
