@@ -3,7 +3,9 @@
 A client of qemu:///system connects to the unix socket of the daemon that runs QEMU: the
 file mode and group of that socket decide who may connect (under socket activation they
 come from the systemd unit, not libvirtd.conf, so the socket itself is what is judged), then
-``auth_unix_rw`` decides whether polkit must also agree.
+``auth_unix_rw`` decides whether polkit must also agree. apply sets it to "none" (with the
+socket's group and mode): the judge's access settings are what a compliant host has, so access
+that works by another way (a polkit rule) is still a change apply would make.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kvmprep.controls.libvirt import config_changes, would_change
 from kvmprep.controls.model import Expect, Result, fact
+from kvmprep.judge import judge
 
 SOCKETS = {"modular": "/run/libvirt/virtqemud-sock"}
 DEFAULT_SOCKET = "/run/libvirt/libvirt-sock"
-# libvirt's default where it is built with polkit (Debian, Ubuntu, the RHEL family).
-DEFAULT_AUTH_UNIX_RW = "polkit"
 
 
 def _conf_name(layout: str) -> str:
@@ -32,14 +34,6 @@ def _socket_access(sock: Mapping[str, Any], user: str, groups: Sequence[str]) ->
         return f"group {sock['group']}"
     if sock.get("owner") == user and mode & 0o600 == 0o600:
         return "owner"
-    return None
-
-
-def _polkit(facts: Mapping[str, Any], groups: Sequence[str]) -> str | None:
-    """The rules file that lets one of ``groups`` manage libvirt, or None."""
-    for rule in fact(facts, "access", "polkit") or []:
-        if set(rule.get("groups") or []) & set(groups):
-            return str(rule.get("file"))
     return None
 
 
@@ -64,17 +58,9 @@ def qemu_system_access(facts: Mapping[str, Any], expect: Expect) -> Result:
     entry = fact(facts, "config", _conf_name(layout))
     if entry.get("exists") and entry.get("keys") is None:
         return Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
-    auth = (entry.get("keys") or {}).get("auth_unix_rw", DEFAULT_AUTH_UNIX_RW)
-    if auth == "none":
-        return Result.passed(f'{shown} ({why}), auth_unix_rw = "none"')
-    if auth == "polkit":
-        rules = _polkit(facts, groups)
-        if rules is not None:
-            return Result.passed(f"{shown} ({why}), polkit allows it ({rules})")
-        return Result.warn(
-            f'{shown} ({why}), but auth_unix_rw = "polkit" and no polkit rule for '
-            f"org.libvirt.unix.manage names a group of {name}"
-        )
-    return Result.warn(
-        f'{shown} ({why}), but auth_unix_rw = "{auth}": {name} needs credentials to connect'
-    )
+    # Access as apply sets it (socket group and mode, no polkit): anything else works by luck
+    # and is undone by the next apply, with a restart of libvirt.
+    changes = [c for c in config_changes(facts, expect) if c[1] in judge().ACCESS_KEYS]
+    if changes:
+        return Result.fail(f"{shown} ({why}), but {would_change(changes)}")
+    return Result.passed(f'{shown} ({why}), auth_unix_rw = "none"')

@@ -103,9 +103,11 @@ CATALOG: tuple[Control, ...] = (
         title="qemu.conf dynamic_ownership = 0",
         severity=Severity.HIGH,
         rationale="dynamic_ownership = 0: OpenNebula owns the images, QEMU must not chown them",
-        detection="the active dynamic_ownership key of /etc/libvirt/qemu.conf (unset means 1)",
-        remediation="apply sets `dynamic_ownership = 0` in /etc/libvirt/qemu.conf (key-level "
-        "edit with a backup) and restarts libvirt",
+        detection="the active dynamic_ownership key of /etc/libvirt/qemu.conf (unset means 1), "
+        "and the keys of kvm_host_qemu_conf_extra, compared by the judge apply's plan asks "
+        "(module_utils/kvm_host_judge.py, config)",
+        remediation="apply sets `dynamic_ownership = 0` (and kvm_host_qemu_conf_extra) in "
+        "/etc/libvirt/qemu.conf (key-level edit with a backup) and restarts libvirt",
         judge=libvirt.dynamic_ownership,
     ),
     Control(
@@ -138,9 +140,10 @@ CATALOG: tuple[Control, ...] = (
         severity=Severity.HIGH,
         rationale="oneadmin in the libvirtd group: the drivers run virsh as oneadmin",
         detection="owner, group and mode of /run/libvirt/libvirt-sock (virtqemud-sock when "
-        "modular): world read-write, or a group of oneadmin with rw; then auth_unix_rw of "
-        'libvirtd.conf (virtqemud.conf): "none" passes, "polkit" (the default) needs a polkit '
-        "rule for org.libvirt.unix.manage naming a group of oneadmin, else WARN",
+        "modular): world read-write, or a group of oneadmin with rw; then unix_sock_group, "
+        "unix_sock_rw_perms and auth_unix_rw of libvirtd.conf (virtqemud.conf) as apply sets "
+        'them (auth_unix_rw "none": no polkit rule needed); access that works otherwise (polkit, '
+        "the default) FAILs: apply would change it and restart libvirt",
         remediation='apply sets unix_sock_group = "libvirt", unix_sock_rw_perms = "0770", '
         'auth_unix_rw = "none" in libvirtd.conf (virtqemud.conf when modular), writes '
         "/etc/systemd/system/libvirtd.socket.d/kvmprep.conf (virtqemud.socket.d when modular: "
@@ -154,8 +157,9 @@ CATALOG: tuple[Control, ...] = (
         rationale="listen_tcp = 1 and libvirtd -l: hosts accept live migrations",
         detection="for kvm_host_migration_transport tcp (tls): libvirtd-tcp.socket "
         "(virtproxyd-tcp.socket when modular) enabled and active, or listen_tcp = 1 and "
-        "--listen for the classic daemon; AND a TCP socket in LISTEN on 16509 (16514) in "
-        "/proc/net/tcp{,6}",
+        "--listen for the classic daemon; the listener's keys (auth_tcp, auth_tls, "
+        "tls_allowed_dn_list, listen_*) as apply writes them; AND a TCP socket in LISTEN on "
+        "16509 (16514) in /proc/net/tcp{,6}. With transport ssh: a listener apply would close",
         remediation="apply enables and starts libvirtd-tcp.socket (socket activation), or sets "
         "listen_tcp = 1 in libvirtd.conf and --listen in /etc/default/libvirtd (classic)",
         judge=libvirt.listener,

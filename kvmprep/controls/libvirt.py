@@ -33,8 +33,43 @@ def _not_parsed(facts: Mapping[str, Any], name: str, keys: Sequence[str]) -> lis
     return [k for k in keys if k in invalid]
 
 
+#: Where the judge's daemon defaults edit names the file when the probe found none (check does
+#: not know the distribution's path; apply's plan does).
+DEFAULTS_FILE = "the daemon defaults file"
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+QEMU_USER_KEYS = frozenset({"user", "group"})
+
+
+def config_changes(facts: Mapping[str, Any], expect: Expect) -> list[tuple[str, str, str]]:
+    """What apply's kvm_host_conf would change in libvirt's files, as ``(path, key, sentence)``:
+    the judge's edits (the same apply's plan makes) against the files the probe read."""
+    j = judge()
+    settings = expect.settings()
+    lv = fact(facts, "libvirt")
+    group = j.libvirt_group(facts.get("accounts") or {}, settings)
+    edits = j.config_edits(settings, j.layout(settings, lv), lv, group, DEFAULTS_FILE)
+    return [tuple(c) for c in j.config(fact(facts, "config"), lv, edits)]
+
+
+def _listener_change(change: tuple[str, str, str], layout: str) -> bool:
+    path, key, _sentence = change
+    if path == QEMU_CONF or key in judge().ACCESS_KEYS:
+        return False
+    return not _defaults_removal(change, layout)
+
+
+def _defaults_removal(change: tuple[str, str, str], layout: str) -> bool:
+    """A --listen apply removes from a socket-activated libvirtd's defaults file (LV-007's)."""
+    path, _key, _sentence = change
+    return not path.startswith("/etc/libvirt/") and layout == "socket"
+
+
+def would_change(changes: Sequence[tuple[str, str, str]]) -> str:
+    return "apply would change: " + "; ".join(sentence for _p, _k, sentence in changes)
+
+
 def dynamic_ownership(facts: Mapping[str, Any], expect: Expect) -> Result:
-    """LV-001."""
+    """LV-001, with the rest of qemu.conf apply sets (kvm_host_qemu_conf_extra)."""
     keys, problem = _qemu_conf(facts)
     if problem is not None:
         return problem
@@ -42,11 +77,19 @@ def dynamic_ownership(facts: Mapping[str, Any], expect: Expect) -> Result:
     if _not_parsed(facts, "qemu.conf", ["dynamic_ownership"]):
         return Result.fail("dynamic_ownership in qemu.conf does not parse")
     value = keys.get("dynamic_ownership")
-    if value == 0:
-        return Result.passed("dynamic_ownership = 0")
     if value is None:
         return Result.fail("dynamic_ownership is not set (libvirt's default is 1)")
-    return Result.fail(f"dynamic_ownership = {value}")
+    if value != 0:
+        return Result.fail(f"dynamic_ownership = {value}")
+    others = [
+        c for c in config_changes(facts, expect) if c[0] == QEMU_CONF and c[1] not in QEMU_USER_KEYS
+    ]
+    if others:
+        return Result.fail(f"dynamic_ownership = 0, but {would_change(others)}")
+    extra = sorted(expect.qemu_conf_extra)
+    return Result.passed(
+        "dynamic_ownership = 0" + (f", {', '.join(extra)} as set" if extra else "")
+    )
 
 
 def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
@@ -55,17 +98,13 @@ def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
     if problem is not None:
         return problem
     assert keys is not None
-    want = {"user": expect.oneadmin_user, "group": expect.oneadmin_group}
-    broken = _not_parsed(facts, "qemu.conf", list(want))
-    wrong = [
-        f"{key} = {keys[key]!r}" if key in keys else f"{key} not set"
-        for key, value in want.items()
-        if key not in broken and keys.get(key) != value
+    changes = [
+        c for c in config_changes(facts, expect) if c[0] == QEMU_CONF and c[1] in QEMU_USER_KEYS
     ]
-    wrong += [f"{key} does not parse" for key in broken]
-    if wrong:
+    if changes:
         return Result.fail(
-            f"{', '.join(wrong)} (want {expect.oneadmin_user}:{expect.oneadmin_group})"
+            f"{would_change(changes)} (QEMU must run as "
+            f"{expect.oneadmin_user}:{expect.oneadmin_group})"
         )
     return Result.passed(f"user = {keys['user']!r}, group = {keys['group']!r}")
 
@@ -158,11 +197,15 @@ def _words(args: str | None) -> list[str]:
 def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
     """LV-005. Configured is not enough: a socket must be listening on the port."""
     transport = expect.migration_transport
-    if transport not in PORTS:
-        return Result.skip(f"migration transport {transport}: no libvirt listener is used")
-    port = PORTS[transport]
     lv = fact(facts, "libvirt")
     layout = fact(lv, "layout")
+    if transport not in PORTS:
+        # A listener left open from another transport is one apply closes.
+        closing = [c for c in config_changes(facts, expect) if _listener_change(c, layout)]
+        if layout != "none" and closing:
+            return Result.fail(f"migration transport {transport}: {would_change(closing)}")
+        return Result.skip(f"migration transport {transport}: no libvirt listener is used")
+    port = PORTS[transport]
     if layout == "none":
         return Result.fail("no libvirt daemon installed")
     endpoints, problem = _listening(facts, port)
@@ -181,16 +224,15 @@ def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
             problems.append(f"apply would change: {', '.join(changes)}")
         what = unit
     else:  # classic: listen_tcp/listen_tls in libvirtd.conf and --listen in the defaults file
-        entry = _daemon_conf(facts, layout)
-        if entry.get("exists") and entry.get("keys") is None:
-            return Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
-        key = f"listen_{transport}"
-        value = (entry.get("keys") or {}).get(key, 0)
-        if value != 1:
-            problems.append(f"{key} = {value}")
-        if not {"--listen", "-l"} & set(_words(lv.get("defaults_args"))):
-            problems.append(f"no --listen in {lv.get('defaults_file') or 'the daemon defaults'}")
-        what = f"{key} = 1, --listen"
+        what = f"listen_{transport} = 1, --listen"
+    entry = _daemon_conf(facts, layout)
+    if entry.get("exists") and entry.get("keys") is None:
+        return Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
+    # The listener's keys (authentication, listen_*, the defaults file's --listen) as apply
+    # writes them; LV-004 judges the access keys, LV-007 a --listen apply would remove.
+    changes = [c for c in config_changes(facts, expect) if _listener_change(c, layout)]
+    if changes:
+        problems.append(would_change(changes))
     if problem is not None:
         return problem
     assert endpoints is not None
@@ -242,6 +284,9 @@ def listen_with_socket_activation(facts: Mapping[str, Any], expect: Expect) -> R
         return Result.fail(
             f"{lv.get('defaults_file')} passes {args!r} to a socket-activated libvirtd"
         )
+    changes = [c for c in config_changes(facts, expect) if _defaults_removal(c, layout)]
+    if changes:
+        return Result.fail(would_change(changes))
     return Result.passed("no --listen in the daemon arguments")
 
 

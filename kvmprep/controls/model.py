@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -85,8 +86,14 @@ _ONE_FRONTEND = _role_defaults("one_frontend")
 
 
 def _role(name: str) -> Any:
-    """A field whose default is the kvm_host role's default of ``kvm_host_<name>``."""
-    return field(default=_KVM_HOST[f"kvm_host_{name}"])
+    """A field whose default is the kvm_host role's default of ``kvm_host_<name>`` (a list as
+    a tuple and a dict as a read-only mapping: Expect is immutable)."""
+    value = _KVM_HOST[f"kvm_host_{name}"]
+    if isinstance(value, list):
+        return field(default=tuple(value))
+    if isinstance(value, dict):
+        return field(default_factory=lambda: MappingProxyType(dict(value)))
+    return field(default=value)
 
 
 def _inventory(name: str, default: Any | None = None) -> Any:
@@ -122,6 +129,11 @@ class Expect:
     libvirt_tcp_allow_unauthenticated: bool = _role("libvirt_tcp_allow_unauthenticated")
     #: manual: kvmprep's own sudoers file and load_opennebula_paths; package: the node package's.
     one_node_install: str = _role("one_node_install")
+    #: The libvirt configuration apply writes beside the values above (LV-001..LV-005).
+    libvirt_tcp_auth: str = _role("libvirt_tcp_auth")
+    libvirt_listen_addr: str = _role("libvirt_listen_addr")
+    libvirt_tls_allowed_dn_list: tuple[str, ...] = _role("libvirt_tls_allowed_dn_list")
+    qemu_conf_extra: Mapping[str, Any] = _role("qemu_conf_extra")
     #: The OpenNebula cluster the host is in: fleet migration controls compare its hosts.
     cluster: str = _inventory("one_frontend_cluster")
     #: What apply sets as OS MACHINE: "auto" computes it from the cluster's hosts.
@@ -146,7 +158,7 @@ class Expect:
             value = (values or {}).get(cls.var_name(f))
             if value is None:
                 continue
-            default = getattr(cls, f.name)
+            default = f.default if f.default is not MISSING else f.default_factory()
             if isinstance(default, bool):
                 value = (
                     value
@@ -155,6 +167,10 @@ class Expect:
                 )
             elif isinstance(default, int):
                 value = int(value)
+            elif isinstance(default, tuple):
+                value = tuple(value) if isinstance(value, (list, tuple)) else (str(value),)
+            elif isinstance(default, Mapping):
+                value = MappingProxyType(dict(value)) if isinstance(value, Mapping) else default
             else:
                 value = str(value)
             kwargs[f.name] = value

@@ -6,7 +6,9 @@ the converged one), ansible-playbook runs the role's plan (tasks/plan.yml, the k
 action plugin) on the fixture as the probe's result and templates the role's decision
 variables (vars/main.yml) exactly as apply's tasks read them. check's side is kvmprep's
 controls on the same facts. The concerns compared: /dev/kvm (KVM-003), oneadmin (USR-001,
-USR-002), libvirt's units (LV-003, and LV-005's listener unit).
+USR-002), libvirt's units (LV-003, and LV-005's listener unit), libvirt's configuration files
+(LV-001, LV-002, LV-004's access keys, LV-005's listener keys, LV-007's --listen), kvmprep's
+AppArmor block (AA-001).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from kvmprep.controls.evaluate import evaluate_host
 from kvmprep.controls.model import Expect, Status
 
 FACTS = FIXTURES / "facts"
-CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-003", "AA-001")
+CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-001", "LV-002", "LV-003", "LV-007", "AA-001")
+# Controls that also judge what apply cannot change (a daemon not running, no listener yet):
+# their part of the contract is whether they name a change apply would make.
+WOULD_CHANGE = ("LV-004", "LV-005")
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -51,6 +56,10 @@ def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
 
 def _unit(unit: str, **states: Any) -> Callable[[dict[str, Any]], None]:
     return lambda facts: _units(facts)[unit].update(states)
+
+
+def _conf(name: str, **keys: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda facts: facts["config"][name]["keys"].update(keys)
 
 
 def _leave_group(group: str) -> Callable[[dict[str, Any]], None]:
@@ -82,9 +91,23 @@ DRIFTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "apparmor-block-mode": _set(
         ("blocks", "/etc/apparmor.d/local/abstractions/libvirt-qemu", "mode"), "0666"
     ),
+    "qemu-dynamic-ownership": _conf("qemu.conf", dynamic_ownership=1),
+    "qemu-user-root": _conf("qemu.conf", user="root"),
+    "auth-tcp-none": _conf("libvirtd.conf", auth_tcp="none"),
+    "socket-group-root": _conf("libvirtd.conf", unix_sock_group="root"),
+    "auth-unix-rw-polkit": _conf("libvirtd.conf", auth_unix_rw="polkit"),
+    "listen-on-socket-activation": _set(("libvirt", "defaults_args"), "--listen"),
     "modular-daemon-too": _unit(
         "virtqemud.socket", present=True, enabled="enabled", active="active"
     ),
+}
+
+# Changes made on a converged host that are no drift: neither side may call them one.
+NOT_DRIFTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    # Ignored under socket activation (systemd owns the sockets): not apply's to change.
+    "listen-tcp-on-socket-host": _conf("libvirtd.conf", listen_tcp=1),
+    # A key apply does not set.
+    "qemu-other-key": _conf("qemu.conf", max_files=8192),
 }
 
 
@@ -99,10 +122,11 @@ def _cases() -> dict[str, dict[str, Any]]:
         for path in sorted(FACTS.glob("*.json"))
         if path.stem not in NOT_APPLY_VIEWS
     }
-    for name, drift in DRIFTS.items():
-        facts = copy.deepcopy(cases["debian12-converged"])
-        drift(facts)
-        cases[f"drift-{name}"] = facts
+    for prefix, changes in (("drift", DRIFTS), ("same", NOT_DRIFTS)):
+        for name, change in changes.items():
+            facts = copy.deepcopy(cases["debian12-converged"])
+            change(facts)
+            cases[f"{prefix}-{name}"] = facts
     return cases
 
 
@@ -120,6 +144,8 @@ PLAYBOOK = """
         __kvm_host_libvirt_group: libvirt
         __kvm_host_packages: []
         __kvm_host_emulator: /usr/bin/qemu-system-x86_64
+        __kvm_host_defaults_file: /etc/default/libvirtd
+        __kvm_host_defaults_key: LIBVIRTD_ARGS
     - name: What apply decides
       ansible.builtin.debug:
         msg:
@@ -131,6 +157,7 @@ PLAYBOOK = """
                + __kvm_host_units_to_disable + __kvm_host_units_to_start }}
           listener_todo: "{{ __kvm_host_listener_todo }}"
           apparmor: "{{ __kvm_host_apparmor_todo }}"
+          config: "{{ __kvm_host_plan.plan.config.todo }}"
       vars:
         __kvm_host_probe: {probe: "{{ fixture }}"}
         __kvm_host_libvirt_group: libvirt
@@ -185,6 +212,7 @@ def _apply_has_work(decision: dict[str, Any]) -> bool:
         or decision["units"]
         or decision["listener_todo"]
         or decision["apparmor"]
+        or decision["config"]
     )
 
 
@@ -192,10 +220,10 @@ def _check_compliant(facts: dict[str, Any]) -> tuple[bool, dict[str, str]]:
     report = evaluate_host("h", facts, Expect())
     results = {r.control.id: r for r in report.results}
     # SKIP is compliant: the control does not apply to the host (AppArmor not in the kernel).
-    ok = all(results[c].status in (Status.PASS, Status.SKIP) for c in CONTROLS) and (
-        "apply would change" not in results["LV-005"].message
+    ok = all(results[c].status in (Status.PASS, Status.SKIP) for c in CONTROLS) and not any(
+        "apply would change" in results[c].message for c in WOULD_CHANGE
     )
-    return ok, {c: f"{results[c].status}: {results[c].message}" for c in (*CONTROLS, "LV-005")}
+    return ok, {c: f"{results[c].status}: {results[c].message}" for c in (*CONTROLS, *WOULD_CHANGE)}
 
 
 @pytest.mark.ansible
@@ -213,5 +241,6 @@ def test_the_contract_sees_drift(decisions: dict[str, dict[str, Any]]) -> None:
     # compares real verdicts, not two sides that are always false.
     for name in DRIFTS:
         assert _apply_has_work(decisions[f"drift-{name}"]), name
-    for name in ("debian12-converged", "debian13-converged", "el9-modular"):
+    for name in ("debian12-converged", "debian13-converged", "el9-modular", *NOT_DRIFTS):
+        name = name if name in decisions else f"same-{name}"
         assert not _apply_has_work(decisions[name]), (name, decisions[name])

@@ -73,11 +73,13 @@ EXPECTED: dict[str, dict[str, Status]] = {
     # Out of the kvm group oneadmin cannot open /dev/kvm any more.
     "debian12-drift": {**CONVERGED, "LV-001": F, "USR-002": F, "LV-005": F, "KVM-004": F},
     "debian12-socket-listen": {**CONVERGED, "LV-007": F},
-    "debian12-auth-none": {**CONVERGED, "LV-006": F},
+    # apply would set auth_tcp back to "sasl": LV-005 says so, LV-006 says why it matters.
+    "debian12-auth-none": {**CONVERGED, "LV-005": F, "LV-006": F},
     "libvirt-0.8.7": {**CONVERGED, "PKG-001": F},
     "debian12-unprivileged": {
         **CONVERGED,
-        **dict.fromkeys(["KVM-001", "KVM-004", "LV-001", "LV-002", "LV-004", "LV-006"], E),
+        **dict.fromkeys(["KVM-001", "KVM-004", "LV-001", "LV-002", "LV-004", "LV-005"], E),
+        "LV-006": E,
         **dict.fromkeys(["LV-008", "FLEET-001"], E),
     },
     "debian12-kvm-root-only": {**CONVERGED, "KVM-003": F, "KVM-004": F},
@@ -244,7 +246,7 @@ def test_lv_001_002_values() -> None:
     keys["user"] = "root"
     result = libvirt.qemu_user(facts, Expect())
     assert result.status is F
-    assert "user = 'root'" in result.message
+    assert 'qemu.conf: user "root" -> "oneadmin"' in result.message
     assert libvirt.qemu_user(load("debian12-converged"), Expect(oneadmin_user="one")).status is F
     facts["config"]["qemu.conf"]["invalid"] = ["dynamic_ownership"]
     assert "does not parse" in libvirt.dynamic_ownership(facts, Expect()).message
@@ -301,9 +303,34 @@ def test_lv_005_classic_needs_listen_tcp_and_the_option() -> None:
     facts = load("debian12-converged")
     facts["libvirt"]["layout"] = "classic"
     result = libvirt.listener(facts, Expect())
-    assert result == Result.fail("listen_tcp = 0, no --listen in /etc/default/libvirtd")
-    facts["config"]["libvirtd.conf"]["keys"]["listen_tcp"] = 1
+    assert result == Result.fail(
+        "apply would change: libvirtd.conf: listen_tcp not set -> 1; libvirtd.conf: listen_tls "
+        "not set -> 0; /etc/default/libvirtd: LIBVIRTD_ARGS --listen added"
+    )
+    facts["config"]["libvirtd.conf"]["keys"].update(listen_tcp=1, listen_tls=0)
     facts["libvirt"]["defaults_args"] = "--listen"
+    assert libvirt.listener(facts, Expect()).status is P
+
+
+def test_lv_005_and_007_judge_the_listener_keys_as_apply_writes_them() -> None:
+    facts = load("debian12-converged")
+    facts["config"]["libvirtd.conf"]["keys"]["auth_tcp"] = "none"
+    result = libvirt.listener(facts, Expect())
+    assert 'libvirtd.conf: auth_tcp "none" -> "sasl"' in result.message
+    assert result.status is F
+    # ssh: no listener is used, and one left configured is one apply closes.
+    facts = load("debian12-converged")
+    facts["libvirt"]["layout"] = "classic"
+    facts["config"]["libvirtd.conf"]["keys"]["listen_tcp"] = 1
+    result = libvirt.listener(facts, Expect(migration_transport="ssh"))
+    assert result.status is F
+    assert "listen_tcp 1 -> 0" in result.message
+    facts["config"]["libvirtd.conf"]["keys"].update(listen_tcp=0, listen_tls=0)
+    assert libvirt.listener(facts, Expect(migration_transport="ssh")).status is S
+    # Socket activation: a --listen apply removes is LV-007's.
+    facts = load("debian12-converged")
+    facts["libvirt"]["defaults_args"] = "--timeout 120 -l"
+    assert libvirt.listen_with_socket_activation(facts, Expect()).status is F
     assert libvirt.listener(facts, Expect()).status is P
 
 
@@ -471,18 +498,20 @@ def test_lv_004_socket_permissions() -> None:
     assert access.qemu_system_access(facts, Expect()).status is F
 
 
-def test_lv_004_polkit() -> None:
+def test_lv_004_access_is_what_apply_sets() -> None:
     facts = load("debian12-converged")
     del facts["config"]["libvirtd.conf"]["keys"]["auth_unix_rw"]  # libvirt's default: polkit
+    # The polkit rule lets oneadmin in, but apply would still set "none" and restart libvirt.
     result = access.qemu_system_access(facts, Expect())
-    assert result.status is P
-    assert "60-libvirt.rules" in result.message
-    facts["access"]["polkit"] = []
+    assert result.status is F
+    assert 'libvirtd.conf: auth_unix_rw not set -> "none"' in result.message
+    facts = load("debian12-converged")
+    facts["config"]["libvirtd.conf"]["keys"]["unix_sock_group"] = "root"
     result = access.qemu_system_access(facts, Expect())
-    assert result.status is W
-    assert "polkit" in result.message
-    facts["config"]["libvirtd.conf"]["keys"]["auth_unix_rw"] = "sasl"
-    assert access.qemu_system_access(facts, Expect()).status is W
+    assert result.status is F
+    assert 'unix_sock_group "root" -> "libvirt"' in result.message
+    facts["config"]["libvirtd.conf"]["keys"]["unix_sock_group"] = "libvirt"
+    assert access.qemu_system_access(facts, Expect()).status is P
 
 
 def test_lv_004_modular_uses_virtqemud() -> None:
@@ -491,8 +520,9 @@ def test_lv_004_modular_uses_virtqemud() -> None:
         access.qemu_system_access(facts, Expect()).message
     )
     facts["config"]["virtqemud.conf"]["keys"]["auth_unix_rw"] = "polkit"
-    facts["access"]["polkit"][0]["groups"] = ["wheel"]
-    assert access.qemu_system_access(facts, Expect()).status is W
+    result = access.qemu_system_access(facts, Expect())
+    assert result.status is F
+    assert 'virtqemud.conf: auth_unix_rw "polkit" -> "none"' in result.message
 
 
 def test_lv_008_names_file_and_line() -> None:

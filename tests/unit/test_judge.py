@@ -144,3 +144,109 @@ def test_plan_is_plain_data() -> None:
     plan = J.plan(_facts(), SETTINGS)
     assert json.loads(json.dumps(plan)) == plan
     assert plan["units"]["daemon"]["service"] == "libvirtd.service"
+
+
+# --- libvirt's configuration files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "changes", "expected"),
+    [
+        (
+            "classic",
+            {"libvirt_listen_addr": "192.0.2.10"},
+            {"auth_tcp": "sasl", "listen_tcp": 1, "listen_tls": 0, "listen_addr": "192.0.2.10"},
+        ),
+        (
+            "socket",
+            {
+                "migration_transport": "tls",
+                "libvirt_tls_allowed_dn_list": ("CN=kvm1", "CN=kvm2"),
+                "libvirt_listen_addr": "192.0.2.10",  # the socket unit's drop-in binds it
+            },
+            {"auth_tls": "none", "tls_allowed_dn_list": ["CN=kvm1", "CN=kvm2"]},
+        ),
+        ("socket", {}, {"auth_tcp": "sasl"}),
+        ("classic", {"migration_transport": "ssh"}, {"listen_tcp": 0, "listen_tls": 0}),
+    ],
+)
+def test_the_listener_settings_bind_the_address_and_narrow_tls(
+    layout: str, changes: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert J.listener_settings(replace(SETTINGS, **changes), layout) == expected
+
+
+def test_config_edits_per_layout() -> None:
+    libvirt = {"defaults_file": None}
+    socket = J.config_edits(SETTINGS, "socket", libvirt, "libvirt", "/etc/default/libvirtd")
+    # No defaults file found and no --listen wanted: the file is left alone.
+    assert [e["path"] for e in socket] == ["/etc/libvirt/qemu.conf", "/etc/libvirt/libvirtd.conf"]
+    assert socket[1]["settings"] == {
+        "unix_sock_rw_perms": "0770",
+        "auth_unix_rw": "none",
+        "unix_sock_group": "libvirt",
+        "auth_tcp": "sasl",
+    }
+    modular = J.config_edits(SETTINGS, "modular", libvirt, "libvirt")
+    assert [(e["path"], sorted(e["settings"])) for e in modular[1:]] == [
+        ("/etc/libvirt/virtqemud.conf", ["auth_unix_rw", "unix_sock_group", "unix_sock_rw_perms"]),
+        ("/etc/libvirt/virtproxyd.conf", ["auth_tcp"]),
+    ]
+    classic = J.config_edits(SETTINGS, "classic", libvirt, "libvirt", "/etc/sysconfig/libvirtd")
+    assert classic[-1] == {
+        "path": "/etc/sysconfig/libvirtd",
+        "style": "shell",
+        "settings": {"LIBVIRTD_ARGS": {"add_words": ["--listen"]}},
+        "create": True,
+        "backup": True,
+    }
+    # The file the probe found wins, with that file's variable.
+    found = J.config_edits(
+        SETTINGS, "socket", {"defaults_file": "/etc/default/libvirt-bin"}, "libvirt"
+    )
+    assert found[-1]["settings"] == {"libvirtd_opts": {"remove_words": ["--listen", "-l"]}}
+    assert found[-1]["create"] is False
+    # Package mode gives the socket to oneadmin's group, as the node package's postinst does.
+    package = replace(SETTINGS, one_node_install="package")
+    assert (
+        J.config_edits(package, "socket", libvirt, "libvirt")[1]["settings"]["unix_sock_group"]
+        == "oneadmin"
+    )
+    extra = replace(SETTINGS, qemu_conf_extra={"max_files": 4096, "dynamic_ownership": 0})
+    assert J.config_edits(extra, "socket", libvirt)[0]["settings"]["max_files"] == 4096
+
+
+def test_config_changes_name_file_key_and_values() -> None:
+    facts = _facts()
+    edits = J.config_edits(SETTINGS, "socket", facts["libvirt"], "libvirt")
+    assert J.config(facts["config"], facts["libvirt"], edits) == []
+    facts["config"]["qemu.conf"]["keys"].update(dynamic_ownership=1, user="root")
+    facts["config"]["qemu.conf"]["invalid"] = ["group"]
+    del facts["config"]["libvirtd.conf"]["keys"]["auth_tcp"]
+    facts["libvirt"]["defaults_args"] = "--timeout 120 --listen"
+    sentences = [s for _path, _key, s in J.config(facts["config"], facts["libvirt"], edits)]
+    assert sentences == [
+        "qemu.conf: dynamic_ownership 1 -> 0",
+        'qemu.conf: user "root" -> "oneadmin"',
+        'qemu.conf: group does not parse -> "oneadmin"',
+        'libvirtd.conf: auth_tcp not set -> "sasl"',
+        "/etc/default/libvirtd: LIBVIRTD_ARGS --listen removed",
+    ]
+    # A file the probe could not read is all change: kvm_host_conf decides on the host.
+    facts["config"]["libvirtd.conf"].update(keys=None, error="Permission denied")
+    unread = J.config(facts["config"], facts["libvirt"], edits)
+    assert ("/etc/libvirt/libvirtd.conf", "auth_unix_rw") in [(p, k) for p, k, _s in unread]
+
+
+def test_the_plan_runs_kvm_host_conf_only_when_a_file_differs() -> None:
+    facts = _facts()
+    plan = J.plan(facts, SETTINGS, "libvirt", defaults_file="/etc/default/libvirtd")
+    assert plan["config"]["todo"] is False
+    assert plan["config"]["socket_group"] == "libvirt"
+    facts["config"]["qemu.conf"]["keys"]["dynamic_ownership"] = 1
+    plan = J.plan(facts, SETTINGS, "libvirt", defaults_file="/etc/default/libvirtd")
+    assert plan["config"]["todo"] is True
+    assert plan["changes"]["config"] == ["qemu.conf: dynamic_ownership 1 -> 0"]
+    # A probe that did not read the files leaves the decision to kvm_host_conf.
+    del facts["config"]
+    assert J.plan(facts, SETTINGS, "libvirt")["config"]["todo"] is True

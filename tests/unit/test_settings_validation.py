@@ -406,6 +406,8 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
                     "__kvm_host_libvirt_group": "daemon",
                     "__kvm_host_packages": [],
                     "__kvm_host_emulator": "/usr/bin/qemu-system-x86_64",
+                    "__kvm_host_defaults_file": "/etc/default/libvirtd",
+                    "__kvm_host_defaults_key": "LIBVIRTD_ARGS",
                     "__kvm_host_probe": {
                         "probe": {
                             "accounts": {
@@ -462,32 +464,6 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
     pending = results["Report oneadmin as pending until its groups exist"]
     assert pending["changed"] is True
     assert "kvmprepnogroup" in pending["msg"]
-
-
-@pytest.mark.ansible
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        (
-            {"__kvm_host_layout": "classic", "kvm_host_libvirt_listen_addr": "192.0.2.10"},
-            {"auth_tcp": "sasl", "listen_tcp": 1, "listen_tls": 0, "listen_addr": "192.0.2.10"},
-        ),
-        (
-            {
-                "__kvm_host_layout": "socket",
-                "kvm_host_migration_transport": "tls",
-                "kvm_host_libvirt_tls_allowed_dn_list": ["CN=kvm1", "CN=kvm2"],
-            },
-            {"auth_tls": "none", "tls_allowed_dn_list": ["CN=kvm1", "CN=kvm2"]},
-        ),
-        ({"__kvm_host_layout": "socket"}, {"auth_tcp": "sasl"}),
-    ],
-)
-def test_the_listener_settings_bind_the_address_and_narrow_tls(
-    tmp_path: Path, extra: dict[str, Any], expected: dict[str, Any]
-) -> None:
-    result = _role_vars(tmp_path, "__kvm_host_listener_settings", extra)
-    assert result == expected
 
 
 @pytest.mark.ansible

@@ -1,15 +1,16 @@
 """kvm_host_plan, run on the controller only: what apply must change on a host, from its probe.
 
 Asks module_utils/kvm_host_judge.py, the code check's controls ask too, what of the packages,
-/dev/kvm, oneadmin, libvirt's units, the SASL account, the drivers' runtime and the AppArmor
-block is not as the settings want it, and what must change. No round
+/dev/kvm, oneadmin, libvirt's units and configuration files, the SASL account, the drivers'
+runtime and the AppArmor block is not as the settings want it, and what must change. No round
 trip to the host: the facts are those the probe just returned.
 
 Arguments: ``facts`` (the probe's ``probe`` result), ``settings`` (``kvm_host_<name>`` values the
 judge compares with, role defaults applied), ``libvirt_group`` (the group apply puts oneadmin in
 beside kvm), ``pending`` (check mode found packages to install), ``packages`` (the list apply
 installs), ``sasl`` (the TCP listener's SASL account is managed), ``sasl_db``, ``emulator``,
-``remotes_dir`` (the paths the probe stat'ed for them).
+``remotes_dir`` (the paths the probe stat'ed for them), ``defaults_file`` and ``defaults_key``
+(the distribution's daemon defaults file and variable, for a host where the probe found none).
 
 Result: ``plan``, the judge's plan (see kvm_host_judge.plan); ``failed`` with ``msg`` when the
 settings are not what the judge can compare with.
@@ -76,6 +77,8 @@ class ActionModule(ActionBase):
             remotes_dir=str(args.get("remotes_dir") or ""),
             # The remotes directory goes to oneadmin once it exists (vars/main.yml says when).
             oneadmin_exists=True,
+            defaults_file=str(args.get("defaults_file") or ""),
+            defaults_key=str(args.get("defaults_key") or "LIBVIRTD_ARGS"),
         )
         result["changed"] = False
         return result

@@ -8,7 +8,8 @@ short_description: Decide from the probe's facts what apply changes on a KVM hos
 description:
   - Runs on the controller only (an action plugin), with no round trip to the host. Asks
     module_utils/kvm_host_judge.py, the code kvmprep check's controls ask too, what is not as
-    the settings want it on /dev/kvm, oneadmin and libvirt's units, and returns the plan.
+    the settings want it on /dev/kvm, oneadmin, libvirt's units and configuration files, and
+    returns the plan.
 options:
   facts:
     description: The probe's C(probe) result.
@@ -47,6 +48,14 @@ options:
     description: The directory the front-end copies its drivers to.
     type: str
     default: ""
+  defaults_file:
+    description: The distribution's libvirt daemon defaults file, for a host where the probe found none.
+    type: str
+    default: ""
+  defaults_key:
+    description: The variable of O(defaults_file) that holds the daemon's arguments.
+    type: str
+    default: LIBVIRTD_ARGS
 """
 
 EXAMPLES = r"""
@@ -60,7 +69,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: What apply changes (kvm_device, accounts, units) and the changes as sentences.
+  description: What apply changes (kvm_device, accounts, units, config, ...) and the changes as sentences.
   returned: always
   type: dict
 """
@@ -80,6 +89,8 @@ def main():
             "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
             "emulator": {"type": "str", "default": ""},
             "remotes_dir": {"type": "str", "default": ""},
+            "defaults_file": {"type": "str", "default": ""},
+            "defaults_key": {"type": "str", "default": "LIBVIRTD_ARGS"},
         },
         supports_check_mode=True,
     )

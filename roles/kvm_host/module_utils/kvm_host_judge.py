@@ -72,6 +72,11 @@ class Settings:
     libvirt_tcp_allow_unauthenticated: bool
     apparmor_datastore_path: str
     one_node_install: str
+    #: The libvirt configuration apply writes beside the fields above (tasks/config.yml).
+    libvirt_tcp_auth: str
+    libvirt_listen_addr: str
+    libvirt_tls_allowed_dn_list: tuple
+    qemu_conf_extra: Mapping[str, Any]
 
     @classmethod
     def from_vars(cls, values: Mapping[str, Any]) -> "Settings":
@@ -92,6 +97,16 @@ class Settings:
                     problems.append("%s: %r is not an integer" % (key, value))
                     continue
                 value = number
+            elif kind == "tuple":
+                if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                    problems.append("%s: %r is not a list" % (key, value))
+                    continue
+                value = tuple(value)
+            elif kind == "Mapping[str, Any]":
+                if not isinstance(value, Mapping):
+                    problems.append("%s: %r is not a dict" % (key, value))
+                    continue
+                value = dict(value)
             elif kind == "bool":
                 if not isinstance(value, bool):
                     text = str(value).lower()
@@ -156,6 +171,8 @@ class AccountsPlan:
     home: list = field(default_factory=list)
     #: The groups' own changes, as sentences.
     group_changes: list = field(default_factory=list)
+    #: The groups this run creates (in check mode the user module cannot be asked about them).
+    created: list = field(default_factory=list)
 
     @property
     def changes(self) -> list:
@@ -168,6 +185,7 @@ class AccountsPlan:
             "oneadmin": list(self.oneadmin),
             "groups": list(self.groups),
             "home": list(self.home),
+            "created": list(self.created),
         }
 
 
@@ -205,6 +223,9 @@ def accounts(
             "group %s gid %s -> %s"
             % (settings.oneadmin_group, primary.get("gid"), settings.oneadmin_gid)
         )
+    created = ([settings.kvm_device_group] if kvm_group else []) + (
+        [settings.oneadmin_group] if primary is None else []
+    )
     wanted = [settings.kvm_device_group]
     name = None if pending else (libvirt_group_name or libvirt_group(facts, settings))
     if name and name not in wanted:
@@ -235,7 +256,9 @@ def accounts(
             "%s owner %s -> %s"
             % (home.get("path") or user.get("home"), home.get("owner"), settings.oneadmin_user)
         )
-    return AccountsPlan(kvm_group, oneadmin_group, changes, wanted, home_changes, group_changes)
+    return AccountsPlan(
+        kvm_group, oneadmin_group, changes, wanted, home_changes, group_changes, created
+    )
 
 
 # --- libvirt's units ------------------------------------------------------------------------
@@ -491,6 +514,171 @@ def apparmor(
     return {"file": path, "todo": todo, "converged": not changes and not todo, "changes": changes}
 
 
+# --- libvirt's configuration files ---------------------------------------------------------
+
+#: Who may use the daemon that runs QEMU, as apply sets it (socket group aside): oneadmin
+#: reaches qemu:///system through the socket's group, no polkit rule needed.
+ACCESS_SETTINGS = {"unix_sock_rw_perms": "0770", "auth_unix_rw": "none"}
+#: The keys of the access settings (LV-004's part of the daemon's file; the rest is the
+#: migration listener's, LV-005's).
+ACCESS_KEYS = frozenset(ACCESS_SETTINGS) | {"unix_sock_group"}
+
+
+def socket_group(settings: Settings, libvirt_group_name: Optional[str]) -> str:
+    """The group given libvirt's socket. OpenNebula's node package gives it to oneadmin's
+    group (its postinst, on every install and upgrade): in package mode kvmprep agrees, so
+    that an upgrade and the next apply do not undo each other."""
+    if settings.libvirt_group:
+        return settings.libvirt_group
+    if settings.one_node_install == "package":
+        return settings.oneadmin_group
+    return libvirt_group_name or LIBVIRT_GROUPS[0]
+
+
+def listener_settings(settings: Settings, layout_name: str) -> dict:
+    """The migration listener's keys of the daemon that owns it. Under socket activation
+    systemd owns the sockets (listen_tcp is ignored there, listen_addr too: the listener
+    unit's drop-in binds it); only the classic daemon reads listen_*."""
+    transport = settings.migration_transport
+    wanted: dict = {}
+    if transport == "tcp":
+        wanted["auth_tcp"] = settings.libvirt_tcp_auth
+    if transport == "tls":
+        wanted["auth_tls"] = "none"
+        if settings.libvirt_tls_allowed_dn_list:
+            wanted["tls_allowed_dn_list"] = list(settings.libvirt_tls_allowed_dn_list)
+    if layout_name == "classic":
+        wanted["listen_tcp"] = 1 if transport == "tcp" else 0
+        wanted["listen_tls"] = 1 if transport == "tls" else 0
+        if settings.libvirt_listen_addr:
+            wanted["listen_addr"] = settings.libvirt_listen_addr
+    return wanted
+
+
+def config_edits(
+    settings: Settings,
+    layout_name: str,
+    libvirt: Mapping[str, Any],
+    libvirt_group_name: Optional[str] = None,
+    defaults_file: str = "",
+    defaults_key: str = "LIBVIRTD_ARGS",
+) -> list:
+    """The edits apply's kvm_host_conf makes (tasks/config.yml), one per file:
+    ``{path, style, settings[, create]}``. qemu.conf (the seed: QEMU changes no file ownership
+    and runs as oneadmin), the daemon that runs QEMU (access) and the one that owns the
+    migration listener, and the daemon defaults file (``--listen`` for the classic daemon,
+    none otherwise) where it exists or is needed. ``defaults_file``/``defaults_key``: the
+    distribution's, used when the probe found none."""
+    units = LAYOUTS[layout_name]
+    qemu = {
+        "dynamic_ownership": 0,
+        "user": settings.oneadmin_user,
+        "group": settings.oneadmin_group,
+    }
+    qemu.update(settings.qemu_conf_extra)
+    access = dict(ACCESS_SETTINGS, unix_sock_group=socket_group(settings, libvirt_group_name))
+    listener = listener_settings(settings, layout_name)
+    edits = [{"path": "/etc/libvirt/qemu.conf", "style": "libvirt", "settings": qemu}]
+    if units["proxy_conf"] == units["conf"]:
+        edits.append(
+            {"path": units["conf"], "style": "libvirt", "settings": dict(access, **listener)}
+        )
+    else:
+        edits.append({"path": units["conf"], "style": "libvirt", "settings": access})
+        edits.append({"path": units["proxy_conf"], "style": "libvirt", "settings": listener})
+    found = libvirt.get("defaults_file")
+    classic = layout_name == "classic"
+    path = found or defaults_file
+    if path and (found or classic):
+        key = "libvirtd_opts" if path.endswith("libvirt-bin") else defaults_key
+        words = (
+            {"add_words": ["--listen"]}
+            if classic and settings.migration_transport != "ssh"
+            else {"remove_words": ["--listen", "-l"]}
+        )
+        edits.append({"path": path, "style": "shell", "settings": {key: words}, "create": classic})
+    for edit in edits:
+        edit["backup"] = True
+    return edits
+
+
+def _canonical(value: Any) -> Any:
+    """A wanted value as libvirt's parser reads it back (kvm_host_conf writes a boolean as
+    1/0)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, str):
+        return '"%s"' % value
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_shown(v) for v in value)
+    return str(value)
+
+
+def _words(value: Any, settings: Mapping[str, Any]) -> list:
+    words = [w for w in (value or "").split() if w not in set(settings.get("remove_words") or ())]
+    for word in settings.get("add_words") or ():
+        if word not in words:
+            words.append(word)
+    return words
+
+
+def config(facts: Mapping[str, Any], libvirt: Mapping[str, Any], edits: Sequence[Mapping]) -> list:
+    """What kvm_host_conf changes for ``edits`` (config_edits) in the files the probe read
+    (its ``config`` group, and the defaults file of its ``libvirt`` group), as
+    ``(path, key, sentence)``: empty when every file is converged. A file the probe could not
+    read or parse, or did not gather, is all change (kvm_host_conf decides on the host)."""
+    changes = []
+    for edit in edits:
+        path = edit["path"]
+        name = path.rsplit("/", 1)[-1]
+        if edit["style"] == "shell":
+            if libvirt.get("defaults_file") != path and not edit.get("create"):
+                continue
+            current = libvirt.get("defaults_args") if libvirt.get("defaults_file") == path else None
+            for key, words in edit["settings"].items():
+                old = (current or "").split()
+                new = _words(current, words)
+                if old != new:
+                    added = [w for w in new if w not in old]
+                    removed = [w for w in old if w not in new]
+                    what = ", ".join(
+                        ["%s added" % w for w in added] + ["%s removed" % w for w in removed]
+                    )
+                    changes.append((path, key, "%s: %s %s" % (path, key, what)))
+            continue
+        entry = facts.get(name)  # the probe names each file it reads by its base name
+        if entry is None or entry.get("keys") is None:
+            why = "not read" if entry is None else (entry.get("error") or "missing")
+            for key in edit["settings"]:
+                changes.append((path, key, "%s: %s set (%s)" % (name, key, why)))
+            continue
+        keys = entry["keys"]
+        invalid = set(entry.get("invalid") or ())
+        for key, value in edit["settings"].items():
+            wanted = _canonical(value)
+            if key in invalid:
+                changes.append(
+                    (path, key, "%s: %s does not parse -> %s" % (name, key, _shown(wanted)))
+                )
+            elif keys.get(key) != wanted:
+                changes.append(
+                    (
+                        path,
+                        key,
+                        "%s: %s %s -> %s" % (name, key, _shown(keys.get(key)), _shown(wanted)),
+                    )
+                )
+    return changes
+
+
 # --- the whole host -------------------------------------------------------------------------
 
 
@@ -505,12 +693,15 @@ def plan(
     emulator: str = "",
     remotes_dir: str = "",
     oneadmin_exists: Optional[bool] = None,
+    defaults_file: str = "",
+    defaults_key: str = "LIBVIRTD_ARGS",
 ) -> dict:
     """Every decision apply takes from one probe, as plain data (JSON): one entry per concern,
     and ``changes``, each concern's changes as sentences. ``pending``: check mode found packages
     to install (their units and groups do not exist yet). The groups a probe did not gather
     (check's audit gathers no ``installed``, ``paths``, ``blocks``, ``sasl``) are judged as
-    having nothing to do."""
+    having nothing to do, but ``config``: without it kvm_host_conf decides on the host.
+    ``defaults_file``/``defaults_key``: the distribution's daemon defaults file and variable."""
     kvm = facts.get("kvm") or {}
     dev_changes = kvm_device(kvm.get("dev_kvm") or {}, settings)
     account_facts = facts.get("accounts") or {}
@@ -545,6 +736,14 @@ def plan(
             "changes": [],
         }
     )
+    edits = config_edits(
+        settings, unit_plan.layout, libvirt, libvirt_group_name, defaults_file, defaults_key
+    )
+    config_changes = (
+        [sentence for _path, _key, sentence in config(facts["config"] or {}, libvirt, edits)]
+        if "config" in facts
+        else []
+    )
     return {
         "kvm_device": {"differs": bool(dev_changes), "usable": bool(kvm.get("usable"))},
         "accounts": account_plan.as_dict(),
@@ -553,6 +752,11 @@ def plan(
         "sasl": sasl_plan,
         "node_runtime": runtime,
         "apparmor": aa,
+        "config": {
+            "edits": edits,
+            "todo": bool(config_changes) or "config" not in facts,
+            "socket_group": socket_group(settings, libvirt_group_name),
+        },
         "changes": {
             "packages": ["%s installed" % name for name in to_install],
             "kvm_device": dev_changes,
@@ -562,6 +766,7 @@ def plan(
             + (["%s owner/mode set" % sasl_db] if sasl_plan["db_differs"] else []),
             "node_runtime": [k.replace("_", " ") for k, v in runtime.items() if v],
             "apparmor": aa["changes"],
+            "config": config_changes,
         },
     }
 
