@@ -10,6 +10,7 @@ names). fixtures/fleets/ holds fleets: JSON merge patches over these host fixtur
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import fields
 from typing import Any
@@ -290,7 +291,12 @@ def test_lv_003_classic_and_modular() -> None:
     modular["libvirt"]["units"]["virtqemud.service"] = dict(up, active="inactive")
     # The read-only and admin sockets are the layout's too: apply starts them.
     result = libvirt.daemon_layout(modular, Expect())
-    assert result.status is E, result.message
+    assert result.status is F, result.message
+    assert "virtqemud-ro.socket enabled" in result.message
+    # A unit the probe did not report is unknown, never converged.
+    unreported = copy.deepcopy(modular)
+    del unreported["libvirt"]["units"]["virtqemud-ro.socket"]
+    assert libvirt.daemon_layout(unreported, Expect()).status is E
     modular["libvirt"]["units"]["virtqemud-ro.socket"] = dict(up, active="inactive")
     modular["libvirt"]["units"]["virtqemud-admin.socket"] = dict(up)
     result = libvirt.daemon_layout(modular, Expect())
