@@ -545,7 +545,7 @@ def main():
             module.params["user"],
             module.params["remotes_dir"],
             module.params["frontend"],
-            lambda args: module.run_command(args),
+            module.run_command,
             ruby,
         )
     if "names" in gather:

@@ -349,7 +349,7 @@ def find_examples(text, name, kind, attrs):
     """
     head = re.compile(r"[ \t]*#+[ \t]*(" + re.escape(name) + r")[ \t]*=", re.IGNORECASE)
     spans = [(a["start"], a["end"]) for a in attrs]
-    starts = [s for s, _ in spans]
+    starts = [s for s, _end in spans]
     examples = []
     pos = 0
     n = len(text)
@@ -382,7 +382,7 @@ def _parse_commented(text, start, eol, parse):
     """
     comment = re.compile(r"[ \t]*#")
     body = text[start : eol + 1]
-    for _ in range(EXAMPLE_MAX_LINES):
+    for _line in range(EXAMPLE_MAX_LINES):
         try:
             return parse(body), body, eol
         except Incomplete:
@@ -455,7 +455,7 @@ def _pair_text(key, value, layout, indent=""):
 
 def render_section(name, items, layout):
     """Text of a new vector attribute (items: (key, value) pairs), ending with a newline."""
-    keys = [key for key, _ in items]
+    keys = [key for key, _value in items]
     if not layout["multiline"]:
         eq = " = " if layout["spaced"] else "="
         body = ", ".join(key + eq + quote_one(value) for key, value in items)
@@ -749,7 +749,7 @@ def _verify_one(text, settings, sections):
         if [a["value"] for a in same] != expected:
             raise ConfError(f"{name} does not read back as requested (do two requests conflict?)")
     for spec in sections:
-        _, _, found = _find_sections(text, spec)
+        found = _find_sections(text, spec)[2]
         if spec["state"] == "absent":
             ok = not found
         else:
@@ -813,7 +813,7 @@ def _shell_example(text, name):
         if not m:
             pos = eol + 1
             continue
-        word, _, last_eol = _parse_commented(text, m.end(), eol, lambda b: shell_word(b, 0))
+        word, _body, last_eol = _parse_commented(text, m.end(), eol, lambda b: shell_word(b, 0))
         if word is not None:
             found = (min(last_eol + 1, n), bool(m.group(1)), word[3])
         pos = last_eol + 1
