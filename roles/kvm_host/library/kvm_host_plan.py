@@ -9,6 +9,8 @@ description:
   - Runs on the controller only (an action plugin), with no round trip to the host. Asks
     module_utils/kvm_host_judge.py, the code kvmprep check's controls ask too, what is not as
     the settings want it on /dev/kvm, oneadmin and libvirt's units, and returns the plan.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   facts:
     description: The probe's C(probe) result.
@@ -47,6 +49,22 @@ options:
     description: The directory the front-end copies its drivers to.
     type: str
     default: ""
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
 """
 
 EXAMPLES = r"""

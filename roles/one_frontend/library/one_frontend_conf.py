@@ -29,7 +29,7 @@ description:
     original file's mode and owner; I(mode), I(owner) and I(group) are applied afterwards.
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   path:
     description: Path of the file to edit. It must exist.
@@ -116,13 +116,6 @@ options:
     description: Keep a timestamped copy of the original file when it is changed.
     type: bool
     default: true
-extends_documentation_fragment:
-  - files
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 notes:
   - "Refused although OpenNebula reads them: more than one attribute on a line, anything but blanks
     between a name and its C(=), a comment right after C(=) (OpenNebula reads the comment text as
@@ -133,6 +126,16 @@ notes:
   - An empty value is written C(""); OpenNebula 3.x reads that as two quote characters.
   - C(shell) format accepts only comments, blank lines and assignments (C(KEY=value),
     C(export KEY=value)) one per line; a file with other commands is refused.
+extends_documentation_fragment:
+  - files
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""
