@@ -81,6 +81,10 @@ for module in "$tree"/plugins/modules/*.py; do
   # validate-modules wants ansible-core's GPLv3 header in every module; kvmprep is Apache-2.0.
   echo "plugins/modules/${module##*/} validate-modules:missing-gplv3-license # kvmprep is Apache-2.0, not GPLv3"
 done >"$ignores"
+# What only some ansible-core releases find: tests/sanity/ignore-X.Y.txt, each entry with its reason.
+if [ -f "$project/tests/sanity/ignore-$core.txt" ]; then
+  grep -Ev '^(#|$)' "$project/tests/sanity/ignore-$core.txt" >>"$ignores"
+fi
 
 cd "$tree"
 run() { "$venv/bin/ansible-test" sanity --python "$py" "$@"; }
