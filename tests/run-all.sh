@@ -32,6 +32,9 @@ ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_p
 ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench bench/run
 # The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint.
 ansible-lint
+# ansible-test sanity on the modules, module_utils, action and filter plugins (in a temporary
+# collection tree; ansible-test's own environments are cached under ~/.cache/kvmprep-sanity).
+tests/sanity.sh
 
 step "unit tests"
 # pytest exits 5 when it collects nothing: for this suite that is a failure, not a pass.

@@ -21,7 +21,7 @@ description:
     the original file's mode and owner; I(mode), I(owner) and I(group) are applied afterwards.
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   path:
     description: Path of the file to edit (or I(edits)).
@@ -94,17 +94,20 @@ options:
       group:
         description: Group of the file, applied after the edit.
         type: str
+notes:
+  - Keys must be plain identifiers (letters, digits, underscore).
+  - Multi-line values (libvirt lists spanning lines, triple-quoted strings, shell quoted strings
+    spanning lines) are recognised and replaced or commented out as a whole.
 extends_documentation_fragment:
   - files
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
-notes:
-  - Keys must be plain identifiers (letters, digits, underscore).
-  - Multi-line values (libvirt lists spanning lines, triple-quoted strings, shell quoted strings
-    spanning lines) are recognised and replaced or commented out as a whole.
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

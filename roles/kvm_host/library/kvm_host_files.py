@@ -32,7 +32,7 @@ description:
     done.
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   files:
     description: What to ensure, in order.
@@ -83,11 +83,15 @@ options:
           - Command run on the temporary file before it replaces I(path), C(%s) standing for its
             path (as M(ansible.builtin.copy) does); a non-zero exit leaves I(path) untouched.
         type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

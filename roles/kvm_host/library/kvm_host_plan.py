@@ -10,6 +10,8 @@ description:
     module_utils/kvm_host_judge.py, the code kvmprep check's controls ask too, what is not as
     the settings want it on /dev/kvm, oneadmin, libvirt's units and configuration files, and
     returns the plan.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   facts:
     description: The probe's C(probe) result.
@@ -56,6 +58,22 @@ options:
     description: The variable of O(defaults_file) that holds the daemon's arguments.
     type: str
     default: LIBVIRTD_ARGS
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
 """
 
 EXAMPLES = r"""

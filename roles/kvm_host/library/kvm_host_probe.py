@@ -45,7 +45,7 @@ description:
     C(probe.errors) with the reason (for example permission denied when not run as root).
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   gather:
     description: Which groups of facts to gather.
@@ -138,11 +138,6 @@ options:
         of the password last set); never returned.
     type: str
     default: ""
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 notes:
   - Runs C(systemctl is-enabled) and C(systemctl is-active) once each for all present units, and
     C(libvirtd --version) (or C(virtqemud --version)) once.
@@ -154,6 +149,15 @@ notes:
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
   - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
     always reaped.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""
@@ -545,7 +549,7 @@ def main():
             module.params["user"],
             module.params["remotes_dir"],
             module.params["frontend"],
-            lambda args: module.run_command(args),
+            module.run_command,
             ruby,
         )
     if "names" in gather:

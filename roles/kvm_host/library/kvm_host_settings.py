@@ -10,6 +10,8 @@ description:
     roles as the inventory gives it, with the argument_specs default when it is not set, by the
     rules of module_utils/kvm_host_settings.py (types, names, ids, paths, host names, the SASL
     mechanism, the listener), and fails with one line per problem.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   roles:
     description: The roles whose variables are judged, for the task's own host.
@@ -26,6 +28,22 @@ options:
         tls).
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
 """
 
 EXAMPLES = r"""

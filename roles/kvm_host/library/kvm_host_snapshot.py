@@ -21,6 +21,8 @@ description:
     change and its restart). It is returned in I(restart_pending), and the earlier snapshot is
     kept, as it is what the running daemon uses, so it stays the one to roll back to.
   - Reads, but does not save or restore, in check mode.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   paths:
     description: Paths or shell globs to save; only needed with C(state=saved).
@@ -42,9 +44,15 @@ options:
     type: str
     choices: [saved, restored]
     default: saved
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""
@@ -173,8 +181,10 @@ def _leaves(path, root=None):
 
 def daemon_started(service, run=subprocess.run):
     """When the unit's main process started (epoch seconds), or None when it does not run."""
+    # run is subprocess.run unless a test hands in another; the module's run_command is not
+    # needed for one systemctl call with a fixed argument list.
     try:
-        out = run(
+        out = run(  # pylint: disable=ansible-bad-function
             ["systemctl", "show", "--property=MainPID", "--value", service],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -6,12 +6,30 @@ DOCUMENTATION = r"""
 module: kvm_host_warn
 short_description: Report warnings without changing anything
 description: Returns each message as an Ansible warning. Never changes the host.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   msg:
     description: The warnings to emit.
     type: list
     elements: str
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: all
 """
 
 EXAMPLES = r"""

@@ -84,8 +84,9 @@ def start_ruby_dir(dirs=None):
     ruby = find_program("ruby", search_dirs(os.environ.get("PATH")) if dirs is None else dirs)
     if ruby is None:
         return "ruby is not installed"
+    # Not AnsibleModule.run_command, which waits for the process: Ruby runs meanwhile.
     try:
-        return subprocess.Popen(
+        return subprocess.Popen(  # pylint: disable=ansible-bad-function
             [ruby, "-e", RUBY_DIR_SCRIPT],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -33,8 +33,9 @@ def _start_as(user, args):
         if os.geteuid() != 0:
             return "needs root (or %s) to run as %s" % (user, user)
         args = ["runuser", "-u", user, "--", *args]
+    # Not AnsibleModule.run_command, which waits for the process: it runs while the probe gathers.
     try:
-        return subprocess.Popen(
+        return subprocess.Popen(  # pylint: disable=ansible-bad-function
             args,
             cwd="/",
             stdin=subprocess.DEVNULL,

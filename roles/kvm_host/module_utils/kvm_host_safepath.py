@@ -126,7 +126,7 @@ def locate(path):
     opened as walk opens it, with its real parts; the component's name and lstat (None when it does
     not exist); rest: the missing directories above it (then st is None). A trusted link at the
     last component is followed, any other link is left for the caller to refuse."""
-    for _ in range(MAX_LINKS):
+    for _attempt in range(MAX_LINKS):
         dir_fd, parts, rest = walk(os.path.dirname(path), missing_ok=True)
         name = os.path.basename(path)
         if rest:

@@ -29,7 +29,7 @@ description:
     original file's mode and owner; I(mode), I(owner) and I(group) are applied afterwards.
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   path:
     description: Path of the file to edit. It must exist.
@@ -116,13 +116,6 @@ options:
     description: Keep a timestamped copy of the original file when it is changed.
     type: bool
     default: true
-extends_documentation_fragment:
-  - files
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
 notes:
   - "Refused although OpenNebula reads them: more than one attribute on a line, anything but blanks
     between a name and its C(=), a comment right after C(=) (OpenNebula reads the comment text as
@@ -133,6 +126,16 @@ notes:
   - An empty value is written C(""); OpenNebula 3.x reads that as two quote characters.
   - C(shell) format accepts only comments, blank lines and assignments (C(KEY=value),
     C(export KEY=value)) one per line; a file with other commands is refused.
+extends_documentation_fragment:
+  - files
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""
@@ -349,7 +352,7 @@ def find_examples(text, name, kind, attrs):
     """
     head = re.compile(r"[ \t]*#+[ \t]*(" + re.escape(name) + r")[ \t]*=", re.IGNORECASE)
     spans = [(a["start"], a["end"]) for a in attrs]
-    starts = [s for s, _ in spans]
+    starts = [s for s, _end in spans]
     examples = []
     pos = 0
     n = len(text)
@@ -382,7 +385,7 @@ def _parse_commented(text, start, eol, parse):
     """
     comment = re.compile(r"[ \t]*#")
     body = text[start : eol + 1]
-    for _ in range(EXAMPLE_MAX_LINES):
+    for _line in range(EXAMPLE_MAX_LINES):
         try:
             return parse(body), body, eol
         except Incomplete:
@@ -455,7 +458,7 @@ def _pair_text(key, value, layout, indent=""):
 
 def render_section(name, items, layout):
     """Text of a new vector attribute (items: (key, value) pairs), ending with a newline."""
-    keys = [key for key, _ in items]
+    keys = [key for key, _value in items]
     if not layout["multiline"]:
         eq = " = " if layout["spaced"] else "="
         body = ", ".join(key + eq + quote_one(value) for key, value in items)
@@ -749,7 +752,7 @@ def _verify_one(text, settings, sections):
         if [a["value"] for a in same] != expected:
             raise ConfError(f"{name} does not read back as requested (do two requests conflict?)")
     for spec in sections:
-        _, _, found = _find_sections(text, spec)
+        found = _find_sections(text, spec)[2]
         if spec["state"] == "absent":
             ok = not found
         else:
@@ -813,7 +816,7 @@ def _shell_example(text, name):
         if not m:
             pos = eol + 1
             continue
-        word, _, last_eol = _parse_commented(text, m.end(), eol, lambda b: shell_word(b, 0))
+        word, _body, last_eol = _parse_commented(text, m.end(), eol, lambda b: shell_word(b, 0))
         if word is not None:
             found = (min(last_eol + 1, n), bool(m.group(1)), word[3])
         pos = last_eol + 1

@@ -28,10 +28,10 @@ description:
     name resolution, timeout, TLS) fail with one line naming the endpoint, the XML-RPC call and
     the reason. The password never appears in the result, the warnings or the messages.
 version_added: "0.1.0"
-author:
-  - kvmprep
 requirements:
   - pyone 7.x on the machine the module runs on (the controller)
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   endpoint:
     description:
@@ -103,17 +103,21 @@ options:
   ca_path:
     description: CA bundle (PEM) to verify an C(https) endpoint with, instead of the system's.
     type: path
+notes:
+  - Runs on the controller; delegate it to localhost with the controller's Python
+    (C(ansible_python_interpreter={{ ansible_playbook_python }})).
+  - Put C(no_log) on the task; the module also hides the password from its own output.
+  - Needs OpenNebula 5.0 or later (C(one.host.allocate) with a cluster id as fourth argument).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Reads the host and cluster pools; allocates, moves, deletes and waits for nothing.
   diff_mode:
     support: none
-notes:
-  - Runs on the controller; delegate it to localhost with the controller's Python
-    (C(ansible_python_interpreter={{ ansible_playbook_python }})).
-  - Put C(no_log) on the task; the module also hides the password from its own output.
-  - Needs OpenNebula 5.0 or later (C(one.host.allocate) with a cluster id as fourth argument).
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,8 @@ description:
     that is not what oned uses.
   - Never changes anything; C(changed) is always false. What cannot be read is reported with
     the reason, never as a failure.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   user:
     description: The account OpenNebula runs as.
@@ -48,9 +50,15 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

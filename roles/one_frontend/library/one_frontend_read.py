@@ -17,7 +17,7 @@ description:
     never the content.
 version_added: "0.1.0"
 author:
-  - kvmprep
+  - kvmprep maintainers (!UNKNOWN)
 options:
   path:
     description: Absolute path of the file.
@@ -32,9 +32,15 @@ options:
     description: Largest size accepted, in bytes.
     type: int
     default: 65536
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

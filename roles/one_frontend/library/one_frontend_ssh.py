@@ -17,6 +17,8 @@ description:
   - Runs as root in the user's home, which the user controls. The files are opened without
     following a link; the public key must be a small regular file of the user (or root) that
     looks like a public key. Anything else fails the module, naming the path.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   user:
     description: The user whose key pair is reported (and generated when missing).
@@ -34,9 +36,15 @@ options:
         block are reported, so that a run that lacks some machine can keep their lines.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""

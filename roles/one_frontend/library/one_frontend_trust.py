@@ -20,6 +20,8 @@ description:
     name with a newline, a wildcard or a marker cannot add a line or a pattern of its own.
     I(file=authorized_keys) takes C(TYPE BASE64) lines, I(file=known_hosts)
     C(NAME[,NAME...] TYPE BASE64) lines whose names are host names or addresses.
+author:
+  - kvmprep maintainers (!UNKNOWN)
 options:
   user:
     description: Whose C(~/.ssh) the file is in, and who owns it.
@@ -43,11 +45,15 @@ options:
     description: Mode of the file, an octal string.
     type: str
     default: "0600"
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 """
 
 EXAMPLES = r"""
