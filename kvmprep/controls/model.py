@@ -78,7 +78,10 @@ def fact(facts: Mapping[str, Any], *path: str) -> Any:
 def _role_defaults(role: str) -> Mapping[str, Any]:
     """The role's defaults/main.yml: what apply uses for a variable the inventory leaves unset."""
     path = content_root() / "roles" / role / "defaults" / "main.yml"
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    # libyaml's loader when PyYAML has it: the same data, read at every kvmprep start, in a
+    # tenth of the pure-Python loader's time (about 50 ms for the two files).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
 
 
 _KVM_HOST = _role_defaults("kvm_host")

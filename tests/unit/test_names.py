@@ -119,7 +119,7 @@ def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
 
 def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     # After the play that checks the settings: the hosts' play, then the front-end's.
-    plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())[1:]
+    first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
     audit = plays[0]["tasks"][0]
     assert audit["ansible.builtin.import_role"] == {"name": "kvm_host", "tasks_from": "audit"}
     assert audit["vars"]["__kvm_host_audit_names"].startswith(
@@ -131,8 +131,16 @@ def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     assert hosts_probe["names"] == "{{ __kvm_host_audit_names }}"
     fe_task = plays[1]["tasks"][0]
     assert fe_task["one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
-    # Both plays compute the OpenNebula names the same way (one YAML anchor).
-    assert fe_task["vars"]["__kvmprep_one_names"] == plays[0]["vars"]["__kvmprep_one_names"]
+    # Both plays take the OpenNebula names the first play computed once, for every host
+    # (run_once), from each kvm host's one_frontend_host_name; neither computes its own.
+    (named,) = [t for t in first["tasks"] if "ansible.builtin.set_fact" in t]
+    assert named["run_once"] is True
+    names = named["ansible.builtin.set_fact"]["__kvmprep_one_names"]
+    assert "hostvars[h].one_frontend_host_name" in names
+    assert "groups['kvm_hosts']" in names
+    for play in plays:
+        assert "__kvmprep_one_names" not in play.get("vars", {})
+        assert all("__kvmprep_one_names" not in t.get("vars", {}) for t in play["tasks"])
 
 
 # --- NET-001 -----------------------------------------------------------------------------------

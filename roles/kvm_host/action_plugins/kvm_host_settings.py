@@ -53,11 +53,15 @@ class ActionModule(ActionBase):
         return specs
 
     def _judge(
-        self, roles: list[str], variables: Mapping[str, Any], apply: bool
+        self,
+        roles: list[str],
+        variables: Mapping[str, Any],
+        apply: bool,
+        loaded: tuple[ModuleType, dict[str, dict[str, Any]]] | None = None,
     ) -> tuple[list[str], list[str]]:
-        """(problems, warnings) of one host, whose variables are ``variables``."""
-        settings = load_settings()
-        specs = self._specs(roles)
+        """(problems, warnings) of one host, whose variables are ``variables``; ``loaded``: the
+        settings module and these roles' specs, when the caller has them already."""
+        settings, specs = loaded or (load_settings(), self._specs(roles))
         values: dict[str, Any] = {}
         problems: list[str] = []
         for name, spec in specs.items():
@@ -80,8 +84,19 @@ class ActionModule(ActionBase):
         # that only some hosts have names them.
         found: dict[str, list[str]] = {}
         warned: dict[str, list[str]] = {}
+        # Loaded once per call, not per host: the loader hands out a deep copy of
+        # argument_specs.yml on every load (0.1 s each), which made this task grow with the
+        # fleet. validate() only reads the specs, so the hosts can share them.
+        settings = load_settings()
+        specs: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
         for host, roles in hosts.items():
-            problems, warnings = self._judge(_roles(roles), task_vars["hostvars"][host], apply)
+            checked = _roles(roles)
+            key = tuple(checked)
+            if key not in specs:
+                specs[key] = self._specs(checked)
+            problems, warnings = self._judge(
+                checked, task_vars["hostvars"][host], apply, (settings, specs[key])
+            )
             for line in problems:
                 found.setdefault(line, []).append(str(host))
             for line in warnings:
