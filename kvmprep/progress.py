@@ -1,7 +1,8 @@
 """The live progress display of a run, on stderr.
 
-On a terminal: one status line rewritten in place. Elsewhere (CI logs, pipes): one plain
-line per task, with no escape codes. The CLI shows no progress with ``-v``, where Ansible's
+On a terminal: one status line rewritten in place, the task that runs and the run-wide counts.
+Elsewhere (CI logs, pipes): a log, one plain line per task when it ends, with that task's own
+outcome per host, and no escape codes. The CLI shows no progress with ``-v``, where Ansible's
 own output is the progress.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
+from kvmprep.runner import TaskOutcome
+
 if TYPE_CHECKING:
-    from kvmprep.runner import RunState
+    from kvmprep.runner import RunState, TaskRecord
 
 _CLEAR_LINE = "\r\x1b[K"
 _SEPARATOR = "  ·  "
@@ -22,6 +25,9 @@ RED = "31"
 GREEN = "32"
 YELLOW = "33"
 BOLD_RED = "1;31"
+# Up to this many hosts of one outcome are named in a log line; more are counted (a fleet's
+# names would make a line nobody reads).
+NAMED_HOSTS = 3
 
 
 def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -41,8 +47,13 @@ class Progress:
     stream: TextIO
     tty: bool
     color: bool
-    _task_shown: int = 0
     _line: str = ""
+    #: The run being logged: ``check`` runs several playbooks, each with its own state.
+    _state: RunState | None = None
+    #: How many of its tasks are logged (or folded) already.
+    _logged: int = 0
+    #: Numbers of the tasks skipped on every host since the last line, to fold into one.
+    _skipped: list[int] = field(default_factory=list)
 
     @classmethod
     def for_stream(cls, stream: TextIO, environ: Mapping[str, str] | None = None) -> Progress:
@@ -55,19 +66,50 @@ class Progress:
             self._redraw(text, text)
 
     def __call__(self, state: RunState) -> None:
-        if not state.task_number:
-            return
         if self.tty:
-            self._redraw(*self._status(state))
-        elif state.task_number != self._task_shown:
-            self._task_shown = state.task_number
-            self._write(self._status(state)[0] + "\n")
+            if state.task_number:
+                self._redraw(*self._status(state))
+            return
+        if state is not self._state:
+            self._log(final=True)
+            self._state, self._logged = state, 0
+        self._log(final=False)
 
     def close(self) -> None:
-        """Remove the status line so the summary starts on a clean line."""
+        """End the display so the summary starts on a clean line: remove the status line, or
+        log what is left (a task an interruption left unfinished, skipped tasks to fold)."""
         if self.tty and self._line:
             self._write(_CLEAR_LINE)
             self._line = ""
+        elif not self.tty:
+            self._log(final=True)
+
+    def _log(self, *, final: bool) -> None:
+        """Write a line for each task that ended; with ``final``, also for one that did not."""
+        tasks = self._state.tasks if self._state is not None else []
+        for task in tasks[self._logged :]:
+            if not (task.ended or final):
+                break
+            self._logged += 1
+            if task.ended and all(o is TaskOutcome.SKIPPED for o in task.outcomes.values()):
+                # Folded rather than left out: the task numbers of the log stay contiguous, so
+                # a reader sees that nothing was dropped, and a task that should have run but
+                # was skipped (a wrong condition) still leaves a trace; a run of them costs one
+                # line.
+                self._skipped.append(task.number)
+                continue
+            self._write_folded()
+            self._write(_task_line(task) + "\n")
+        if final:
+            self._write_folded()
+
+    def _write_folded(self) -> None:
+        if not self._skipped:
+            return
+        first, last = self._skipped[0], self._skipped[-1]
+        which = f"task {first}" if first == last else f"tasks {first}-{last}"
+        self._skipped = []
+        self._write(f"({which} skipped on every host)\n")
 
     def _status(self, state: RunState) -> tuple[str, str]:
         """The status text, plain and (when enabled) coloured, fitted to the terminal width."""
@@ -94,7 +136,8 @@ class Progress:
         counts = [("ok", ok, GREEN), ("changed", changed, YELLOW), ("failed", failed, BOLD_RED)]
         if unreachable:
             counts.append(("unreachable", unreachable, RED))
-        head = f"{_SEPARATOR}hosts {len(hosts)}: "
+        # Run-wide, not this task's: a host that changed at task 3 counts as changed from then on.
+        head = f"{_SEPARATOR}run so far, hosts {len(hosts)}: "
         plain = " ".join(f"{word} {n}" for word, n, _ in counts)
         colored = " ".join(
             f"{word} {paint(str(n), sgr, color=self.color and n > 0)}" for word, n, sgr in counts
@@ -115,6 +158,29 @@ class Progress:
             self.stream.flush()
         except (OSError, ValueError):
             pass
+
+
+def _task_line(task: TaskRecord) -> str:
+    """``[task 5] Add oneadmin to the groups  ·  changed: ceo-a2; ok: ceo-a1``: what this task
+    did on each host, worst outcome first; hosts it is still running on are "unfinished"."""
+    by_outcome: dict[TaskOutcome, list[str]] = {}
+    for host, outcome in task.outcomes.items():
+        by_outcome.setdefault(outcome, []).append(host)
+    groups: list[tuple[str, list[str]]] = [
+        (outcome.value, by_outcome[outcome]) for outcome in TaskOutcome if outcome in by_outcome
+    ]
+    if task.running or not task.ended:
+        groups.append(("unfinished", list(task.running)))
+    parts = []
+    for word, hosts in groups:
+        if not hosts:
+            parts.append(word)
+        elif len(hosts) <= NAMED_HOSTS:
+            parts.append(f"{word}: {', '.join(sorted(hosts))}")
+        else:
+            parts.append(f"{word} {len(hosts)}")
+    handler = " (handler)" if task.handler else ""
+    return f"[task {task.number}] {task.name}{handler}{_SEPARATOR}{'; '.join(parts)}"
 
 
 def _isatty(stream: TextIO) -> bool:

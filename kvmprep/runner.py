@@ -202,6 +202,39 @@ class HostState:
         return HostStatus.OK
 
 
+class TaskOutcome(StrEnum):
+    """How one task ended on one host, from the event that ended it there."""
+
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    CHANGED = "changed"
+    IGNORED = "failed (ignored)"  # failed, with ignore_errors: the host goes on
+    OK = "ok"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class TaskRecord:
+    """One task as it ran (a handler, an include_tasks and each task it included are tasks too):
+    each host's outcome of this task alone, for a log written when the task ends."""
+
+    number: int
+    name: str
+    handler: bool = False
+    #: host -> outcome, from the runner_on_* event that ended the task on the host. A loop's
+    #: runner_item_on_* events are not counted: the host's final event sums up its items.
+    outcomes: dict[str, TaskOutcome] = field(default_factory=dict)
+    #: Hosts the task started on and has not ended on yet.
+    running: list[str] = field(default_factory=list)
+    #: The next task, the next play or the end of the run has started: no more outcomes come.
+    ended: bool = False
+
+    def end(self, host: str, outcome: TaskOutcome) -> None:
+        self.outcomes[host] = outcome
+        if host in self.running:
+            self.running.remove(host)
+
+
 @dataclass
 class RunState:
     """The ansible-runner event handler: folds events into per-host state, as ansible-navigator.
@@ -222,6 +255,8 @@ class RunState:
     handler_error: BaseException | None = None
     #: Values replaced by ``REDACTED`` in every event, before ansible-runner writes it.
     secrets: tuple[str, ...] = ()
+    #: Every task so far, in the order they started; only the last one may not have ended.
+    tasks: list[TaskRecord] = field(default_factory=list)
 
     def __call__(self, event: MutableMapping[str, Any]) -> bool:
         # An exception escaping here would unwind ansible-runner's loop while ansible-playbook
@@ -245,41 +280,75 @@ class RunState:
         kind = event.get("event", "")
         data: Mapping[str, Any] = event.get("event_data") or {}
         if kind in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+            self._end_task()
+            # A meta task (flush_handlers...) acts on the play and reports no outcome per
+            # host; the handlers it runs are tasks of their own.
+            if _meta(data):
+                return
             self.task_number += 1
             self.task_name = _task_name(data)
+            # ansible-runner reports a handler's start as a task start with is_conditional.
+            handler = kind == "playbook_on_handler_task_start" or bool(data.get("is_conditional"))
+            self.tasks.append(TaskRecord(self.task_number, self.task_name, handler=handler))
+        elif kind == "playbook_on_play_start":
+            self._end_task()
         elif kind == "runner_on_start":
             self.host(data["host"]).task_in_progress = _task_name(data)
+            if (task := self._task(data)) is not None and data["host"] not in task.running:
+                task.running.append(data["host"])
         elif kind in ("runner_item_on_ok", "runner_item_on_failed"):
             self._warnings(data)
         elif kind == "runner_on_ok":
             host = self._finish(data)
             self._warnings(data)
             self._capture(data)
+            changed = bool((data.get("res") or {}).get("changed"))
+            self._outcome(data, TaskOutcome.CHANGED if changed else TaskOutcome.OK)
             if _controller_only(data):
                 host.controller_ok += 1
                 return
             host.ok += 1
-            if (data.get("res") or {}).get("changed"):
+            if changed:
                 host.changed += 1
         elif kind == "runner_on_failed":
             host = self._finish(data)
             self._warnings(data)
             if data.get("ignore_errors"):
                 host.ignored += 1
+                self._outcome(data, TaskOutcome.IGNORED)
             else:
+                self._outcome(data, TaskOutcome.FAILED)
                 host.failures += 1
                 host.failed_task = _task_name(data)
                 host.message = failure_message(data.get("res") or {})
                 host.invalid_settings += invalid_settings(data)
         elif kind == "runner_on_skipped":
             self._finish(data).skipped += 1
+            self._outcome(data, TaskOutcome.SKIPPED)
         elif kind == "runner_on_unreachable":
             host = self._finish(data)
             host.unreachable += 1
+            self._outcome(data, TaskOutcome.UNREACHABLE)
             host.failed_task = _task_name(data)
             host.message = failure_message(data.get("res") or {})
         elif kind == "playbook_on_stats":
+            self._end_task()
             self._apply_stats(data)
+
+    def _task(self, data: Mapping[str, Any]) -> TaskRecord | None:
+        """The task a host's event belongs to: the last one started (the linear strategy ends a
+        task on every host before it starts the next), never a meta task's result."""
+        if not self.tasks or self.tasks[-1].ended or _meta(data):
+            return None
+        return self.tasks[-1]
+
+    def _outcome(self, data: Mapping[str, Any], outcome: TaskOutcome) -> None:
+        if (task := self._task(data)) is not None:
+            task.end(data["host"], outcome)
+
+    def _end_task(self) -> None:
+        if self.tasks:
+            self.tasks[-1].ended = True
 
     def _warnings(self, data: Mapping[str, Any]) -> None:
         found = (data.get("res") or {}).get("warnings") or []
@@ -780,6 +849,10 @@ def cancel_on_signals() -> Iterator[CancelFlag]:
 def _controller_only(data: Mapping[str, Any]) -> bool:
     """A task that judged every host's settings on the controller, not this host."""
     return str(data.get("task_action") or "").rsplit(".", 1)[-1] in _CONTROLLER_ONLY_ACTIONS
+
+
+def _meta(data: Mapping[str, Any]) -> bool:
+    return str(data.get("task_action") or "").rsplit(".", 1)[-1] == "meta"
 
 
 def invalid_settings(data: Mapping[str, Any]) -> list[str]:

@@ -221,7 +221,9 @@ def test_apply_failure_exit_2_and_summary(
     assert captured.out == ""  # stdout is reserved for machine output
     err = captured.err
     assert "\x1b" not in err  # not a terminal: no escape codes at all
-    assert "[task 1] Break the second host" in err  # plain progress line per task
+    # One plain line per task when it ends, with that task's own outcome per host.
+    assert "[task 1] Break the second host  ·  failed: second; skipped: localhost\n" in err
+    assert "[task 2] Continue on the others  ·  changed: localhost\n" in err
     assert re.search(r"^second\s+0\s+0\s+1\s+0\s+0\s+FAILED$", err, re.MULTILINE)
     assert re.search(r"^localhost\s+1\s+1\s+0\s+0\s+1\s+changed$", err, re.MULTILINE)
     assert 'second: FAILED at task "Break the second host": boom on purpose' in err
@@ -276,19 +278,20 @@ def _state() -> RunState:
     return state
 
 
-def test_progress_without_a_terminal_is_one_plain_line_per_task() -> None:
+def test_progress_without_a_terminal_is_one_plain_line_per_ended_task() -> None:
     stream = io.StringIO()
     progress = Progress.for_stream(stream, environ={})
     progress.start("apply.yml")  # nothing on a non-terminal
     state = _state()
     progress(state)
-    progress(state)  # same task: no new line
+    assert stream.getvalue() == ""  # the task has not ended: more hosts may answer
     state({"event": "playbook_on_task_start", "event_data": {"task": "Configure"}})
     progress(state)
-    progress.close()
+    progress(state)  # same state: no new line
+    progress.close()  # the run ended without stats (interrupted): the last task is unfinished
     assert stream.getvalue().splitlines() == [
-        "[task 1] Install libvirt  ·  hosts 2: ok 0 changed 1 failed 1",
-        "[task 2] Configure  ·  hosts 2: ok 0 changed 1 failed 1",
+        "[task 1] Install libvirt  ·  failed: b; changed: a",
+        "[task 2] Configure  ·  unfinished",
     ]
     assert "\x1b" not in stream.getvalue()
     assert "\r" not in stream.getvalue()
@@ -301,6 +304,8 @@ def test_progress_on_a_terminal_rewrites_one_line_with_colour() -> None:
     progress.close()
     out = stream.getvalue()
     assert out.startswith("\r\x1b[K[task 1] Install libvirt")
+    # The counts on a terminal are the run's, not the task's, and say so.
+    assert "  ·  run so far, hosts 2: ok " in SGR.sub("", out)
     assert SGR.search(out)
     assert out.endswith("\r\x1b[K")  # the summary starts on a clean line
     assert "\n" not in out
@@ -382,14 +387,16 @@ def test_ctrl_c_exits_130_and_names_partially_changed_hosts() -> None:
     )
     assert proc.stderr is not None
     seen = []
-    for line in proc.stderr:  # one plain progress line per task: stderr is a pipe
+    # One plain line per task when it ends (stderr is a pipe): task 1's comes as task 2 starts.
+    for line in proc.stderr:
         seen.append(line)
-        if line.startswith("[task 2] Wait a long time"):
+        if line.startswith("[task 1] Report a change"):
             break
     proc.send_signal(signal.SIGINT)
     rest = proc.stderr.read()
     assert proc.wait(timeout=30) == ExitStatus.INTERRUPTED, "".join(seen) + rest
     assert "Interrupted: these hosts may be partially changed: localhost, second" in rest
+    assert "[task 2] Wait a long time  ·  unfinished" in rest  # logged although it never ended
     assert "Traceback" not in rest
 
 

@@ -571,8 +571,8 @@ def test_a_signal_ends_every_ansible_process_and_removes_the_temp_files(
 ) -> None:
     proc, tmp = slow_apply
     assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("[task 2] Wait a long time"):
+    for line in proc.stderr:  # task 1's line is logged when task 2 starts
+        if line.startswith("[task 1] Report a change"):
             break
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # both hosts' `sleep 20` have started

@@ -16,6 +16,7 @@ from kvmprep.runner import (
     HostStatus,
     RunResult,
     RunState,
+    TaskOutcome,
     ansible_environment,
     artifact_root_dir,
     cancel_on_signals,
@@ -197,11 +198,17 @@ def test_event_handler_follows_ansible_navigator_rules() -> None:
     a, b = state.hosts["a"], state.hosts["b"]
     assert (a.ok, a.changed, a.task_in_progress) == (1, 1, None)
     assert (b.ignored, b.failures, b.failed_task, b.message) == (1, 1, "Configure", "bad")
+    # Each task keeps its own outcome per host, for the log of ended tasks.
+    install, configure = state.tasks
+    assert install.ended
+    assert install.outcomes == {"a": TaskOutcome.CHANGED, "b": TaskOutcome.IGNORED}
+    assert (configure.ended, configure.outcomes) == (False, {"b": TaskOutcome.FAILED})
     # The stats are the final truth: b's failure was rescued.
     stats = {"ok": {"a": 1, "b": 1}, "changed": {"a": 1}, "rescued": {"b": 1}, "processed": {}}
     state({"event": "playbook_on_stats", "event_data": stats})
     assert (b.failures, b.rescued, b.status) == (0, 1, HostStatus.OK)
     assert state.stats_seen
+    assert configure.ended
 
 
 def test_warnings_are_kept_per_host_once() -> None:
