@@ -51,7 +51,8 @@ options:
     type: str
     default: ""
   defaults_file:
-    description: The distribution's libvirt daemon defaults file, for a host where the probe found none.
+    description:
+      - The distribution's libvirt daemon defaults file, for a host where the probe found none.
     type: str
     default: ""
   defaults_key:
@@ -87,7 +88,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: What apply changes (kvm_device, accounts, units, config, ...) and the changes as sentences.
+  description:
+    - What apply changes (kvm_device, accounts, units, config, ...) and the changes as sentences.
   returned: always
   type: dict
 """
