@@ -110,7 +110,7 @@ def main():
             "emulator": {"type": "str", "default": ""},
             "remotes_dir": {"type": "str", "default": ""},
             "defaults_file": {"type": "str", "default": ""},
-            "defaults_key": {"type": "str", "default": "LIBVIRTD_ARGS"},
+            "defaults_key": {"type": "str", "default": "LIBVIRTD_ARGS", "no_log": False},
         },
         supports_check_mode=True,
     )
