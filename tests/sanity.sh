@@ -6,6 +6,7 @@
 #   roles/*/module_utils/X.py   -> plugins/module_utils/X.py
 #   roles/*/action_plugins/X.py -> plugins/action/X.py
 #   roles/*/filter_plugins/X.py -> plugins/filter/X.py
+#   plugins/inventory/X.py      -> plugins/inventory/X.py (already where the collection has it)
 # The copies are the files as they are, but for one edit a collection needs: a module's
 # `from ansible.module_utils.<own module_utils> import` (what Ansible gives a role's module_utils)
 # becomes `from ansible_collections.kvmprep.kvm.plugins.module_utils.<same> import`, on the same
@@ -41,7 +42,7 @@ mkdir -p "$HOME"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tree=$tmp/ansible_collections/$namespace/$name
-mkdir -p "$tree"/plugins/{modules,module_utils,action,filter} "$tree/meta" "$tree/tests/sanity"
+mkdir -p "$tree"/plugins/{modules,module_utils,action,filter,inventory} "$tree/meta" "$tree/tests/sanity"
 
 # sed script mapping the tree's paths back to the repository's, for the report.
 paths=$tmp/paths.sed
@@ -62,6 +63,7 @@ copy modules roles/*/library/*.py
 copy module_utils roles/*/module_utils/*.py
 copy action roles/*/action_plugins/*.py
 copy filter roles/*/filter_plugins/*.py
+copy inventory plugins/inventory/*.py
 
 own=$(cd "$tree/plugins/module_utils" && ls -- *.py | sed 's/\.py$//' | paste -sd'|')
 sed -E -i "s/^( *)from ansible\.module_utils\.($own) import /\1from ansible_collections.$namespace.$name.plugins.module_utils.\2 import /" \
