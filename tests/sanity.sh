@@ -83,9 +83,11 @@ core=$("$python" -c 'from ansible.release import __version__ as v; print(".".joi
 py=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # What is ignored, and why (ansible-test fails on an entry that no longer matches anything).
 ignores=$tree/tests/sanity/ignore-$core.txt
-for module in "$tree"/plugins/modules/*.py; do
-  # validate-modules wants ansible-core's GPLv3 header in every module; kvmprep is Apache-2.0.
-  echo "plugins/modules/${module##*/} validate-modules:missing-gplv3-license # kvmprep is Apache-2.0, not GPLv3"
+for module in "$tree"/plugins/modules/*.py "$tree"/plugins/inventory/*.py; do
+  # validate-modules wants ansible-core's GPLv3 header in every module and every plugin it checks
+  # the documentation of (inventory plugins among them); kvmprep is Apache-2.0.
+  dir=${module%/*}
+  echo "plugins/${dir##*/}/${module##*/} validate-modules:missing-gplv3-license # kvmprep is Apache-2.0, not GPLv3"
 done >"$ignores"
 # What only some ansible-core releases find: tests/sanity/ignore-X.Y.txt, each entry with its reason.
 if [ -f "$project/tests/sanity/ignore-$core.txt" ]; then

@@ -162,6 +162,19 @@ display = Display()
 NAMES = ("kvmprep.kvm.opennebula_hosts", "opennebula_hosts")
 FILE_SUFFIXES = ("opennebula_hosts.yml", "opennebula_hosts.yaml")
 
+#: oned's host state names (include/Host.h), what ``states`` may name.
+STATES = (
+    "INIT",
+    "MONITORING_MONITORED",
+    "MONITORED",
+    "ERROR",
+    "DISABLED",
+    "MONITORING_ERROR",
+    "MONITORING_INIT",
+    "MONITORING_DISABLED",
+    "OFFLINE",
+)
+
 #: The group kvmprep's playbooks prepare and audit.
 KVM_GROUP = "kvm_hosts"
 KVM_IM_MAD = "kvm"
@@ -351,6 +364,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _selected(self, hosts: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         clusters = {str(c).strip() for c in self.get_option("clusters") or []}
         states = {str(s).strip().upper() for s in self.get_option("states") or []}
+        if unknown := sorted(states - set(STATES)):
+            # A misspelt state would silently list no host at all.
+            raise AnsibleParserError(
+                f"opennebula_hosts: states: unknown {', '.join(unknown)} "
+                f"(OpenNebula's host states: {', '.join(STATES)})"
+            )
         im_mads = {str(m).strip() for m in self.get_option("im_mads") or []}
         for host in hosts:
             if clusters and not clusters & {host["cluster"], str(host["cluster_id"])}:
@@ -380,8 +399,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
             ansible_host = name
             if address != "name":
-                ansible_host = host["template"].get(address) or name
-                if not host["template"].get(address):
+                # oned stores attribute names upper case (an IP set as "ip" reads back "IP").
+                template = host["template"]
+                found = template.get(address) or template.get(address.upper())
+                ansible_host = found or name
+                if not found:
                     without_address.append(name)
             for var, value in (
                 ("ansible_host", ansible_host),

@@ -167,12 +167,13 @@ def test_the_short_name_works_as_well_and_another_name_is_not_ours(tmp_path, one
 def test_ansible_host_from_a_template_attribute_else_the_name_with_a_warning(
     tmp_path, one, auth_file
 ):
-    source = write_config(tmp_path, f"plugin: {PLUGIN}\nhost_address: IP\n")
+    # Attribute names as oned keeps them (upper case), whatever case the option is given in.
+    source = write_config(tmp_path, f"plugin: {PLUGIN}\nhost_address: ip\n")
     doc, printed = ansible_inventory(tmp_path, source, **from_env(one, auth_file))
     hostvars = doc["_meta"]["hostvars"]
     assert hostvars["kvm1"]["ansible_host"] == "192.0.2.11"
     assert hostvars["kvm2"]["ansible_host"] == "kvm2"
-    assert "no IP attribute in the OpenNebula template of kvm2, kvm3, lxc1" in " ".join(
+    assert "no ip attribute in the OpenNebula template of kvm2, kvm3, lxc1" in " ".join(
         printed.split()
     )
 
@@ -333,14 +334,19 @@ def test_unreachable_endpoint_is_named_with_the_reason(tmp_path, auth_file):
             "No such file or directory",
         ),
         (
+            f"endpoint: {{url}}\nsession: oneadmin:{PASSWORD}\nstates: [MONITORED, monitor]\n",
+            {},
+            "states: unknown MONITOR (OpenNebula's host states: INIT, MONITORING_MONITORED",
+        ),
+        (
             f"endpoint: http://127.0.0.1:9/RPC2\nsession: {PASSWORD}\n",
             {},
             "session must be USER:PASSWORD",
         ),
     ],
 )
-def test_settings_errors_are_one_line_without_secrets(tmp_path, config, env, message):
-    source = write_config(tmp_path, f"plugin: {PLUGIN}\n{config}")
+def test_settings_errors_are_one_line_without_secrets(tmp_path, one, config, env, message):
+    source = write_config(tmp_path, f"plugin: {PLUGIN}\n{config.replace('{url}', one.url)}")
     doc, printed = ansible_inventory(tmp_path, source, **env)
     assert listed(doc) == set()
     assert message in one_line_error(printed)
