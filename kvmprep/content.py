@@ -71,3 +71,9 @@ def action_plugin_paths() -> list[Path]:
     loading the role."""
     paths = [content_root() / "roles" / role / "action_plugins" for role in _ROLES]
     return [path for path in paths if path.is_dir()]
+
+
+def inventory_plugin_paths() -> list[Path]:
+    """The directory of kvmprep's inventory plugins (opennebula_hosts), where the collection
+    has them: ``plugins/inventory`` at the content root."""
+    return [content_root() / "plugins" / "inventory"]

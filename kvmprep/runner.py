@@ -97,7 +97,13 @@ _DEFAULTS_IN_CFG = {
     "ANSIBLE_ROLES_PATH": (("defaults", "roles_path"),),
     "ANSIBLE_LIBRARY": (("defaults", "library"),),
     "ANSIBLE_ACTION_PLUGINS": (("defaults", "action_plugins"),),
+    "ANSIBLE_INVENTORY_PLUGINS": (("defaults", "inventory_plugins"),),
+    "ANSIBLE_INVENTORY_ENABLED": (("inventory", "enable_plugins"),),
 }
+
+# Ansible's own [inventory] enable_plugins default (config/base.yml, INVENTORY_ENABLED): kept
+# enabled after kvmprep's inventory plugins when the operator chose none.
+_INVENTORY_ENABLED_DEFAULT = ("host_list", "script", "auto", "yaml", "ini", "toml")
 
 # Variables from the caller's environment that reach ansible-playbook besides ANSIBLE_*:
 # what SSH (agent, Kerberos), Python (locale, temp dir) and the terminal need.
@@ -465,6 +471,7 @@ def run_playbook(
     library_path: Path | Sequence[Path] | None = None,
     module_utils_path: Sequence[Path] = (),
     action_plugin_path: Sequence[Path] = (),
+    inventory_plugin_path: Sequence[Path] | None = None,
     capture: Sequence[str] = (),
 ) -> RunResult:
     """Run ``playbook`` against ``inventories`` and return what happened to each host.
@@ -476,7 +483,9 @@ def run_playbook(
     ``library_path`` is searched first for modules (``module_utils_path`` for the code they
     share, ``action_plugin_path`` for the action plugins of modules of the same name, when the
     playbook uses them without loading their role); the results of the tasks named in
-    ``capture`` are returned per host in ``task_results``.
+    ``capture`` are returned per host in ``task_results``. ``inventory_plugin_path`` (default:
+    kvmprep's own, ``content.inventory_plugin_paths()``, for every playbook takes an inventory
+    that may be one of them) holds inventory plugins that are enabled for the run.
     """
     from ansible_runner.interface import init_runner
 
@@ -492,12 +501,17 @@ def run_playbook(
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
+    if inventory_plugin_path is None:
+        from kvmprep import content
+
+        inventory_plugin_path = content.inventory_plugin_paths()
     env = ansible_environment(
         environ,
         roles_path=roles_path,
         library_path=library_path,
         module_utils_path=module_utils_path,
         action_plugin_path=action_plugin_path,
+        inventory_plugin_path=inventory_plugin_path,
         color=color,
         cwd=cwd,
     )
@@ -724,6 +738,7 @@ def ansible_environment(
     library_path: Path | Sequence[Path] | None = None,
     module_utils_path: Sequence[Path] = (),
     action_plugin_path: Sequence[Path] = (),
+    inventory_plugin_path: Sequence[Path] = (),
     color: bool = False,
     cwd: Path | None = None,
 ) -> dict[str, str]:
@@ -731,7 +746,9 @@ def ansible_environment(
 
     A default never overrides what the operator chose, in the environment or in the
     ansible.cfg Ansible will read (an environment variable would beat that file). The roles
-    path is prepended so kvmprep's roles win while the operator's stay reachable.
+    path is prepended so kvmprep's roles win while the operator's stay reachable. The inventory
+    plugins of ``inventory_plugin_path`` are enabled first, before the operator's choice of
+    enabled plugins (or Ansible's default list), which stays in effect.
     """
     cwd = Path.cwd() if cwd is None else cwd
     env = {
@@ -756,15 +773,41 @@ def ansible_environment(
         ("ANSIBLE_LIBRARY", library_path or []),
         ("ANSIBLE_MODULE_UTILS", module_utils_path),
         ("ANSIBLE_ACTION_PLUGINS", action_plugin_path),
+        ("ANSIBLE_INVENTORY_PLUGINS", inventory_plugin_path),
     ):
         if ours:
             theirs = env.get(key) or chosen.get(key)
             env[key] = os.pathsep.join(p for p in (*map(str, ours), theirs) if p)
+    if names := inventory_plugin_names(inventory_plugin_path):
+        # Inventory plugins are used only when enabled. Ours come first: a file named for one
+        # of them is then parsed by it, whatever its plugin: key names (the collection's FQCN
+        # included), and the auto plugin does not first try, and warn about, a collection
+        # that is not installed. Other files are not theirs (verify_file), nothing changes.
+        theirs = env.get("ANSIBLE_INVENTORY_ENABLED") or chosen.get("ANSIBLE_INVENTORY_ENABLED")
+        enabled = (
+            [n.strip() for n in theirs.split(",") if n.strip()]
+            if theirs
+            else list(_INVENTORY_ENABLED_DEFAULT)
+        )
+        env["ANSIBLE_INVENTORY_ENABLED"] = ",".join(
+            [*names, *(n for n in enabled if n not in names)]
+        )
     # ansible-playbook runs on a pty, so it would colour its output (and the saved stdout)
     # even when nobody sees it on a terminal.
     if not color or environ.get("NO_COLOR"):
         env.setdefault("ANSIBLE_NOCOLOR", "True")
     return env
+
+
+def inventory_plugin_names(paths: Iterable[Path]) -> list[str]:
+    """The inventory plugins of those directories, by the name Ansible gives a plugin found on
+    ANSIBLE_INVENTORY_PLUGINS (its file name)."""
+    names: list[str] = []
+    for directory in paths:
+        for path in sorted(Path(directory).glob("*.py")):
+            if not path.name.startswith("_") and path.stem not in names:
+                names.append(path.stem)
+    return names
 
 
 def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
@@ -784,7 +827,12 @@ def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
         for section, option in options:
             if parser.has_option(section, option):
                 found[key] = parser.get(section, option)
-    for key in ("ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY", "ANSIBLE_ACTION_PLUGINS"):
+    for key in (
+        "ANSIBLE_ROLES_PATH",
+        "ANSIBLE_LIBRARY",
+        "ANSIBLE_ACTION_PLUGINS",
+        "ANSIBLE_INVENTORY_PLUGINS",
+    ):
         if key in found:
             # Relative entries are relative to the file in ansible.cfg, not the environment.
             found[key] = os.pathsep.join(

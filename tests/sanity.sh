@@ -6,6 +6,7 @@
 #   roles/*/module_utils/X.py   -> plugins/module_utils/X.py
 #   roles/*/action_plugins/X.py -> plugins/action/X.py
 #   roles/*/filter_plugins/X.py -> plugins/filter/X.py
+#   plugins/inventory/X.py      -> plugins/inventory/X.py (already where the collection has it)
 # The copies are the files as they are, but for one edit a collection needs: a module's
 # `from ansible.module_utils.<own module_utils> import` (what Ansible gives a role's module_utils)
 # becomes `from ansible_collections.kvmprep.kvm.plugins.module_utils.<same> import`, on the same
@@ -41,7 +42,7 @@ mkdir -p "$HOME"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tree=$tmp/ansible_collections/$namespace/$name
-mkdir -p "$tree"/plugins/{modules,module_utils,action,filter} "$tree/meta" "$tree/tests/sanity"
+mkdir -p "$tree"/plugins/{modules,module_utils,action,filter,inventory} "$tree/meta" "$tree/tests/sanity"
 
 # sed script mapping the tree's paths back to the repository's, for the report.
 paths=$tmp/paths.sed
@@ -62,6 +63,7 @@ copy modules roles/*/library/*.py
 copy module_utils roles/*/module_utils/*.py
 copy action roles/*/action_plugins/*.py
 copy filter roles/*/filter_plugins/*.py
+copy inventory plugins/inventory/*.py
 
 own=$(cd "$tree/plugins/module_utils" && ls -- *.py | sed 's/\.py$//' | paste -sd'|')
 sed -E -i "s/^( *)from ansible\.module_utils\.($own) import /\1from ansible_collections.$namespace.$name.plugins.module_utils.\2 import /" \
@@ -81,9 +83,11 @@ core=$("$python" -c 'from ansible.release import __version__ as v; print(".".joi
 py=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # What is ignored, and why (ansible-test fails on an entry that no longer matches anything).
 ignores=$tree/tests/sanity/ignore-$core.txt
-for module in "$tree"/plugins/modules/*.py; do
-  # validate-modules wants ansible-core's GPLv3 header in every module; kvmprep is Apache-2.0.
-  echo "plugins/modules/${module##*/} validate-modules:missing-gplv3-license # kvmprep is Apache-2.0, not GPLv3"
+for module in "$tree"/plugins/modules/*.py "$tree"/plugins/inventory/*.py; do
+  # validate-modules wants ansible-core's GPLv3 header in every module and every plugin it checks
+  # the documentation of (inventory plugins among them); kvmprep is Apache-2.0.
+  dir=${module%/*}
+  echo "plugins/${dir##*/}/${module##*/} validate-modules:missing-gplv3-license # kvmprep is Apache-2.0, not GPLv3"
 done >"$ignores"
 # What only some ansible-core releases find: tests/sanity/ignore-X.Y.txt, each entry with its reason.
 if [ -f "$project/tests/sanity/ignore-$core.txt" ]; then

@@ -58,7 +58,7 @@ def test_wheel_carries_the_ansible_content(wheel: Path) -> None:
     assert "kvmprep/cli.py" in names
     role_files = _source_files("roles/kvm_host")
     assert role_files, "roles/kvm_host has no files"
-    for top in ("playbooks", "roles", "inventory"):
+    for top in ("playbooks", "roles", "inventory", "plugins"):
         missing = {f"kvmprep/_content/{f}" for f in _source_files(top)} - names
         assert not missing, f"not in the wheel: {sorted(missing)}"
 

@@ -561,6 +561,127 @@ def test_kvmprep_check_finds_front_end_and_hosts_compliant(endpoint):
     assert "kvmprep-lab-only" not in stderr
 
 
+# --- OpenNebula's hosts as inventory (plugins/inventory/opennebula_hosts.py) ---------------
+
+
+def one_auth_file(tmp_path: Path) -> Path:
+    path = tmp_path / "one_auth"
+    path.write_text(SESSION + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def unwrap(value):
+    """Values without ansible-inventory's {"__ansible_unsafe": ...} wrapping."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def ansible_inventory(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    """ansible-inventory with the environment kvmprep's CLI gives Ansible (the plugin's
+    directory on ANSIBLE_INVENTORY_PLUGINS, the plugin enabled)."""
+    from kvmprep import content, runner
+
+    environ = runner.ansible_environment(
+        {**os.environ, **(env or {})},
+        inventory_plugin_path=content.inventory_plugin_paths(),
+        cwd=tmp_path,
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-inventory")), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+        env=environ,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kvmprep-lab-only" not in result.stdout + result.stderr
+    return unwrap(json.loads(result.stdout))
+
+
+def test_the_inventory_plugin_lists_the_registered_hosts_in_their_cluster(endpoint, tmp_path):
+    source = tmp_path / "lab.opennebula_hosts.yml"
+    source.write_text("plugin: kvmprep.kvm.opennebula_hosts\n", encoding="utf-8")
+    env = {"ONE_XMLRPC": endpoint, "ONE_AUTH": str(one_auth_file(tmp_path))}
+    listing = ansible_inventory(tmp_path, "-i", str(source), "--list", env=env)
+    hostvars = listing["_meta"]["hostvars"]
+    # The front-end is no OpenNebula host: the hosts registered are the two nodes.
+    assert set(hostvars) == set(NODES), hostvars
+    assert set(listing["kvm_hosts"]["hosts"]) == set(NODES), listing
+    assert set(listing["one_cluster_kvmprep_lab"]["hosts"]) == set(NODES), listing
+    for name in NODES:
+        assert hostvars[name]["one_frontend_cluster"] == CLUSTERS[name], hostvars[name]
+        assert hostvars[name]["one_frontend_host_name"] == name
+        assert hostvars[name]["one_host_state"] == "MONITORED", hostvars[name]
+        assert (hostvars[name]["one_host_im_mad"], hostvars[name]["one_host_vm_mad"]) == (
+            "kvm",
+            "kvm",
+        )
+        assert hostvars[name]["ansible_host"] == name
+
+
+def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
+    # No hand-written list of hosts: the nodes come from oned through the plugin, the
+    # front-end from a one-host inventory. How each machine is reached (the podman connection)
+    # is copied from molecule's inventory; the kvm hosts' settings are not (check then judges
+    # them against the defaults): ONE-002 is what shows that the plugin's one_frontend_cluster
+    # and one_frontend_host_name are the ones kvmprep reads.
+    molecule = os.environ["MOLECULE_INVENTORY_FILE"]
+    machines = {
+        name: ansible_inventory(tmp_path, "-i", molecule, "--host", name)
+        for name in (FRONTEND, *NODES)
+    }
+    frontend = tmp_path / "frontend.yml"
+    frontend.write_text(
+        json.dumps({"frontend": {"hosts": {FRONTEND: machines[FRONTEND]}}}), encoding="utf-8"
+    )
+    # The connection variables every node has, as plain values (a compose entry is an
+    # expression: each node's value is picked from a literal mapping by its name).
+    reach = {
+        key
+        for key in machines[NODES[0]]
+        if key.startswith("ansible_")
+        and all(isinstance(machines[n].get(key), str | int | float | bool) for n in NODES)
+    }
+    compose = {
+        key: f"({json.dumps({n: machines[n][key] for n in NODES})})[inventory_hostname]"
+        for key in sorted(reach)
+    }
+    source = tmp_path / "lab.opennebula_hosts.yml"
+    source.write_text(
+        json.dumps({"plugin": "kvmprep.kvm.opennebula_hosts", "compose": compose}),
+        encoding="utf-8",
+    )
+    result = kvmprep(
+        "check",
+        "-i",
+        str(frontend),
+        "-i",
+        str(source),
+        "--format",
+        "json",
+        env={"ONE_XMLRPC": endpoint, "ONE_AUTH": str(one_auth_file(tmp_path))},
+    )
+    assert result.stdout.strip(), result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["hosts"]) == {FRONTEND, *NODES}, result.stderr
+    for name in NODES:
+        host = report["hosts"][name]
+        assert host["error"] is None, (name, host["error"])
+        one_002 = host["controls"]["ONE-002"]
+        assert one_002["status"] == "PASS", (name, one_002)
+        assert "MONITORED" in one_002["message"], one_002
+    assert "kvmprep-lab" in report["hosts"][NODES[1]]["controls"]["ONE-002"]["message"]
+    assert "kvmprep-lab-only" not in result.stdout + result.stderr
+
+
 def test_kvmprep_check_names_a_broken_ssh_direction(endpoint):
     node = machine(NODES[0])
     known = "/var/lib/one/.ssh/known_hosts"
