@@ -124,10 +124,6 @@ def _run(
     result = runner.run_playbook(
         playbook,
         inventories,
-        roles_path=content.roles_path(),
-        library_path=content.library_paths(),
-        module_utils_path=content.module_utils_paths(),
-        action_plugin_path=content.action_plugin_paths(),
         capture=(PROBE_TASK, FRONTEND_TASK, API_TASK),
         **kwargs,
     )

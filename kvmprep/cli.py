@@ -423,7 +423,6 @@ def _apply(args: argparse.Namespace) -> int:
             result = runner.run_playbook(
                 playbook,
                 inventories,
-                roles_path=content.roles_path(),
                 limit=args.limit,
                 check=args.check,
                 diff=args.diff,

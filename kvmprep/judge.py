@@ -1,41 +1,30 @@
-"""The judge of kvm_host (roles/kvm_host/module_utils/kvm_host_judge.py), for check's controls.
+"""The collection's judges, for check's controls: kvm_host_judge (what apply would change on a
+host) and machine_types (which machine types a cluster's hosts share).
 
-apply asks the same file through the role's kvm_host_plan action plugin: check and apply judge
-a host with one code. It is the role's file, loaded by path from kvmprep's Ansible content
-(the role keeps it where its action plugin finds it), under a package of its own so that its
-relative import of kvm_host_layouts resolves to the role's file too.
+apply asks the same files through the collection's kvm_host_plan action plugin and
+one_frontend filters: check and apply judge a host with one code. The dependency points from the
+CLI to the collection: these are imported from ``ansible_collections.kvmprep.kvm``, the
+collection kvmprep runs (``content.collections_dir()``), never copied into the kvmprep package.
 """
 
 from __future__ import annotations
 
-import sys
-from functools import cache
 from types import ModuleType
 
-from kvmprep.content import content_root
+from kvmprep.content import import_collection
 
-#: The package the role's module_utils are loaded under; the action plugin uses the same name,
-#: so a process that runs both (unit tests) loads them once.
-PACKAGE = "kvm_host_controller_utils"
-_FILES = ("kvm_host_layouts", "kvm_host_judge")
+# Before the imports below: a source checkout's collection is importable only once its
+# ansible_collections directory is on sys.path (an installed wheel's is there already).
+import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (  # noqa: E402
+    kvm_host_judge,
+    machine_types,
+)
+
+__all__ = ["judge", "kvm_host_judge", "machine_types"]
 
 
-@cache
 def judge() -> ModuleType:
-    """The judge module (loaded once per process: it is pure and its source does not change
-    while kvmprep runs)."""
-    loaded = sys.modules.get(f"{PACKAGE}.kvm_host_judge")
-    if loaded is not None:
-        return loaded
-    package = sys.modules.setdefault(PACKAGE, ModuleType(PACKAGE))
-    package.__path__ = []
-    directory = content_root() / "roles" / "kvm_host" / "module_utils"
-    module = package
-    for name in _FILES:
-        path = directory / f"{name}.py"
-        module = ModuleType(f"{PACKAGE}.{name}")
-        module.__file__ = str(path)
-        module.__package__ = PACKAGE
-        sys.modules[module.__name__] = module
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    return module
+    """The judge module (the controls call ``judge().NAME``)."""
+    return kvm_host_judge

@@ -94,9 +94,11 @@ _DEFAULTS_IN_CFG = {
     "ANSIBLE_FORKS": (("defaults", "forks"),),
     "ANSIBLE_RETRY_FILES_ENABLED": (("defaults", "retry_files_enabled"),),
     "ANSIBLE_HOST_KEY_CHECKING": (("defaults", "host_key_checking"),),
-    "ANSIBLE_ROLES_PATH": (("defaults", "roles_path"),),
-    "ANSIBLE_LIBRARY": (("defaults", "library"),),
-    "ANSIBLE_ACTION_PLUGINS": (("defaults", "action_plugins"),),
+    # collections_paths: the name before ansible-core 2.10, still read.
+    "ANSIBLE_COLLECTIONS_PATH": (
+        ("defaults", "collections_path"),
+        ("defaults", "collections_paths"),
+    ),
     "ANSIBLE_INVENTORY_PLUGINS": (("defaults", "inventory_plugins"),),
     "ANSIBLE_INVENTORY_ENABLED": (("inventory", "enable_plugins"),),
 }
@@ -104,6 +106,11 @@ _DEFAULTS_IN_CFG = {
 # Ansible's own [inventory] enable_plugins default (config/base.yml, INVENTORY_ENABLED): kept
 # enabled after kvmprep's inventory plugins when the operator chose none.
 _INVENTORY_ENABLED_DEFAULT = ("host_list", "script", "auto", "yaml", "ini", "toml")
+# Ansible's COLLECTIONS_PATHS default, kept after kvmprep's own directory when the operator chose
+# none: the collections installed with ansible-galaxy stay reachable.
+_COLLECTIONS_PATH_DEFAULT = os.pathsep.join(
+    ("~/.ansible/collections", "/usr/share/ansible/collections")
+)
 
 # Variables from the caller's environment that reach ansible-playbook besides ANSIBLE_*:
 # what SSH (agent, Kerberos), Python (locale, temp dir) and the terminal need.
@@ -457,7 +464,6 @@ def run_playbook(
     playbook: Path,
     inventories: Sequence[Path],
     *,
-    roles_path: Path | None = None,
     limit: str | None = None,
     check: bool = False,
     diff: bool = False,
@@ -468,9 +474,7 @@ def run_playbook(
     observer: Callable[[RunState], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     environ: Mapping[str, str] | None = None,
-    library_path: Path | Sequence[Path] | None = None,
-    module_utils_path: Sequence[Path] = (),
-    action_plugin_path: Sequence[Path] = (),
+    collections_path: Sequence[Path] | None = None,
     inventory_plugin_path: Sequence[Path] | None = None,
     capture: Sequence[str] = (),
 ) -> RunResult:
@@ -480,12 +484,13 @@ def run_playbook(
     it quiet (it is still saved in the artifact dir). ``color`` lets Ansible colour it.
     ``observer`` is called with the live ``RunState`` after each event; ``cancel`` is polled
     and, once true, ansible-runner kills ansible-playbook (the run is then ``interrupted``).
-    ``library_path`` is searched first for modules (``module_utils_path`` for the code they
-    share, ``action_plugin_path`` for the action plugins of modules of the same name, when the
-    playbook uses them without loading their role); the results of the tasks named in
-    ``capture`` are returned per host in ``task_results``. ``inventory_plugin_path`` (default:
-    kvmprep's own, ``content.inventory_plugin_paths()``, for every playbook takes an inventory
-    that may be one of them) holds inventory plugins that are enabled for the run.
+    ``collections_path`` is searched first for collections (default: the one holding
+    kvmprep's own, ``content.collections_dir()``, whose content the playbooks name by FQCN,
+    kvmprep.kvm.*: that copy wins over another kvmprep.kvm the operator installed); the
+    results of the tasks named in ``capture`` are returned per host in ``task_results``.
+    ``inventory_plugin_path`` (default: kvmprep's own, ``content.inventory_plugin_paths()``,
+    for every playbook takes an inventory that may be one of them) holds inventory plugins that
+    are enabled for the run.
     """
     from ansible_runner.interface import init_runner
 
@@ -501,16 +506,16 @@ def run_playbook(
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
-    if inventory_plugin_path is None:
+    if inventory_plugin_path is None or collections_path is None:
         from kvmprep import content
 
-        inventory_plugin_path = content.inventory_plugin_paths()
+        if inventory_plugin_path is None:
+            inventory_plugin_path = content.inventory_plugin_paths()
+        if collections_path is None:
+            collections_path = [content.collections_dir()]
     env = ansible_environment(
         environ,
-        roles_path=roles_path,
-        library_path=library_path,
-        module_utils_path=module_utils_path,
-        action_plugin_path=action_plugin_path,
+        collections_path=collections_path,
         inventory_plugin_path=inventory_plugin_path,
         color=color,
         cwd=cwd,
@@ -734,10 +739,7 @@ def artifact_root_dir(environ: Mapping[str, str]) -> Path:
 def ansible_environment(
     environ: Mapping[str, str],
     *,
-    roles_path: Path | None = None,
-    library_path: Path | Sequence[Path] | None = None,
-    module_utils_path: Sequence[Path] = (),
-    action_plugin_path: Sequence[Path] = (),
+    collections_path: Sequence[Path] = (),
     inventory_plugin_path: Sequence[Path] = (),
     color: bool = False,
     cwd: Path | None = None,
@@ -745,8 +747,9 @@ def ansible_environment(
     """The environment of ansible-playbook: an allow-list of the caller's plus kvmprep's defaults.
 
     A default never overrides what the operator chose, in the environment or in the
-    ansible.cfg Ansible will read (an environment variable would beat that file). The roles
-    path is prepended so kvmprep's roles win while the operator's stay reachable. The inventory
+    ansible.cfg Ansible will read (an environment variable would beat that file). The
+    collections path is prepended so kvmprep's collection wins while the operator's collections
+    stay reachable (Ansible's default places when nothing was chosen). The inventory
     plugins of ``inventory_plugin_path`` are enabled first, before the operator's choice of
     enabled plugins (or Ansible's default list), which stays in effect.
     """
@@ -766,17 +769,12 @@ def ansible_environment(
     chosen = _ansible_cfg_settings(_ansible_cfg_path(env, cwd))
     for key, value in _DEFAULTS.items():
         env.setdefault(key, chosen.get(key, value))
-    if isinstance(library_path, Path):
-        library_path = [library_path]
-    for key, ours in (
-        ("ANSIBLE_ROLES_PATH", [] if roles_path is None else [roles_path]),
-        ("ANSIBLE_LIBRARY", library_path or []),
-        ("ANSIBLE_MODULE_UTILS", module_utils_path),
-        ("ANSIBLE_ACTION_PLUGINS", action_plugin_path),
-        ("ANSIBLE_INVENTORY_PLUGINS", inventory_plugin_path),
+    for key, ours, default in (
+        ("ANSIBLE_COLLECTIONS_PATH", collections_path, _COLLECTIONS_PATH_DEFAULT),
+        ("ANSIBLE_INVENTORY_PLUGINS", inventory_plugin_path, ""),
     ):
         if ours:
-            theirs = env.get(key) or chosen.get(key)
+            theirs = env.get(key) or chosen.get(key) or default
             env[key] = os.pathsep.join(p for p in (*map(str, ours), theirs) if p)
     if names := inventory_plugin_names(inventory_plugin_path):
         # Inventory plugins are used only when enabled. Ours come first: a file named for one
@@ -827,12 +825,7 @@ def _ansible_cfg_settings(path: Path | None) -> dict[str, str]:
         for section, option in options:
             if parser.has_option(section, option):
                 found[key] = parser.get(section, option)
-    for key in (
-        "ANSIBLE_ROLES_PATH",
-        "ANSIBLE_LIBRARY",
-        "ANSIBLE_ACTION_PLUGINS",
-        "ANSIBLE_INVENTORY_PLUGINS",
-    ):
+    for key in ("ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_INVENTORY_PLUGINS"):
         if key in found:
             # Relative entries are relative to the file in ansible.cfg, not the environment.
             found[key] = os.pathsep.join(

@@ -1,21 +1,11 @@
 #!/usr/bin/env bash
-# ansible-test sanity on the roles' Python content: modules (roles/*/library), module_utils, action
-# and filter plugins. ansible-test only runs inside a collection, and this repository is not one
-# yet, so the files are copied into a throw-away collection tree, kvmprep.kvm:
-#   roles/*/library/X.py        -> plugins/modules/X.py
-#   roles/*/module_utils/X.py   -> plugins/module_utils/X.py
-#   roles/*/action_plugins/X.py -> plugins/action/X.py
-#   roles/*/filter_plugins/X.py -> plugins/filter/X.py
-#   plugins/inventory/X.py      -> plugins/inventory/X.py (already where the collection has it)
-# The copies are the files as they are, but for one edit a collection needs: a module's
-# `from ansible.module_utils.<own module_utils> import` (what Ansible gives a role's module_utils)
-# becomes `from ansible_collections.kvmprep.kvm.plugins.module_utils.<same> import`, on the same
-# line, so that the import and validate-modules tests can import the modules at all. Reported
-# paths are mapped back to the roles' files; line numbers are the real files'.
-# (A try/except ImportError in the files themselves, falling back to the collection's path, works
-# (tried on 2.19), but AnsiballZ then takes both imports as optional: every build looks the
-# collection up in vain, 73 times for kvm_host_probe, about 0.1 s of its 0.6-0.9 s build, and a
-# missing module_utils no longer fails the build. Hence the edit here, not in the roles.)
+# ansible-test sanity on the collection kvmprep.kvm (the repository root): its modules,
+# module_utils, action, filter and inventory plugins, meta/runtime.yml. ansible-test runs inside
+# an ansible_collections/<namespace>/<name> directory and tests every file there, so it runs on
+# the collection as `ansible-galaxy collection build` makes it (galaxy.yml's build_ignore leaves
+# out kvmprep/, tests/, molecule/, ...: the CLI's Python is not collection content), unpacked
+# into a throw-away tree. The files are the repository's as they are: reported paths
+# (plugins/modules/X.py) and line numbers are the real files'.
 #
 # ansible-test installs each test's pinned requirements (pylint, pycodestyle, voluptuous,
 # yamllint, antsibull-docs-parser, ...) from PyPI into virtual environments of its own, cached
@@ -42,42 +32,10 @@ mkdir -p "$HOME"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tree=$tmp/ansible_collections/$namespace/$name
-mkdir -p "$tree"/plugins/{modules,module_utils,action,filter,inventory} "$tree/meta" "$tree/tests/sanity"
-
-# sed script mapping the tree's paths back to the repository's, for the report.
-paths=$tmp/paths.sed
-: >"$paths"
-copy() {
-  local dest=$1 file
-  shift
-  for file in "$@"; do
-    if [ -e "$tree/plugins/$dest/${file##*/}" ]; then
-      echo "two roles have a ${file##*/} in $dest: the collection tree can hold one" >&2
-      exit 1
-    fi
-    cp "$file" "$tree/plugins/$dest/"
-    printf 's|plugins/%s/%s|%s|g\n' "$dest" "${file##*/}" "$file" >>"$paths"
-  done
-}
-copy modules roles/*/library/*.py
-copy module_utils roles/*/module_utils/*.py
-copy action roles/*/action_plugins/*.py
-copy filter roles/*/filter_plugins/*.py
-copy inventory plugins/inventory/*.py
-
-own=$(cd "$tree/plugins/module_utils" && ls -- *.py | sed 's/\.py$//' | paste -sd'|')
-sed -E -i "s/^( *)from ansible\.module_utils\.($own) import /\1from ansible_collections.$namespace.$name.plugins.module_utils.\2 import /" \
-  "$tree"/plugins/modules/*.py "$tree"/plugins/module_utils/*.py
-if grep -En "^ *(from|import) ansible\.module_utils(\.($own)\b| import)" "$tree"/plugins/modules/*.py "$tree"/plugins/module_utils/*.py; then
-  echo "imports of the roles' module_utils above are not in the form this script rewrites" >&2
-  exit 1
-fi
-
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)
-requires=$(sed -n 's/^ *"ansible-core\([^"]*\)",$/\1/p' pyproject.toml)
-# galaxy.yml gives ansible-test the collection's version, which it compares version_added with.
-printf 'namespace: %s\nname: %s\nversion: %s\n' "$namespace" "$name" "$version" >"$tree/galaxy.yml"
-printf 'requires_ansible: "%s"\n' "$requires" >"$tree/meta/runtime.yml"
+mkdir -p "$tree"
+"$venv/bin/ansible-galaxy" collection build --output-path "$tmp" "$project" >/dev/null
+tar -xzf "$tmp/$namespace-$name-"*.tar.gz -C "$tree"
+mkdir -p "$tree/tests/sanity"
 
 core=$("$python" -c 'from ansible.release import __version__ as v; print(".".join(v.split(".")[:2]))')
 py=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -117,5 +75,5 @@ if ! run --prime-venvs >"$log" 2>&1; then
 fi
 
 rc=0
-run "$@" 2>&1 | sed -f "$paths" || rc=$?
+run "$@" 2>&1 || rc=$?
 exit "$rc"

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from kvmprep.controls import machines as mt
 from kvmprep.controls.model import (
     Expect,
     HostFacts,
@@ -32,6 +31,7 @@ from kvmprep.controls.model import (
     fact,
 )
 from kvmprep.controls.opennebula import RESTART
+from kvmprep.judge import machine_types as mt
 
 AUTO = "auto"
 HOST_CPU_MODES = ("host-passthrough", "host-model")

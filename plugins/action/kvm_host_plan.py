@@ -18,37 +18,12 @@ settings are not what the judge can compare with.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from types import ModuleType
-
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-MODULE_UTILS = Path(__file__).resolve().parents[1] / "module_utils"
-#: The name the role's module_utils are loaded under on the controller: a package of its own,
-#: so that the judge's relative import of kvm_host_layouts resolves to the role's file.
-PACKAGE = "kvm_host_controller_utils"
-
-
-def load_judge() -> ModuleType:
-    """module_utils/kvm_host_judge.py (with kvm_host_layouts), compiled from its text so that
-    no __pycache__ lands in the role; loaded once per controller process."""
-    loaded = sys.modules.get(f"{PACKAGE}.kvm_host_judge")
-    if loaded is not None:
-        return loaded
-    package = sys.modules.setdefault(PACKAGE, ModuleType(PACKAGE))
-    package.__path__ = []  # a package, so that relative imports resolve in sys.modules
-    module = package
-    for name in ("kvm_host_layouts", "kvm_host_judge"):
-        path = MODULE_UTILS / f"{name}.py"
-        module = ModuleType(f"{PACKAGE}.{name}")
-        module.__file__ = str(path)
-        module.__package__ = PACKAGE
-        sys.modules[module.__name__] = module
-        exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), module.__dict__)
-    return module
+# The collection's own module_utils, as kvmprep check imports them too: one judge for both.
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge as judge
 
 
 class ActionModule(ActionBase):
@@ -57,7 +32,6 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         args = self._task.args
-        judge = load_judge()
         try:
             settings = judge.Settings.from_vars(args.get("settings") or {})
         except ValueError as exc:

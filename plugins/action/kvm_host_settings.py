@@ -18,25 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-ROLES_DIR = Path(__file__).resolve().parents[2]
-SETTINGS = ROLES_DIR / "kvm_host" / "module_utils" / "kvm_host_settings.py"
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_settings
+
+# The collection's roles, whose meta/argument_specs.yml name the settings (plugins/action/X.py
+# sits two levels below the collection's root).
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 KNOWN_ROLES = ("kvm_host", "one_frontend")
-
-
-def load_settings() -> ModuleType:
-    """module_utils/kvm_host_settings.py, by path: it is no module Ansible ships to a host here.
-    Compiled from its text, so that no __pycache__ lands in the role."""
-    module = ModuleType("kvm_host_settings")
-    module.__file__ = str(SETTINGS)
-    exec(compile(SETTINGS.read_text(encoding="utf-8"), str(SETTINGS), "exec"), module.__dict__)
-    return module
 
 
 class ActionModule(ActionBase):
@@ -57,11 +50,12 @@ class ActionModule(ActionBase):
         roles: list[str],
         variables: Mapping[str, Any],
         apply: bool,
-        loaded: tuple[ModuleType, dict[str, dict[str, Any]]] | None = None,
+        specs: dict[str, dict[str, Any]] | None = None,
     ) -> tuple[list[str], list[str]]:
-        """(problems, warnings) of one host, whose variables are ``variables``; ``loaded``: the
-        settings module and these roles' specs, when the caller has them already."""
-        settings, specs = loaded or (load_settings(), self._specs(roles))
+        """(problems, warnings) of one host, whose variables are ``variables``; ``specs``: these
+        roles' specs, when the caller has them already."""
+        if specs is None:
+            specs = self._specs(roles)
         values: dict[str, Any] = {}
         problems: list[str] = []
         for name, spec in specs.items():
@@ -73,8 +67,10 @@ class ActionModule(ActionBase):
             except AnsibleError as exc:
                 # Only the name: the error's text may hold another variable's value.
                 problems.append(f"{name}: cannot be templated: {type(exc).__name__}")
-        problems += settings.validate(values, specs, apply=apply)
-        warnings = settings.warnings(values) if "kvm_host" in roles and not problems else []
+        problems += kvm_host_settings.validate(values, specs, apply=apply)
+        warnings = (
+            kvm_host_settings.warnings(values) if "kvm_host" in roles and not problems else []
+        )
         return problems, warnings
 
     def _judge_hosts(
@@ -87,7 +83,6 @@ class ActionModule(ActionBase):
         # Loaded once per call, not per host: the loader hands out a deep copy of
         # argument_specs.yml on every load (0.1 s each), which made this task grow with the
         # fleet. validate() only reads the specs, so the hosts can share them.
-        settings = load_settings()
         specs: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
         for host, roles in hosts.items():
             checked = _roles(roles)
@@ -95,7 +90,7 @@ class ActionModule(ActionBase):
             if key not in specs:
                 specs[key] = self._specs(checked)
             problems, warnings = self._judge(
-                checked, task_vars["hostvars"][host], apply, (settings, specs[key])
+                checked, task_vars["hostvars"][host], apply, specs[key]
             )
             for line in problems:
                 found.setdefault(line, []).append(str(host))

@@ -1,6 +1,6 @@
 """kvm_host_warn, run on the controller: a warning needs no round trip to the host.
 
-Same arguments and result as library/kvm_host_warn.py (kept for its documentation and for a
+Same arguments and result as plugins/modules/kvm_host_warn.py (kept for its documentation and for a
 run that finds only the module): every message of ``msg`` becomes a warning of the task.
 """
 

@@ -1,8 +1,9 @@
 """Filters of the one_frontend role: the front-end's defaults computed from the hosts' facts,
 and the /etc/hosts lines of every machine.
 
-The judgement lives in kvmprep.controls.machines, which kvmprep check uses too: apply sets what
-check would ask for. The filters run on the controller, where kvmprep is installed.
+The judgement lives in the collection's module_utils/machine_types.py, which kvmprep check
+imports too: apply sets what check would ask for. Nothing here imports the kvmprep Python
+package, so the filters work where only the collection is installed (AWX).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.kvmprep.kvm.plugins.module_utils.machine_types import (
+    common_machine_type as newest_common,
+)
+
 #: A host name as /etc/hosts and DNS take it: dot-separated labels of letters, digits and
 #: hyphens (RFC 1123: 1 to 63 characters, no hyphen first or last), 253 characters at most.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
@@ -22,8 +27,6 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 def common_machine_type(hosts: Iterable[Mapping[str, Any]], like: str | None = None) -> str:
     """The newest machine type of ``like``'s family (default: pc, the emulators' default) that
     every host's QEMU runs; fails naming the problem when there is none."""
-    from kvmprep.controls.machines import common_machine_type as newest_common
-
     hosts = list(hosts)
     family = like or "pc"
     found = newest_common(hosts, like=family)

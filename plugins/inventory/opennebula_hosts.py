@@ -181,12 +181,9 @@ KVM_IM_MAD = "kvm"
 
 # The module that registers hosts knows how to reach oned (endpoint and session checks, a
 # timeout on every call, one-line reasons for every failure): the plugin reads it rather than
-# keep a second copy. Where it is: the collection's layout, then the repository's (roles/).
+# keep a second copy: the collection's plugins/modules/one_frontend_host.py.
 _HERE = Path(__file__).resolve().parent
-_REGISTRAR = (
-    _HERE.parent / "modules" / "one_frontend_host.py",
-    _HERE.parents[1] / "roles" / "one_frontend" / "library" / "one_frontend_host.py",
-)
+_REGISTRAR = (_HERE.parent / "modules" / "one_frontend_host.py",)
 
 
 def _load_registrar() -> types.ModuleType:

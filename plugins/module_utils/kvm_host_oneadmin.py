@@ -18,7 +18,10 @@ import re
 import socket
 import stat
 
-from ansible.module_utils.kvm_host_safepath import UnsafePath, read_file
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
+    UnsafePath,
+    read_file,
+)
 
 # OpenSSH's default identity files, in the order ssh tries them.
 IDENTITY_FILES = ("id_rsa", "id_ecdsa", "id_ed25519")

@@ -14,8 +14,15 @@ import signal
 import stat
 import time
 
-from ansible.module_utils.kvm_host_probe_common import errtext, group_name, read_text_why, stat_path
-from ansible.module_utils.kvm_host_probe_kvm import KVM_GET_API_VERSION
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    errtext,
+    group_name,
+    read_text_why,
+    stat_path,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_kvm import (
+    KVM_GET_API_VERSION,
+)
 
 LIBVIRT_SOCKETS = ("/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock")
 POLKIT_DIRS = ("/etc/polkit-1/rules.d", "/usr/share/polkit-1/rules.d")

@@ -4,7 +4,7 @@
 import grp
 import pwd
 
-from ansible.module_utils.kvm_host_probe_common import stat_path
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import stat_path
 
 
 def gather_accounts(user, groups, getpwnam=pwd.getpwnam, getgrall=grp.getgrall):

@@ -6,7 +6,11 @@ libvirt-qemu abstraction's include points and the tree rules in it and its inclu
 import os
 import re
 
-from ansible.module_utils.kvm_host_probe_common import BIN_DIRS, read_text, read_text_why
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    BIN_DIRS,
+    read_text,
+    read_text_why,
+)
 
 AA_ABSTRACTION = "/etc/apparmor.d/abstractions/libvirt-qemu"
 AA_ENABLED = "/sys/module/apparmor/parameters/enabled"

@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-from ansible.module_utils.kvm_host_probe_common import (
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
     BIN_DIRS,
     errtext,
     find_program,

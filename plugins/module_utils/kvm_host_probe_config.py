@@ -4,8 +4,8 @@ parser kvm_host_conf edits them with (kvm_host_libvirt_conf)."""
 
 import os
 
-from ansible.module_utils.kvm_host_libvirt_conf import read_conf
-from ansible.module_utils.kvm_host_probe_common import read_text_why
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_libvirt_conf import read_conf
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import read_text_why
 
 CONF_FILES = (
     ("qemu.conf", "/etc/libvirt/qemu.conf"),

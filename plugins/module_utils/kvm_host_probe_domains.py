@@ -4,7 +4,10 @@
 import os
 import xml.etree.ElementTree as ET
 
-from ansible.module_utils.kvm_host_probe_common import errtext, read_text_why
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    errtext,
+    read_text_why,
+)
 
 LIBVIRT_QEMU_STATE = "/run/libvirt/qemu"
 

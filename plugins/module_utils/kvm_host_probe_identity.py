@@ -3,7 +3,7 @@
 not set.
 """
 
-from ansible.module_utils.kvm_host_probe_common import read_text_why
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import read_text_why
 
 # libvirt's getDMISystemUUID order (host_uuid_source = "smbios", the default).
 DMI_UUID_FILES = ("/sys/devices/virtual/dmi/id/product_uuid", "/sys/class/dmi/id/product_uuid")

@@ -6,7 +6,11 @@ the KVM_GET_API_VERSION and KVM_CREATE_VM ioctls), /dev/net/tun and /dev/vhost-n
 import fcntl
 import os
 
-from ansible.module_utils.kvm_host_probe_common import errtext, read_text, stat_path
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    errtext,
+    read_text,
+    stat_path,
+)
 
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd")
 KVM_GET_API_VERSION = 0xAE00

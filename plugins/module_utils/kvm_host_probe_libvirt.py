@@ -6,10 +6,23 @@ kvm_host_layouts lists), the daemon layout, the daemon defaults file and version
 import os
 import re
 
-from ansible.module_utils.kvm_host_layouts import UNITS as LAYOUT_UNITS
-from ansible.module_utils.kvm_host_layouts import is_active, is_enabled, is_masked
-from ansible.module_utils.kvm_host_probe_apparmor import gather_apparmor
-from ansible.module_utils.kvm_host_probe_common import BIN_DIRS, UNSET, read_text, run
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_layouts import (
+    UNITS as LAYOUT_UNITS,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_layouts import (
+    is_active,
+    is_enabled,
+    is_masked,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_apparmor import (
+    gather_apparmor,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    BIN_DIRS,
+    UNSET,
+    read_text,
+    run,
+)
 
 # Every unit of every layout (kvm_host_layouts.UNITS): apply decides on no unit the probe did
 # not look at.

@@ -4,7 +4,7 @@
 import ipaddress
 import sys
 
-from ansible.module_utils.kvm_host_probe_common import read_text_why
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import read_text_why
 
 LIBVIRT_PORTS = (16509, 16514)
 TCP_LISTEN = "0A"

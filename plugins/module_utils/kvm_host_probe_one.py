@@ -8,9 +8,17 @@ import pwd
 import subprocess
 import time
 
-from ansible.module_utils.kvm_host_names import resolve_names
-from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
-from ansible.module_utils.kvm_host_probe_common import errtext, find_program, search_dirs, stat_path
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_names import resolve_names
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_oneadmin import (
+    remotes_digest,
+    ssh_state,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    errtext,
+    find_program,
+    search_dirs,
+    stat_path,
+)
 
 ONE_REMOTES_DIR = "/var/tmp/one"  # kvm_host_probe's remotes_dir default
 ONE_SUDOERS = "/etc/sudoers.d/kvmprep-oneadmin"

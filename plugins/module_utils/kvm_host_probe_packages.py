@@ -5,8 +5,14 @@ programs found.
 
 import os
 
-from ansible.module_utils.kvm_host_probe_common import UNSET, find_program, search_dirs
-from ansible.module_utils.kvm_host_probe_libvirt import daemon_version
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    UNSET,
+    find_program,
+    search_dirs,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_libvirt import (
+    daemon_version,
+)
 
 
 def find_qemu_system(dirs):

@@ -10,7 +10,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 
-from ansible.module_utils.kvm_host_probe_common import (
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
     errtext,
     read_text,
     read_text_why,

@@ -1,7 +1,7 @@
 """The roles' settings, judged before anything changes on any host.
 
 Pure Python, standard library only, no Ansible import: the controller-side action plugin
-(action_plugins/kvm_host_settings.py) and the unit tests import it as it is, and one_frontend's
+(plugins/action/kvm_host_settings.py) and the unit tests import it as it is, and one_frontend's
 trust tasks can use ``host_name_problem`` for the names the hosts report.
 
 ``validate`` takes the values as the inventory gives them (templated, but not converted the way

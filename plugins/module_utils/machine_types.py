@@ -4,8 +4,9 @@ A VM keeps the machine type it was started with (libvirt turns ``q35`` into the 
 ``pc-q35-10.0`` of the host it starts on), and a host can only receive a VM whose machine type
 its own QEMU has: a cluster is only as migratable as the machine types all its hosts share.
 
-Standard library only and no other kvmprep import: the front-end role's filter plugin imports
-this module to compute OS MACHINE (``common_machine_type``), the fleet controls judge with it.
+Standard library only: the collection's filter plugin (one_frontend) imports this module to
+compute OS MACHINE (``common_machine_type``), and kvmprep check's fleet controls import it from
+the collection to judge with it: apply sets what check asks for.
 A host is given as the ``qemu`` facts of kvm_host_probe, the whole probe result, or the
 ``machines`` mapping itself (``types``, ``default``, ``aliases``, ``deprecated``).
 """

@@ -112,7 +112,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Run QEMU as oneadmin, without dynamic ownership
-  kvm_host_conf:
+  kvmprep.kvm.kvm_host_conf:
     path: /etc/libvirt/qemu.conf
     settings:
       user: oneadmin
@@ -121,7 +121,7 @@ EXAMPLES = r"""
   notify: Restart libvirt
 
 - name: TCP listener settings of a classic libvirtd
-  kvm_host_conf:
+  kvmprep.kvm.kvm_host_conf:
     path: /etc/libvirt/libvirtd.conf
     settings:
       listen_tcp: true
@@ -130,7 +130,7 @@ EXAMPLES = r"""
       sasl_allowed_username_list: ["oneadmin"]
 
 - name: Make libvirtd listen (classic layout)
-  kvm_host_conf:
+  kvmprep.kvm.kvm_host_conf:
     path: /etc/default/libvirtd
     style: shell
     create: true
@@ -140,7 +140,7 @@ EXAMPLES = r"""
         add_words: ["--listen"]
 
 - name: With socket activation --listen is fatal, remove both spellings
-  kvm_host_conf:
+  kvmprep.kvm.kvm_host_conf:
     path: /etc/default/libvirtd
     style: shell
     settings:
@@ -192,11 +192,12 @@ import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_libvirt_conf import (
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_libvirt_conf import (
     IncompleteValue,
     end_of_statement,
 )
-from ansible.module_utils.kvm_host_libvirt_conf import (
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_libvirt_conf import (
     parse_value as parse_libvirt_at,
 )
 

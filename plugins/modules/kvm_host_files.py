@@ -96,7 +96,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Install the udev rule for /dev/kvm, and its directory
-  kvm_host_files:
+  kvmprep.kvm.kvm_host_files:
     files:
       - path: /etc/udev/rules.d
         state: directory
@@ -141,7 +141,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
-from ansible.module_utils.kvm_host_safepath import (
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
     UnsafePath,
     check_owner,
     chown_tree,

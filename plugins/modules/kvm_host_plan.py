@@ -1,5 +1,5 @@
 #!/usr/bin/python
-# The documentation of the controller-side action plugin action_plugins/kvm_host_plan.py: the
+# The documentation of the controller-side action plugin plugins/action/kvm_host_plan.py: the
 # judge runs where check's controls run, on the controller, so this module never does the work
 # on a host.
 DOCUMENTATION = r"""
@@ -79,7 +79,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Decide what to change from the probe
-  kvm_host_plan:
+  kvmprep.kvm.kvm_host_plan:
     facts: "{{ __kvm_host_probe.probe }}"
     settings: "{{ __kvm_host_judge_settings }}"
     libvirt_group: libvirt

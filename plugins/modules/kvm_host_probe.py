@@ -162,7 +162,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Probe KVM and libvirt
-  kvm_host_probe:
+  kvmprep.kvm.kvm_host_probe:
   register: kvm_probe
 
 - name: KVM must be usable
@@ -171,7 +171,7 @@ EXAMPLES = r"""
     fail_msg: "/dev/kvm is not usable: {{ kvm_probe.probe.kvm.dev_kvm.error }}"
 
 - name: Only the libvirt part
-  kvm_host_probe:
+  kvmprep.kvm.kvm_host_probe:
     gather: [libvirt]
   register: libvirt_probe
 """
@@ -439,10 +439,13 @@ expect:
 # them with the module); the apply-only groups (installed, paths, ruby_dir, sasl, blocks) from
 # kvm_host_probe_apply, which check never asks for.
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_names import resolve_names
-from ansible.module_utils.kvm_host_probe_access import gather_access
-from ansible.module_utils.kvm_host_probe_accounts import gather_accounts
-from ansible.module_utils.kvm_host_probe_apply import (
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_names import resolve_names
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_access import gather_access
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_accounts import (
+    gather_accounts,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_apply import (
     finish_ruby_dir,
     gather_blocks,
     gather_installed,
@@ -450,16 +453,31 @@ from ansible.module_utils.kvm_host_probe_apply import (
     gather_sasl,
     start_ruby_dir,
 )
-from ansible.module_utils.kvm_host_probe_common import UNSET
-from ansible.module_utils.kvm_host_probe_config import gather_config
-from ansible.module_utils.kvm_host_probe_domains import gather_domains
-from ansible.module_utils.kvm_host_probe_identity import gather_identity
-from ansible.module_utils.kvm_host_probe_kvm import gather_devices, gather_kvm
-from ansible.module_utils.kvm_host_probe_libvirt import daemon_version, gather_libvirt
-from ansible.module_utils.kvm_host_probe_listen import gather_listen
-from ansible.module_utils.kvm_host_probe_one import gather_one, start_ruby_probe
-from ansible.module_utils.kvm_host_probe_packages import gather_packages
-from ansible.module_utils.kvm_host_probe_qemu import gather_qemu
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import UNSET
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_config import gather_config
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_domains import (
+    gather_domains,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_identity import (
+    gather_identity,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_kvm import (
+    gather_devices,
+    gather_kvm,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_libvirt import (
+    daemon_version,
+    gather_libvirt,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_listen import gather_listen
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_one import (
+    gather_one,
+    start_ruby_probe,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_packages import (
+    gather_packages,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_qemu import gather_qemu
 
 ARGUMENT_SPEC = {
     "gather": {

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-# The documentation of the controller-side action plugin action_plugins/kvm_host_settings.py:
+# The documentation of the controller-side action plugin plugins/action/kvm_host_settings.py:
 # the judging needs the inventory's raw values and both roles' argument_specs, which only the
 # controller has, so this module never does the work on a host.
 DOCUMENTATION = r"""
@@ -48,7 +48,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Refuse settings kvmprep cannot apply safely
-  kvm_host_settings:
+  kvmprep.kvm.kvm_host_settings:
     roles: [kvm_host]
 """
 

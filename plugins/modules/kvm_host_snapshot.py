@@ -57,12 +57,12 @@ attributes:
 
 EXAMPLES = r"""
 - name: Keep libvirt's configuration to roll back to
-  kvm_host_snapshot:
+  kvmprep.kvm.kvm_host_snapshot:
     paths: [/etc/libvirt, /etc/default/libvirtd, "/etc/systemd/system/libvirtd*"]
     dest: /run/kvmprep/libvirt-snapshot
 
 - name: Put it back
-  kvm_host_snapshot:
+  kvmprep.kvm.kvm_host_snapshot:
     dest: /run/kvmprep/libvirt-snapshot
     state: restored
 """

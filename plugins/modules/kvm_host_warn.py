@@ -34,7 +34,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Warn about an unauthenticated listener
-  kvm_host_warn:
+  kvmprep.kvm.kvm_host_warn:
     msg:
       - libvirt's TCP listener accepts connections without authentication
 """

@@ -140,7 +140,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Enable the KVM drivers (OpenNebula 3.x oned.conf)
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /etc/one/oned.conf
     sections:
       - name: IM_MAD
@@ -158,7 +158,7 @@ EXAMPLES = r"""
   register: oned_conf
 
 - name: Enable the KVM virtualization driver (current oned.conf)
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /etc/one/oned.conf
     sections:
       - name: VM_MAD
@@ -172,7 +172,7 @@ EXAMPLES = r"""
           KEEP_SNAPSHOTS: "yes"
 
 - name: Enable the KVM monitoring driver (current monitord.conf)
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /etc/one/monitord.conf
     sections:
       - name: IM_MAD
@@ -184,7 +184,7 @@ EXAMPLES = r"""
           THREADS: 0
 
 - name: KVM driver defaults
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /etc/one/vmm_exec/vmm_exec_kvm.conf
     settings:
       EMULATOR: /usr/bin/qemu-kvm-one
@@ -195,7 +195,7 @@ EXAMPLES = r"""
       - {name: NIC, attributes: {MODEL: virtio}}
 
 - name: Migration over the transport the hosts listen on
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /var/lib/one/remotes/etc/vmm/kvm/kvmrc
     format: shell
     settings:
@@ -203,7 +203,7 @@ EXAMPLES = r"""
       MIGRATE_OPTIONS: null
 
 - name: Read oned.conf
-  one_frontend_conf:
+  kvmprep.kvm.one_frontend_conf:
     path: /etc/one/oned.conf
     query: true
   register: oned
@@ -262,7 +262,8 @@ import stat
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_safepath import (
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
     UnsafePath,
     copy_as_backup,
     join,
@@ -272,7 +273,9 @@ from ansible.module_utils.kvm_host_safepath import (
     read_file,
     replace_file,
 )
-from ansible.module_utils.one_frontend_syntax import (  # the parser lives there, shared
+
+# The parser lives in module_utils, shared.
+from ansible_collections.kvmprep.kvm.plugins.module_utils.one_frontend_syntax import (
     ConfError,
     Incomplete,
     _line_end,

@@ -122,7 +122,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Register the host with OpenNebula
-  one_frontend_host:
+  kvmprep.kvm.one_frontend_host:
     endpoint: http://frontend:2633/RPC2
     session: "{{ one_frontend_auth }}"
     name: "{{ inventory_hostname }}"

@@ -63,7 +63,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Probe the front-end
-  one_frontend_probe:
+  kvmprep.kvm.one_frontend_probe:
   register: frontend
 """
 
@@ -95,9 +95,16 @@ import os
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_names import resolve_names
-from ansible.module_utils.kvm_host_oneadmin import remotes_digest, ssh_state
-from ansible.module_utils.one_frontend_syntax import ConfError, read_values
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_names import resolve_names
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_oneadmin import (
+    remotes_digest,
+    ssh_state,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.one_frontend_syntax import (
+    ConfError,
+    read_values,
+)
 
 DRIVER_SECTIONS = ("IM_MAD", "VM_MAD")
 ONED = "oned"  # the daemon's /proc/PID/comm

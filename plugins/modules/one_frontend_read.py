@@ -45,7 +45,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Read oneadmin's one_auth
-  one_frontend_read:
+  kvmprep.kvm.one_frontend_read:
     path: /var/lib/one/.one/one_auth
     owners: [oneadmin]
   register: auth
@@ -67,7 +67,11 @@ import contextlib
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_safepath import UnsafePath, read_file
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
+    UnsafePath,
+    read_file,
+)
 
 
 def allowed_uids(names):

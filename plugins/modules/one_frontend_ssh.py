@@ -49,7 +49,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Give oneadmin a key pair and learn how others reach this machine
-  one_frontend_ssh:
+  kvmprep.kvm.one_frontend_ssh:
     user: oneadmin
   register: identity
 """
@@ -89,14 +89,21 @@ import pwd
 import socket
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_oneadmin import (  # shared with the check's probes
+
+# Shared with the check's probes.
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_oneadmin import (
     existing_identity,
     host_keys,
     interface_addresses,
     machine_names,
     read_key_line,
 )
-from ansible.module_utils.kvm_host_safepath import UnsafePath, make_dirs, read_file, walk
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
+    UnsafePath,
+    make_dirs,
+    read_file,
+    walk,
+)
 
 
 def generate(module, user, key_file, key_type):

@@ -58,7 +58,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Authorize the front-end's key
-  one_frontend_trust:
+  kvmprep.kvm.one_frontend_trust:
     user: oneadmin
     file: authorized_keys
     marker: "# {mark} kvmprep: oneadmin keys of the OpenNebula front-end and hosts"
@@ -83,7 +83,8 @@ import re
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.kvm_host_safepath import (
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath import (
     UnsafePath,
     check_owner,
     join,

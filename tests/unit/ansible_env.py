@@ -15,9 +15,14 @@ from typing import Any
 
 
 def ansible_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """``os.environ`` with those settings, then ``extra`` (ANSIBLE_LIBRARY, ...) over them."""
+    """``os.environ`` with those settings, then ``extra`` (ANSIBLE_LIBRARY, ...) over them.
+    The collection kvmprep.kvm is found as kvmprep finds it (its modules import their
+    module_utils from it, the fixture playbooks name its roles by FQCN)."""
+    from kvmprep import content
+
     return {
         **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(content.collections_dir()),
         "ANSIBLE_STDOUT_CALLBACK": "json",
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
         "ANSIBLE_LOCALHOST_WARNING": "False",

@@ -6,7 +6,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
 from kvmprep import content, runner
@@ -14,11 +13,10 @@ from kvmprep import content, runner
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# The roles' module_utils, importable as Ansible makes them (ansible.module_utils.<name>) for
-# the library modules the tests load by path.
-for _path in content.module_utils_paths():
-    if str(_path) not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(str(_path))
+# The collection's module_utils, importable as Ansible makes them
+# (ansible_collections.kvmprep.kvm.plugins.module_utils.<name>) for the modules the tests load
+# by path and for the tests themselves.
+content.import_collection()
 
 
 @pytest.fixture(autouse=True)

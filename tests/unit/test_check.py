@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import FIXTURES
 from test_controls import load
 
@@ -155,22 +156,28 @@ def test_run_state_keeps_the_result_of_captured_tasks() -> None:
     assert state.results == {"a": {"probe": {"x": 1}}}
 
 
-def test_library_path_is_prepended(tmp_path: Path) -> None:
-    env = runner.ansible_environment(
-        {"ANSIBLE_LIBRARY": "/mine"}, library_path=Path("/kvmprep/lib"), cwd=tmp_path
-    )
-    assert env["ANSIBLE_LIBRARY"] == "/kvmprep/lib:/mine"
-    assert "ANSIBLE_LIBRARY" not in runner.ansible_environment({}, cwd=tmp_path)
-    assert (content.library_path() / "kvm_host_probe.py").is_file()
-    # The role's controller-side action plugins (plan, settings, warn) are on this path; the
-    # probe has none: it runs as a plain module under AnsiballZ.
-    (plugins,) = content.action_plugin_paths()
-    assert plugins == content.roles_path() / "kvm_host" / "action_plugins"
-    assert sorted(p.name for p in plugins.glob("*.py")) == [
+def test_the_playbooks_name_the_collections_content_by_fqcn() -> None:
+    # Nothing is found through ANSIBLE_LIBRARY/ACTION_PLUGINS/ROLES_PATH any more: every module
+    # and role of check.yml is kvmprep.kvm.*, which the collections path resolves.
+    env = runner.ansible_environment({}, collections_path=[content.collections_dir()])
+    for key in ("ANSIBLE_LIBRARY", "ANSIBLE_MODULE_UTILS", "ANSIBLE_ACTION_PLUGINS"):
+        assert key not in env
+    assert "ANSIBLE_ROLES_PATH" not in env
+    plays = yaml.safe_load(content.playbook("check").read_text())
+    tasks = [task for play in plays for task in play["tasks"]]
+    modules = {key for task in tasks for key in task if "." in key}
+    roles = {task[key]["name"] for task in tasks for key in task if key.endswith(("_role",))}
+    assert "kvmprep.kvm.one_frontend_probe" in modules
+    assert roles == {"kvmprep.kvm.kvm_host", "kvmprep.kvm.one_frontend"}
+    assert all(m.startswith(("ansible.builtin.", "kvmprep.kvm.")) for m in modules), modules
+    # The probe's controller-side neighbours (plan, settings, warn) are the collection's
+    # action plugins; the probe has none: it runs as a plain module under AnsiballZ.
+    assert sorted(p.name for p in content.plugin_path("action").glob("*.py")) == [
         "kvm_host_plan.py",
         "kvm_host_settings.py",
         "kvm_host_warn.py",
     ]
+    assert (content.plugin_path("modules") / "kvm_host_probe.py").is_file()
 
 
 def test_reports_from_a_run_without_facts(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from ansible_env import ansible_env
-from conftest import FIXTURES, REPO_ROOT
+from conftest import FIXTURES
 
 from kvmprep.controls.evaluate import evaluate_host
 from kvmprep.controls.model import Expect, Status
@@ -136,7 +136,7 @@ PLAYBOOK = """
   tasks:
     - name: Plan as apply does
       ansible.builtin.include_role:
-        name: kvm_host
+        name: kvmprep.kvm.kvm_host
         tasks_from: plan
         public: true
       vars:
@@ -184,11 +184,7 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     proc = subprocess.run(
         [playbook, "-i", str(tmp / "inventory.json"), str(tmp / "play.yml"), "-f", "8"],
         cwd=tmp,
-        env=ansible_env(
-            tmp,
-            ANSIBLE_ROLES_PATH=str(REPO_ROOT / "roles"),
-            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ),
+        env=ansible_env(tmp, ANSIBLE_PYTHON_INTERPRETER=sys.executable),
         capture_output=True,
         text=True,
         timeout=300,

@@ -115,7 +115,7 @@ def test_expect_defaults_are_the_role_defaults() -> None:
     assert Expect.from_vars(defaults) == Expect()
     # check sends every value the controls compare with, as the role templates it.
     audit = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
-    sent = audit[0]["kvm_host_probe"]["expect"]
+    sent = audit[0]["kvmprep.kvm.kvm_host_probe"]["expect"]
     role_vars = yaml.safe_load((REPO_ROOT / "roles/kvm_host/vars/main.yml").read_text())
     # One template building the dict: each key is given the variable of its own name.
     judged = {
@@ -566,7 +566,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def qemu_from_outputs(name: str, base: dict[str, Any]) -> dict[str, Any]:
     """A host's qemu facts as the probe makes them from its emulator's recorded outputs
     (fixtures/qemu/<name>.*.txt), the rest (CPU, libvirt) taken from ``base``."""
-    from ansible.module_utils import kvm_host_probe_qemu as probe  # the probe's own parsers
+    from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+        kvm_host_probe_qemu as probe,
+    )  # the probe's own parsers
 
     def text(kind: str) -> str:
         return (FIXTURES / "qemu" / f"{name}.{kind}.txt").read_text()

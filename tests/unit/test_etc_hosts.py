@@ -18,12 +18,11 @@ from conftest import REPO_ROOT
 
 from tests.unit.ansible_env import ansible_env
 
-ROLES = REPO_ROOT / "roles"
 MARKER = "kvmprep: OpenNebula front-end and hosts"
 
 
 def _filters() -> Any:
-    path = ROLES / "one_frontend" / "filter_plugins" / "one_frontend.py"
+    path = REPO_ROOT / "plugins" / "filter" / "one_frontend.py"
     spec = importlib.util.spec_from_file_location("one_frontend_filters", path)
     assert spec is not None
     assert spec.loader is not None
@@ -143,7 +142,7 @@ PLAYBOOK = """\
   tasks:
     - name: Write every machine's names into /etc/hosts
       ansible.builtin.include_role:
-        name: one_frontend
+        name: kvmprep.kvm.one_frontend
         tasks_from: etc_hosts
 """
 
@@ -174,12 +173,7 @@ def run(tmp_path: Path, hosts_file: Path, inv: dict[str, Any]) -> dict[str, Any]
     (tmp_path / "vars.json").write_text(
         json.dumps({"__one_frontend_etc_hosts_path": str(hosts_file)})
     )
-    env = ansible_env(
-        tmp_path,
-        ANSIBLE_ROLES_PATH=str(ROLES),
-        ANSIBLE_LIBRARY=str(ROLES / "kvm_host" / "library"),
-        ANSIBLE_ACTION_PLUGINS=str(ROLES / "kvm_host" / "action_plugins"),
-    )
+    env = ansible_env(tmp_path)
     proc = subprocess.run(
         [playbook, "-i", "inventory.json", "-e", "@vars.json", "play.yml"],
         cwd=tmp_path,

@@ -648,7 +648,6 @@ def test_the_role_names_a_one_auth_file_it_cannot_read(tmp_path: Path) -> None:
     result = runner.run_playbook(
         FIXTURES / "frontend_api.yml",
         [inventory],
-        roles_path=content.roles_path(),
         environ={**os.environ, "ONE_AUTH": str(missing)},
     )
     fe = result.host("fe")
@@ -680,7 +679,6 @@ def test_the_role_does_not_read_one_auth_through_a_link_oneadmin_planted(tmp_pat
     result = runner.run_playbook(
         FIXTURES / "frontend_api.yml",
         [inventory],
-        roles_path=content.roles_path(),
         extravars={
             "one_frontend_oneadmin_home": str(home),
             "one_frontend_xmlrpc": "http://127.0.0.1:2633/RPC2",

@@ -31,7 +31,7 @@ def test_the_judge_imports_without_ansible() -> None:
     code = (
         "import sys, importlib.util, types\n"
         "sys.modules['ansible'] = None\n"
-        f"d = {str(REPO_ROOT / 'roles/kvm_host/module_utils')!r}\n"
+        f"d = {str(REPO_ROOT / 'plugins/module_utils')!r}\n"
         "pkg = types.ModuleType('p'); pkg.__path__ = [d]; sys.modules['p'] = pkg\n"
         "import p.kvm_host_judge as j\n"
         "print(j.LAYOUTS['modular']['service'])\n"

@@ -2,26 +2,24 @@
 
 import ast
 import importlib.util
-import os
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from kvmprep import content
 from tests.unit.ansible_env import run_module_locally
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "kvm_host" / "library"
+LIBRARY = ROOT / "plugins" / "modules"
 
 
 def load_library_module(name, library=LIBRARY):
-    """Import LIBRARY/NAME.py (roles/kvm_host/library by default) by path (it is not a package)."""
+    """Import LIBRARY/NAME.py (plugins/modules by default) by path (it is not a package)."""
     path = library / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"kvmprep_library_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    # No __pycache__ inside roles/: it would ship with the Ansible content.
+    # No __pycache__ inside plugins/modules: the module is loaded under a name of the tests.
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
@@ -477,8 +475,6 @@ def run_ansible(tmp_path, module, args, *extra, library=LIBRARY):
         str(library),
         *extra,
         ANSIBLE_REMOTE_TEMP=str(tmp_path / ".ansible" / "remote"),
-        # The roles' shared code, as a play that uses the role would find it.
-        ANSIBLE_MODULE_UTILS=os.pathsep.join(str(p) for p in content.module_utils_paths()),
     )
 
 

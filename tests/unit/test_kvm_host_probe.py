@@ -16,21 +16,55 @@ from pathlib import Path
 
 import pytest
 
+# The module is thin: each group's facts come from its module_utils (importable once
+# conftest put the collection on sys.path, as Ansible imports them).
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_layouts as layouts
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_libvirt_conf as lvconf
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_access as probe_access,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_accounts as probe_accounts,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_apparmor as probe_apparmor,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_apply as probe_apply
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_common as probe_common,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_config as probe_config,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_identity as probe_identity,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_kvm as probe_kvm
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_libvirt as probe_libvirt,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_listen as probe_listen,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_one as probe_one
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_packages as probe_packages,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_qemu as probe_qemu
 from tests.unit.ansible_env import ansible_env, run_module_locally
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "kvm_host" / "library"
-# The code the module shares with the front-end's (a play that uses the role finds it itself).
-MODULE_UTILS_DIR = ROOT / "roles" / "kvm_host" / "module_utils"
-MODULE_UTILS = str(MODULE_UTILS_DIR)
+LIBRARY = ROOT / "plugins" / "modules"
+# The code the module shares with the front-end's (Ansible finds it in the collection).
+MODULE_UTILS_DIR = ROOT / "plugins" / "module_utils"
 
 
 def load_library_module(name):
-    """Import roles/kvm_host/library/NAME.py by path (it is not a package)."""
+    """Import plugins/modules/NAME.py by path (it is not a package)."""
     path = LIBRARY / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"kvmprep_library_{name}", path)
     module = importlib.util.module_from_spec(spec)
-    # No __pycache__ inside roles/: it would ship with the Ansible content.
+    # No __pycache__ for a module loaded under a name of the tests.
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
@@ -40,23 +74,6 @@ def load_library_module(name):
 
 
 probe = load_library_module("kvm_host_probe")
-# The module is thin: each group's facts come from its module_utils (as Ansible imports them).
-from ansible.module_utils import kvm_host_layouts as layouts  # noqa: E402
-from ansible.module_utils import kvm_host_libvirt_conf as lvconf  # noqa: E402
-from ansible.module_utils import kvm_host_probe_access as probe_access  # noqa: E402
-from ansible.module_utils import kvm_host_probe_accounts as probe_accounts  # noqa: E402
-from ansible.module_utils import kvm_host_probe_apparmor as probe_apparmor  # noqa: E402
-from ansible.module_utils import kvm_host_probe_apply as probe_apply  # noqa: E402
-from ansible.module_utils import kvm_host_probe_common as probe_common  # noqa: E402
-from ansible.module_utils import kvm_host_probe_config as probe_config  # noqa: E402
-from ansible.module_utils import kvm_host_probe_identity as probe_identity  # noqa: E402
-from ansible.module_utils import kvm_host_probe_kvm as probe_kvm  # noqa: E402
-from ansible.module_utils import kvm_host_probe_libvirt as probe_libvirt  # noqa: E402
-from ansible.module_utils import kvm_host_probe_listen as probe_listen  # noqa: E402
-from ansible.module_utils import kvm_host_probe_one as probe_one  # noqa: E402
-from ansible.module_utils import kvm_host_probe_packages as probe_packages  # noqa: E402
-from ansible.module_utils import kvm_host_probe_qemu as probe_qemu  # noqa: E402
-
 CPUINFO_INTEL = """\
 processor\t: 0
 vendor_id\t: GenuineIntel
@@ -548,12 +565,10 @@ def test_module_source_parses_as_python_3_6():
 def test_ansible_end_to_end_on_this_machine(tmp_path):
     result = run_module_locally(
         tmp_path,
-        "kvm_host_probe",
+        # By FQCN: the module and its module_utils as the collection gives them.
+        "kvmprep.kvm.kvm_host_probe",
         {},
-        "-M",
-        str(LIBRARY),
         "--check",
-        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
     assert result.get("failed") is not True, result
     assert result["changed"] is False
@@ -1263,15 +1278,12 @@ def test_qemu_group_end_to_end_through_ansible(tmp_path):
     """The module as Ansible runs it, with a stand-in emulator (this machine has no QEMU)."""
     ansible = shutil.which("ansible", path=str(Path(sys.executable).parent)) or "ansible"
     one = _fake_qemu(tmp_path / "qemu-kvm-one", "debian13-qemu-10.0", tmp_path / "ran")
-    env = ansible_env(
-        tmp_path,
-        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
-    )
+    env = ansible_env(tmp_path)
     args = json.dumps({"gather": ["qemu"], "emulator": str(one)})
-    cmd = [ansible, "localhost", "-i", "localhost,", "-c", "local", "-M", str(LIBRARY)]
+    cmd = [ansible, "localhost", "-i", "localhost,", "-c", "local"]
     cmd += [
         "-m",
-        "kvm_host_probe",
+        "kvmprep.kvm.kvm_host_probe",
         "-a",
         args,
         "-e",

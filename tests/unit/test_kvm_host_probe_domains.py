@@ -5,7 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import kvm_host_probe_domains as probe
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_domains as probe
 
 # libvirt 11.3's status file of a VM OpenNebula deployed on Debian 13 (abridged qemuCaps).
 ONE_12 = Path(__file__).parent / "fixtures" / "domains" / "one-12.xml"

@@ -9,10 +9,12 @@ was asked about - or the line and message of the error it stopped at.
 import json
 
 import pytest
-from ansible.module_utils import kvm_host_libvirt_conf as lvconf
-from ansible.module_utils import kvm_host_probe_config as probe_config
 from conftest import FIXTURES
 
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_libvirt_conf as lvconf
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_config as probe_config,
+)
 from kvmprep.controls import libvirt
 from kvmprep.controls.model import Expect, Status
 from tests.unit.test_kvm_host_conf import conf

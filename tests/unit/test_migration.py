@@ -19,7 +19,7 @@ import pytest
 from conftest import FIXTURES, REPO_ROOT
 from test_controls import load, load_fleet, qemu_from_outputs
 
-from kvmprep.controls import machines as mt
+from ansible_collections.kvmprep.kvm.plugins.module_utils import machine_types as mt
 from kvmprep.controls import migration
 from kvmprep.controls.evaluate import HostInput, HostReport, clusters_of, evaluate_fleet
 from kvmprep.controls.migration import Link
@@ -129,8 +129,8 @@ def test_common_machine_type_needs_every_host() -> None:
 
 
 def test_machines_module_stands_alone() -> None:
-    """The front-end role's filter plugin imports it: standard library, no Ansible."""
-    path = REPO_ROOT / "kvmprep" / "controls" / "machines.py"
+    """The collection's filter plugin and kvmprep import it: standard library, no Ansible."""
+    path = REPO_ROOT / "plugins" / "module_utils" / "machine_types.py"
     imported = {
         (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name
         for node in ast.walk(ast.parse(path.read_text()))
@@ -139,8 +139,9 @@ def test_machines_module_stands_alone() -> None:
     }
     assert imported <= {"__future__", "re", "collections", "typing"}
     code = (
-        "import sys, kvmprep.controls.machines as m; "
-        "assert not [n for n in sys.modules if n.startswith('ansible')]; "
+        "import sys; from kvmprep import content; content.import_collection(); "
+        "import ansible_collections.kvmprep.kvm.plugins.module_utils.machine_types as m; "
+        "assert not [n for n in sys.modules if n.split('.')[0] in ('ansible', 'ansible_runner')]; "
         "print(m.common_machine_type([{'types': ['pc-q35-7.2']}]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

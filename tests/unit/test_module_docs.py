@@ -1,4 +1,4 @@
-"""Every module of roles/*/library says what it takes: DOCUMENTATION, EXAMPLES and RETURN are
+"""Every module of plugins/modules says what it takes: DOCUMENTATION, EXAMPLES and RETURN are
 YAML (ansible-doc reads them), DOCUMENTATION's options are the argument_spec the module gives
 AnsibleModule (names, types, required, defaults, choices, elements, suboptions), and the
 examples call the module with documented options only."""
@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO_ROOT
 from test_kvm_host_conf import load_library_module
 
-MODULES = sorted((REPO_ROOT / "roles").glob("*/library/*.py"))
+MODULES = sorted((REPO_ROOT / "plugins" / "modules").glob("*.py"))
 #: What AnsibleModule's add_file_common_args adds (the file attributes a task may set).
 FILE_COMMON = {"mode", "owner", "group", "seuser", "serole", "selevel", "setype", "attributes"}
 
@@ -96,7 +96,9 @@ def test_examples_use_documented_options_only(module: ModuleType) -> None:
     options = set(yaml.safe_load(module.DOCUMENTATION).get("options") or {})
     if _module_arguments(module).get("add_file_common_args"):
         options |= FILE_COMMON
-    calls = [task[name] or {} for task in yaml.safe_load(module.EXAMPLES) if name in task]
-    assert calls, f"no example calls {name}"
+    # By FQCN, as a playbook outside the collection calls it.
+    fqcn = f"kvmprep.kvm.{name}"
+    calls = [task[fqcn] or {} for task in yaml.safe_load(module.EXAMPLES) if fqcn in task]
+    assert calls, f"no example calls {fqcn}"
     for args in calls:
         assert set(args) <= options, sorted(set(args) - options)

@@ -28,8 +28,8 @@ from kvmprep.controls.model import Expect, Role, Status
 from tests.unit.ansible_env import run_module_locally
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
-names_mod = load_library_module("kvm_host_names", REPO_ROOT / "roles/kvm_host/module_utils")
-probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "roles/one_frontend/library")
+names_mod = load_library_module("kvm_host_names", REPO_ROOT / "plugins/module_utils")
+probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "plugins/modules")
 FRONTEND = json.loads((FIXTURES / "one" / "frontend-probe.json").read_text())
 
 
@@ -103,14 +103,8 @@ def test_the_front_end_probe_resolves_the_names_it_is_given(tmp_path) -> None:
 
 @pytest.mark.ansible
 def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
-    roles = REPO_ROOT / "roles"
     result = run_module_locally(
-        tmp_path,
-        "kvm_host_probe",
-        {"gather": ["names"], "names": ["localhost"]},
-        ANSIBLE_LIBRARY=str(roles / "kvm_host" / "library"),
-        ANSIBLE_MODULE_UTILS=str(roles / "kvm_host" / "module_utils"),
-        ANSIBLE_ACTION_PLUGINS=str(roles / "kvm_host" / "action_plugins"),
+        tmp_path, "kvmprep.kvm.kvm_host_probe", {"gather": ["names"], "names": ["localhost"]}
     )
     assert not result.get("failed"), result
     assert set(result["probe"]) == {"names", "errors"}
@@ -121,16 +115,19 @@ def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     # After the play that checks the settings: the hosts' play, then the front-end's.
     first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
     audit = plays[0]["tasks"][0]
-    assert audit["ansible.builtin.import_role"] == {"name": "kvm_host", "tasks_from": "audit"}
+    assert audit["ansible.builtin.import_role"] == {
+        "name": "kvmprep.kvm.kvm_host",
+        "tasks_from": "audit",
+    }
     assert audit["vars"]["__kvm_host_audit_names"].startswith(
         "{{ (__kvmprep_one_names + [__kvmprep_frontend])"
     )
     tasks = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
-    hosts_probe = tasks[0]["kvm_host_probe"]
+    hosts_probe = tasks[0]["kvmprep.kvm.kvm_host_probe"]
     assert "names" in hosts_probe["gather"]
     assert hosts_probe["names"] == "{{ __kvm_host_audit_names }}"
     fe_task = plays[1]["tasks"][0]
-    assert fe_task["one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
+    assert fe_task["kvmprep.kvm.one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
     # Both plays take the OpenNebula names the first play computed once, for every host
     # (run_once), from each kvm host's one_frontend_host_name; neither computes its own.
     (named,) = [t for t in first["tasks"] if "ansible.builtin.set_fact" in t]

@@ -8,7 +8,7 @@ import yaml
 from test_kvm_host_conf import check_apply_again, load_library_module, run_ansible
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "one_frontend" / "library"
+LIBRARY = ROOT / "plugins" / "modules"
 FIXTURES = Path(__file__).parent / "fixtures" / "one"
 
 conf = load_library_module("one_frontend_conf", LIBRARY)

@@ -25,7 +25,7 @@ from tests.unit.ansible_env import ansible_env
 from tests.unit.test_kvm_host_conf import load_library_module
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ROOT / "roles" / "one_frontend" / "library"
+LIBRARY = ROOT / "plugins" / "modules"
 
 ofh = load_library_module("one_frontend_host", library=LIBRARY)
 
@@ -712,7 +712,7 @@ PLAYBOOK = """\
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
   tasks:
     - name: Register a host
-      one_frontend_host:
+      kvmprep.kvm.one_frontend_host:
         endpoint: "{{ endpoint }}"
         session: "{{ session }}"
         name: kvm1
@@ -720,13 +720,13 @@ PLAYBOOK = """\
         wait_monitored: 5
         wait_interval: 0.1
     - name: Register it again, with a wrong password
-      one_frontend_host:
+      kvmprep.kvm.one_frontend_host:
         endpoint: "{{ endpoint }}"
         session: "{{ wrong_session }}"
         name: kvm1
       ignore_errors: true
     - name: Moving it is only reported
-      one_frontend_host:
+      kvmprep.kvm.one_frontend_host:
         endpoint: "{{ endpoint }}"
         session: "{{ session }}"
         name: kvm1
@@ -753,7 +753,6 @@ def test_through_ansible_the_secret_never_shows(one, tmp_path):
     )
     env = ansible_env(
         tmp_path,
-        ANSIBLE_LIBRARY=str(LIBRARY),
         ANSIBLE_KEEP_REMOTE_FILES="0",
         # The result's invocation shows how the module's arguments are logged: ansible-core
         # 2.21 adds it only when asked (2.19 and 2.20 always, and ignore the variable).

@@ -24,15 +24,8 @@ def test_gather_oned_reports_only_oned_and_the_files_it_reads(tmp_path: Path) ->
     (etc / "vmm_exec").mkdir(parents=True)
     (etc / "vmm_exec" / "vmm_exec_kvm.conf").write_text('OS = [ MACHINE = "q35" ]\n')
     os.utime(etc / "vmm_exec" / "vmm_exec_kvm.conf", (1700000000.5, 1700000000.5))
-    roles = ROOT / "roles"
     result = run_module_locally(
-        tmp_path,
-        "one_frontend_probe",
-        {"gather": "oned", "etc_dir": str(etc)},
-        "-M",
-        str(roles / "one_frontend" / "library"),
-        ANSIBLE_MODULE_UTILS=f"{roles / 'one_frontend' / 'module_utils'}:"
-        f"{roles / 'kvm_host' / 'module_utils'}",
+        tmp_path, "kvmprep.kvm.one_frontend_probe", {"gather": "oned", "etc_dir": str(etc)}
     )
     assert result.get("failed") is not True, result
     probe = result["probe"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.unit.test_kvm_host_conf import ROOT, load_library_module
 
-ssh = load_library_module("one_frontend_ssh", library=ROOT / "roles" / "one_frontend" / "library")
+ssh = load_library_module("one_frontend_ssh", library=ROOT / "plugins" / "modules")
 
 IP_ADDR = """\
 1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever

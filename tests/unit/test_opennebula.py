@@ -50,9 +50,9 @@ ONE_IDS = (
     "ONE-011",
 )  # fmt: skip
 
-oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "roles/kvm_host/module_utils")
-probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "roles/one_frontend/library")
-ofh = load_library_module("one_frontend_host", REPO_ROOT / "roles/one_frontend/library")
+oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "plugins/module_utils")
+probe_fe = load_library_module("one_frontend_probe", REPO_ROOT / "plugins/modules")
+ofh = load_library_module("one_frontend_host", REPO_ROOT / "plugins/modules")
 
 FE_KEY = FRONTEND["ssh"]["public_key"]
 FE_HOST_KEY = FRONTEND["ssh"]["host_keys"][0]
@@ -573,16 +573,11 @@ def test_front_end_probe_through_ansible_on_this_machine(tmp_path: Path) -> None
     (etc / "oned.conf").write_text((ONE / "oned-current.conf").read_text())
     os.utime(etc / "oned.conf", (1700000000.5, 1700000000.5))
     me = __import__("pwd").getpwuid(os.geteuid()).pw_name
-    roles = REPO_ROOT / "roles"
     result = run_module_locally(
         tmp_path,
-        "one_frontend_probe",
+        "kvmprep.kvm.one_frontend_probe",
         {"user": me, "etc_dir": str(etc), "remotes_dir": str(tmp_path / "remotes")},
-        "-M",
-        str(roles / "one_frontend" / "library"),
         "--check",
-        ANSIBLE_MODULE_UTILS=f"{roles / 'one_frontend' / 'module_utils'}:"
-        f"{roles / 'kvm_host' / 'module_utils'}",
     )
     assert result.get("failed") is not True, result
     probe = result["probe"]

@@ -13,8 +13,8 @@ import yaml
 
 from tests.unit.test_kvm_host_conf import ROOT, load_library_module
 
-oneadmin = load_library_module("kvm_host_oneadmin", ROOT / "roles/kvm_host/module_utils")
-ssh = load_library_module("one_frontend_ssh", library=ROOT / "roles" / "one_frontend" / "library")
+oneadmin = load_library_module("kvm_host_oneadmin", ROOT / "plugins/module_utils")
+ssh = load_library_module("one_frontend_ssh", library=ROOT / "plugins" / "modules")
 ROLE_VARS = yaml.safe_load((ROOT / "roles/one_frontend/vars/main.yml").read_text())
 EXCLUDES = ROLE_VARS["__one_frontend_rsync_excludes"]
 ME = pwd.getpwuid(os.geteuid()).pw_name

@@ -274,14 +274,14 @@ def test_ansible_environment_is_an_allow_list(tmp_path: Path) -> None:
         "SSH_AUTH_SOCK": "/run/agent",
         "AWS_SECRET_ACCESS_KEY": "nope",
         "ANSIBLE_FORKS": "7",
-        "ANSIBLE_ROLES_PATH": "/op/roles",
+        "ANSIBLE_COLLECTIONS_PATH": "/op/collections",
         "NO_COLOR": "1",
     }
-    env = ansible_environment(environ, roles_path=tmp_path, color=True, cwd=tmp_path)
+    env = ansible_environment(environ, collections_path=[tmp_path], color=True, cwd=tmp_path)
     assert "AWS_SECRET_ACCESS_KEY" not in env
     assert env["SSH_AUTH_SOCK"] == "/run/agent"
     assert env["ANSIBLE_FORKS"] == "7"  # the operator's value is kept
-    assert env["ANSIBLE_ROLES_PATH"] == f"{tmp_path}{os.pathsep}/op/roles"
+    assert env["ANSIBLE_COLLECTIONS_PATH"] == f"{tmp_path}{os.pathsep}/op/collections"
     assert env["ANSIBLE_NOCOLOR"] == "True"
     assert env["ANSIBLE_SSH_ARGS"] == "-o ControlMaster=auto -o ControlPersist=60s"
     assert env["PATH"].endswith("/usr/bin")
@@ -296,43 +296,45 @@ def test_ansible_cfg_choices_are_kept(tmp_path: Path) -> None:
         "[defaults]\n"
         "forks = 3\n"
         "host_key_checking = False ; a throwaway lab\n"
-        "roles_path = my-roles:/shared/roles\n"
+        "collections_path = my-collections:/shared/collections\n"
         "[ssh_connection]\n"
         "ssh_args = -o ControlMaster=no\n"
     )
-    content_roles = tmp_path / "content" / "roles"
+    ours = tmp_path / "site"
     env = ansible_environment(
-        {"HOME": str(tmp_path / "home")}, roles_path=content_roles, cwd=tmp_path
+        {"HOME": str(tmp_path / "home")}, collections_path=[ours], cwd=tmp_path
     )
     assert env["ANSIBLE_FORKS"] == "3"
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "False"
     assert env["ANSIBLE_SSH_ARGS"] == "-o ControlMaster=no"
     assert env["ANSIBLE_PIPELINING"] == "True"
-    assert env["ANSIBLE_ROLES_PATH"].split(os.pathsep) == [
-        str(content_roles),
-        str(tmp_path / "my-roles"),
-        "/shared/roles",
+    assert env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep) == [
+        str(ours),
+        str(tmp_path / "my-collections"),
+        "/shared/collections",
     ]
     # The environment beats ansible.cfg, as in Ansible.
     env = ansible_environment({"ANSIBLE_FORKS": "9"}, cwd=tmp_path)
     assert env["ANSIBLE_FORKS"] == "9"
 
 
-def test_action_plugin_path_is_prepended(tmp_path: Path) -> None:
-    # A playbook that calls a role's controller-side module (kvm_host_warn, kvm_host_settings)
-    # without loading the role: Ansible finds its action plugin only on ANSIBLE_ACTION_PLUGINS.
-    ours = [tmp_path / "roles" / "kvm_host" / "action_plugins"]
-    env = ansible_environment(
-        {"ANSIBLE_ACTION_PLUGINS": "/mine"}, action_plugin_path=ours, cwd=tmp_path
-    )
-    assert env["ANSIBLE_ACTION_PLUGINS"] == f"{ours[0]}{os.pathsep}/mine"
-    assert "ANSIBLE_ACTION_PLUGINS" not in ansible_environment({}, cwd=tmp_path)
-    # An ansible.cfg's action_plugins stay searched (after ours), relative to the file.
-    (tmp_path / "ansible.cfg").write_text("[defaults]\naction_plugins = plugins/action\n")
-    env = ansible_environment({}, action_plugin_path=ours, cwd=tmp_path)
-    assert env["ANSIBLE_ACTION_PLUGINS"].split(os.pathsep) == [
+def test_collections_path_is_prepended(tmp_path: Path) -> None:
+    # kvmprep's own kvmprep.kvm wins over one the operator installed elsewhere, and the
+    # operator's collections stay reachable: Ansible's default places when nothing was chosen.
+    ours = [tmp_path / "site"]
+    env = ansible_environment({"HOME": "/h"}, collections_path=ours, cwd=tmp_path)
+    assert env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep) == [
         str(ours[0]),
-        str(tmp_path / "plugins" / "action"),
+        "~/.ansible/collections",
+        "/usr/share/ansible/collections",
+    ]
+    assert "ANSIBLE_COLLECTIONS_PATH" not in ansible_environment({}, cwd=tmp_path)
+    # An ansible.cfg's collections_path stays searched (after ours), relative to the file.
+    (tmp_path / "ansible.cfg").write_text("[defaults]\ncollections_path = cols\n")
+    env = ansible_environment({}, collections_path=ours, cwd=tmp_path)
+    assert env["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep) == [
+        str(ours[0]),
+        str(tmp_path / "cols"),
     ]
 
 

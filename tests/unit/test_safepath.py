@@ -21,12 +21,10 @@ import yaml
 from tests.unit.test_kvm_host_conf import ROOT, load_library_module, run_ansible
 
 files = load_library_module("kvm_host_files")
-ssh = load_library_module("one_frontend_ssh", library=ROOT / "roles" / "one_frontend" / "library")
-trust = load_library_module(
-    "one_frontend_trust", library=ROOT / "roles" / "one_frontend" / "library"
-)
-from ansible.module_utils import kvm_host_oneadmin as oneadmin  # noqa: E402
-from ansible.module_utils import kvm_host_safepath as safepath  # noqa: E402
+ssh = load_library_module("one_frontend_ssh", library=ROOT / "plugins" / "modules")
+trust = load_library_module("one_frontend_trust", library=ROOT / "plugins" / "modules")
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_oneadmin as oneadmin  # noqa: E402
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_safepath as safepath  # noqa: E402
 
 ONEADMIN = 12345  # the account root writes for (oneadmin)
 MALLORY = 12346  # a third account
@@ -320,7 +318,7 @@ def test_the_module_fails_with_one_line_naming_the_host(tmp_path: Path) -> None:
             "lines": ["kvm1,evil\n@cert-authority * " + KEY],
         },
         "--check",
-        library=ROOT / "roles" / "one_frontend" / "library",
+        library=ROOT / "plugins" / "modules",
     )
     assert result["failed"] is True
     assert result["msg"].startswith("known_hosts: refusing the line for kvm1 ")
@@ -486,16 +484,16 @@ def test_the_tasks_write_through_the_link_safe_modules() -> None:
         "roles/kvm_host/tasks/node_runtime.yml",
         "Give a root-owned leftover remotes directory back to oneadmin, with everything in it",
     )
-    assert repair["kvm_host_files"]["files"][0]["recurse"] is True
+    assert repair["kvmprep.kvm.kvm_host_files"]["files"][0]["recurse"] is True
     datastore = task(
         "roles/one_frontend/tasks/node.yml",
         "Create the front-end's datastore location on the host, owned by oneadmin",
     )
-    assert "kvm_host_files" in datastore
+    assert "kvmprep.kvm.kvm_host_files" in datastore
     trust_tasks = yaml.safe_load((ROOT / "roles/one_frontend/tasks/trust.yml").read_text())
     modules = {key for t in trust_tasks for key in t if key not in ("name", "vars", "when")}
     assert "ansible.builtin.blockinfile" not in modules
-    assert "one_frontend_trust" in modules
+    assert "kvmprep.kvm.one_frontend_trust" in modules
 
 
 @pytest.mark.ansible
@@ -511,7 +509,7 @@ def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
     args = {"path": str(kvmrc_dir / "kvmrc"), "format": "shell", "settings": {"QEMU_PROTOCOL": "x"}}
     for extra in (("--check", "--diff"), ()):
         result = run_ansible(
-            tmp_path, "one_frontend_conf", args, *extra, library=ROOT / "roles/one_frontend/library"
+            tmp_path, "one_frontend_conf", args, *extra, library=ROOT / "plugins/modules"
         )
         assert result["failed"] is True
         assert result["msg"] == (
@@ -523,9 +521,7 @@ def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
 
     (kvmrc_dir / "kvmrc").unlink()
     owned_file(kvmrc_dir / "kvmrc", "QEMU_PROTOCOL=qemu+ssh\n").chmod(0o644)
-    done = run_ansible(
-        tmp_path, "one_frontend_conf", args, library=ROOT / "roles/one_frontend/library"
-    )
+    done = run_ansible(tmp_path, "one_frontend_conf", args, library=ROOT / "plugins/modules")
     assert done["changed"] is True
     kvmrc = (kvmrc_dir / "kvmrc").stat()
     assert (kvmrc.st_uid, stat.S_IMODE(kvmrc.st_mode)) == (ONEADMIN, 0o644)
@@ -535,8 +531,8 @@ def test_the_front_ends_kvmrc_is_not_read_or_written_through_a_link(
 @pytest.mark.parametrize(
     "path",
     [
-        "roles/kvm_host/module_utils/kvm_host_safepath.py",
-        "roles/one_frontend/library/one_frontend_trust.py",
+        "plugins/module_utils/kvm_host_safepath.py",
+        "plugins/modules/one_frontend_trust.py",
     ],
 )
 def test_the_target_side_code_parses_as_python_3_6(path: str) -> None:

@@ -19,10 +19,10 @@ import yaml
 from tests.unit.ansible_env import ansible_env, run_module_locally
 from tests.unit.test_kvm_host_conf import ROOT, load_library_module
 
-settings = load_library_module("kvm_host_settings", ROOT / "roles/kvm_host/module_utils")
+settings = load_library_module("kvm_host_settings", ROOT / "plugins/module_utils")
 
 ROLES = ("kvm_host", "one_frontend")
-ACTION_PLUGINS = str(ROOT / "roles" / "kvm_host" / "action_plugins")
+ACTION_PLUGINS = str(ROOT / "plugins" / "action")
 INVENTORY = ROOT / "tests" / "unit" / "fixtures" / "inventory_local.ini"
 
 
@@ -318,13 +318,9 @@ def _playbook(
     cmd += ["--check"] if check else []
     for item in extra:
         cmd += ["-e", item]
-    # No action plugin path: the play finds kvm_host_settings through the role, as a plain
-    # ansible-playbook or AWX run does.
-    env = ansible_env(
-        tmp_path,
-        ANSIBLE_LIBRARY=f"{ROOT}/roles/kvm_host/library:{ROOT}/roles/one_frontend/library",
-        ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
-    )
+    # Only the collection on its path: the play finds kvmprep.kvm.kvm_host_settings and the
+    # roles by FQCN, as a plain ansible-playbook or AWX run does.
+    env = ansible_env(tmp_path)
     proc = subprocess.run(
         cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -395,7 +391,10 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
         "tasks": [
             {
                 "name": "The role's account tasks",
-                "ansible.builtin.include_role": {"name": "kvm_host", "tasks_from": "oneadmin"},
+                "ansible.builtin.include_role": {
+                    "name": "kvmprep.kvm.kvm_host",
+                    "tasks_from": "oneadmin",
+                },
                 "vars": {
                     "kvm_host_kvm_device_group": "kvmprepnogroup",
                     "kvm_host_oneadmin_user": "daemon",
@@ -435,7 +434,7 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
         {
             "name": "The role's plan",
             "ansible.builtin.include_role": {
-                "name": "kvm_host",
+                "name": "kvmprep.kvm.kvm_host",
                 "tasks_from": "plan",
                 "public": True,
             },
@@ -449,7 +448,7 @@ def test_apply_checks_mode_reports_oneadmin_pending_while_its_group_is_missing(
     proc = subprocess.run(
         [binary, "-i", "localhost,", "-c", "local", "--check", str(playbook), "-e", python],
         cwd=tmp_path,
-        env=ansible_env(tmp_path, ANSIBLE_ROLES_PATH=str(ROOT / "roles")),
+        env=ansible_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
