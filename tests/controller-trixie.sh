@@ -86,7 +86,7 @@ in_ctl 'apt-get update -qq
 step "python packages (pip install .[test])"
 # The source is copied: the tests write caches next to it, /src stays read-only.
 in_ctl 'mkdir /root/kvmprep
-  tar -C /src --exclude=.git --exclude=.venv --exclude=__pycache__ --exclude=.pytest_cache \
+  tar -C /src --exclude=.git --exclude=.venv --exclude=.ansible --exclude=__pycache__ --exclude=.pytest_cache \
     -cf - . | tar -C /root/kvmprep -xf -
   python3 -m venv /root/venv
   /root/venv/bin/python -m pip install -q --upgrade pip

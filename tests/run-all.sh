@@ -27,13 +27,22 @@ step "python packages (venv $venv)"
 "$venv/bin/python" -m pip install -q "$project[test]"
 export PATH=$venv/bin:$PATH
 
+step "the checkout as the collection kvmprep.kvm"
+# The venv holds a wheel (its own copy of the collection); ansible-lint and molecule take the
+# checkout's, through the link kvmprep makes from a source checkout (kvmprep/content.py,
+# collections_dir). A copy some earlier prerun installed there is replaced by the link.
+link=.ansible/collections/ansible_collections/kvmprep/kvm
+[ -L "$link" ] || rm -rf "$link"
+mkdir -p "${link%/*}"
+ln -sfn "$project" "$link"
+
 step "lint"
-ruff check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench bench/run
-ruff format --check kvmprep tests roles/*/library roles/*/filter_plugins roles/*/action_plugins roles/*/module_utils molecule bench bench/run
+ruff check kvmprep tests plugins hatch_build.py molecule bench bench/run
+ruff format --check kvmprep tests plugins hatch_build.py molecule bench bench/run
 # The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint.
 ansible-lint
-# ansible-test sanity on the modules, module_utils, action and filter plugins (in a temporary
-# collection tree; ansible-test's own environments are cached under ~/.cache/kvmprep-sanity).
+# ansible-test sanity on the collection (its built artifact unpacked in a temporary tree;
+# ansible-test's own environments are cached under ~/.cache/kvmprep-sanity).
 tests/sanity.sh
 
 step "unit tests"
