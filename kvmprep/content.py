@@ -14,8 +14,11 @@ fast).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import shutil
 import sys
 import tempfile
 from functools import cache
@@ -73,6 +76,17 @@ def _link_homes(root: Path) -> tuple[Path, ...]:
     )
 
 
+def _installed_copy(path: Path) -> bool:
+    """Whether ``path`` is this collection as ansible-galaxy installs it (MANIFEST.json)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        info = json.loads((path / "MANIFEST.json").read_text(encoding="utf-8"))["collection_info"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (info.get("namespace"), info.get("name")) == (NAMESPACE, NAME)
+
+
 @cache
 def collections_dir() -> Path:
     """A directory D where ``D/ansible_collections/kvmprep/kvm`` is ``content_root()``: what
@@ -89,18 +103,25 @@ def collections_dir() -> Path:
     homes = _link_homes(root)
     for top in homes:
         link = top.joinpath(*_SHAPE)
+        staged = link.with_name(f".{NAME}.{os.getpid()}")
         try:
             if link.is_symlink() and link.readlink() == root:
                 return top
             link.parent.mkdir(parents=True, exist_ok=True)
+            if _installed_copy(link):
+                # ansible-lint's and molecule's prerun (ansible-compat) install a copy of the
+                # local collection there when they find no link: a stale snapshot of the
+                # checkout, which the link replaces (they take the link from then on).
+                shutil.rmtree(link)
             # Made under another name and renamed over the link: two runs starting at once
-            # both succeed and neither sees a half-made link. A directory there (a copy some
-            # tool installed) is not replaced: the next place is used.
-            staged = link.with_name(f".{NAME}.{os.getpid()}")
+            # both succeed and neither sees a half-made link. Another directory there is left
+            # alone: the next place is used.
             staged.unlink(missing_ok=True)
             staged.symlink_to(root, target_is_directory=True)
             staged.replace(link)
         except OSError:
+            with contextlib.suppress(OSError):
+                staged.unlink(missing_ok=True)
             continue
         return top
     raise KvmprepError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,14 +48,25 @@ def test_a_stale_link_is_replaced_and_a_copy_is_left_alone(
     try:
         assert content.collections_dir() == checkout / ".ansible" / "collections"
         assert link.readlink() == checkout
+        # A copy as ansible-compat installs one (ansible-lint's prerun) is replaced.
         link.unlink()
-        link.mkdir()  # a copy, as ansible-compat installs one
+        link.mkdir()
+        (link / "MANIFEST.json").write_text(
+            json.dumps({"collection_info": {"namespace": "kvmprep", "name": "kvm"}})
+        )
+        content.collections_dir.cache_clear()
+        assert content.collections_dir() == checkout / ".ansible" / "collections"
+        assert link.readlink() == checkout
+        # Any other directory is left alone: the user's cache is used instead.
+        link.unlink()
+        link.mkdir()
+        (link / "mine").write_text("not kvmprep's\n")
         content.collections_dir.cache_clear()
         top = content.collections_dir()
         assert top.is_relative_to(tmp_path / "cache")
         assert (top / "ansible_collections" / "kvmprep" / "kvm").readlink() == checkout
-        assert link.is_dir()
-        assert not link.is_symlink()
+        assert (link / "mine").is_file()
+        assert not list(link.parent.glob(".kvm.*")), "a staged link was left behind"
     finally:
         content.collections_dir.cache_clear()
 
