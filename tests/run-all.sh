@@ -39,8 +39,9 @@ ln -sfn "$project" "$link"
 step "lint"
 ruff check kvmprep tests plugins hatch_build.py molecule bench bench/run
 ruff format --check kvmprep tests plugins hatch_build.py molecule bench bench/run
-# The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint.
-ansible-lint
+# The Ansible content (roles/, playbooks/, inventory/), production profile: .ansible-lint
+# (offline: the checkout's collection through the link above).
+ANSIBLE_COLLECTIONS_PATH=$project/.ansible/collections ansible-lint
 # ansible-test sanity on the collection (its built artifact unpacked in a temporary tree;
 # ansible-test's own environments are cached under ~/.cache/kvmprep-sanity).
 tests/sanity.sh
