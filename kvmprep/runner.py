@@ -157,7 +157,8 @@ REDACTED = "********"
 # The result keys of a refused setting: kvmprep's own settings checks, and Ansible's argument
 # spec validation (a role's automatic one, or the module).
 _INVALID_SETTINGS_KEY = "kvmprep_invalid_settings"
-#: The roles' controller-side checks of every host's settings (roles/kvm_host/tasks/settings.yml).
+#: The controller-side check of every host's settings (the first play of playbooks/apply.yml
+#: and check.yml).
 _CONTROLLER_ONLY_ACTIONS = frozenset(("kvm_host_settings",))
 _ARGUMENT_SPEC_ACTIONS = frozenset(
     {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
