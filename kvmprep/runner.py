@@ -415,7 +415,9 @@ class RunState:
         res = data.get("res") or {}
         if not data.get("host") or not isinstance(res, Mapping):
             return
-        if "results" in res and isinstance(res["results"], list):
+        if isinstance(res.get("results"), list) and (
+            data.get("event_loop") or str(res.get("msg") or "").startswith("All items")
+        ):
             return  # a loop's summary: its items were reported one by one
         action = str(data.get("task_action") or "").rsplit(".", 1)[-1]
         # The task's file, without the line: "roles/kvm_host/tasks/oneadmin.yml".

@@ -216,8 +216,8 @@ def test_a_loop_s_summary_is_not_reported_twice_and_lines_are_kept_once() -> Non
             "event_data": {**item, "res": {"changed": False, "item": "b"}},
         }
     )
-    loop = {"changed": True, "results": [{"changed": True, "item": "a"}]}
-    state({"event": "runner_on_ok", "event_data": {**item, "res": loop}})
+    loop = {"changed": True, "msg": "All items completed", "results": [{"changed": True}]}
+    state({"event": "runner_on_ok", "event_data": {**item, "res": loop, "event_loop": "item"}})
     for _ in range(2):  # a handler that ran at two flushes
         restart = {"changed": True, "kvmprep_changes": {"restart": ["libvirt restarted once"]}}
         state({"event": "runner_on_ok", "event_data": {"host": "h", "task": "R", "res": restart}})
