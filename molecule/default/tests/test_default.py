@@ -427,6 +427,19 @@ def test_a_restart_that_fails_is_rolled_back_and_the_vm_keeps_running(lab_domain
     assert result.returncode == 2, result.stderr
     assert "the previous configuration was restored and libvirt restarted with it" in result.stderr
     assert "does not stay up either" not in result.stderr
+    # The change report says what was changed and put back, not a restart that failed.
+    section = result.stderr[result.stderr.index("\nChanges:") :].splitlines()
+    block = section[section.index(f"{HOSTS[0]}:") + 1 :]
+    block = block[: next((i for i, line in enumerate(block) if not line.startswith("  ")), None)]
+    assert any(
+        line.startswith("  qemu.conf: max_processes ") and line.endswith(' -> "lots"')
+        for line in block
+    ), result.stderr
+    assert any(
+        line.startswith("  libvirt did not come back: its configuration from before this run")
+        for line in block
+    ), result.stderr
+    assert "  libvirt restarted once" not in block, result.stderr
     assert host.file("/etc/libvirt/qemu.conf").content_string == qemu_conf
     assert qemu_pid(host) == vm_before
     assert domain_state(host) == "running"
