@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop before the next batch once more than P%% of a batch failed "
         "(with --serial: 0 stops at the first failed host); default: 100, never stop early",
     )
+    apply.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: also write the change report (schema kvmprep.changes/1) to stdout; "
+        "it is in the run's artifacts as changes.json either way",
+    )
     parts = apply.add_mutually_exclusive_group()
     parts.add_argument(
         "--skip-frontend",
@@ -408,7 +415,7 @@ def _apply(args: argparse.Namespace) -> int:
     if args.only_frontend:
         extravars["kvmprep_hosts"] = False
 
-    from kvmprep import content, runner, summary
+    from kvmprep import changes, content, runner, summary
     from kvmprep.progress import Progress, use_color
 
     playbook = content.playbook("apply")
@@ -440,9 +447,17 @@ def _apply(args: argparse.Namespace) -> int:
     if result.input_error and not result.interrupted:
         raise KvmprepError(f"nothing was run: {result.error}", ExitStatus.USAGE)
     try:
+        changes.write_artifact(result)
+    except OSError as exc:
+        _error(f"the change report was not written to the run's artifacts: {exc}")
+    try:
         if show_ansible:
             print(file=sys.stderr)  # set the summary apart from Ansible's recap
         summary.render_summary(result, sys.stderr, color=color, not_reached=_not_reached(result))
+        changes.render_text(result, sys.stderr)
+        if args.format == "json":
+            changes.dump(result, sys.stdout)
+            sys.stdout.flush()
     except OSError:
         # The terminal is gone (SIGHUP): the exit status and the artifacts still tell.
         pass

@@ -164,6 +164,38 @@ _ARGUMENT_SPEC_ACTIONS = frozenset(
     {"validate_argument_spec", "ansible.builtin.validate_argument_spec"}
 )
 
+# The change report (``HostState.changes``) by convention, rather than a case per task in
+# Python: a task says what it changed in its result's ``kvmprep_changes`` (kvmprep's modules,
+# in their own words). A built-in module cannot add a key to its result and mostly cannot say
+# what it changed (the user module does not return the groups it added): a
+# ``debug: var=kvmprep_changes`` task after it, in the same task file, gives the sentences (the
+# judge's, check's words) and speaks for the changed tasks before it in that file. Taken from
+# every ok result, changed or not: such a debug task changes nothing itself and is not counted
+# as a change. A changed result without the key (a task of another role, a no_log one whose
+# result is hidden) is reported by its task's name, so that no change goes unlisted, until a
+# debug report of its task file replaces it; except the actions below, which change nothing on
+# a host (a changed debug is a notice that notifies a handler).
+CHANGES_KEY = "kvmprep_changes"
+_NO_CHANGE_ACTIONS = frozenset(
+    {
+        "debug",
+        "set_fact",
+        "set_stats",
+        "meta",
+        "assert",
+        "fail",
+        "include_tasks",
+        "import_tasks",
+        "include_role",
+        "import_role",
+        "add_host",
+        "group_by",
+        "pause",
+        "kvm_host_warn",
+        *_CONTROLLER_ONLY_ACTIONS,
+    }
+)
+
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MAX_MESSAGE_CHARS = 2000
 
@@ -197,6 +229,8 @@ class HostState:
     #: Tasks that ran on the controller for every host at once (the settings check, run_once):
     #: Ansible counts them for the first host of the play, which they did not reach.
     controller_ok: int = 0
+    #: What the run changed (in check mode: would change) on this host, in order, each once.
+    changes: list[Change] = field(default_factory=list)
 
     @property
     def reached(self) -> bool:
@@ -214,6 +248,21 @@ class HostState:
         if self.changed:
             return HostStatus.CHANGED
         return HostStatus.OK
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of the change report: what changed on a host, in the words of its concern."""
+
+    #: The concern (config, accounts, units, kvm_device, files, restart...), or the action.
+    concern: str
+    text: str
+    #: The task file of a line that is only a task's name: a debug report from that file
+    #: replaces it (see CHANGES_KEY).
+    named_in: str | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"concern": self.concern, "text": self.text}
 
 
 class TaskOutcome(StrEnum):
@@ -312,10 +361,13 @@ class RunState:
                 task.running.append(data["host"])
         elif kind in ("runner_item_on_ok", "runner_item_on_failed"):
             self._warnings(data)
+            if kind == "runner_item_on_ok":
+                self._changes(data, event)
         elif kind == "runner_on_ok":
             host = self._finish(data)
             self._warnings(data)
             self._capture(data)
+            self._changes(data, event)
             changed = bool((data.get("res") or {}).get("changed"))
             self._outcome(data, TaskOutcome.CHANGED if changed else TaskOutcome.OK)
             if _controller_only(data):
@@ -371,6 +423,33 @@ class RunState:
             seen.extend(
                 str(w) for w in found if str(w) not in seen and not str(w).startswith(_NOT_OURS)
             )
+
+    def _changes(self, data: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        """Add a result's lines to its host's change report (see CHANGES_KEY)."""
+        res = data.get("res") or {}
+        if not data.get("host") or not isinstance(res, Mapping):
+            return
+        if isinstance(res.get("results"), list) and (
+            data.get("event_loop") or str(res.get("msg") or "").startswith("All items")
+        ):
+            return  # a loop's summary: its items were reported one by one
+        action = str(data.get("task_action") or "").rsplit(".", 1)[-1]
+        # The task's file, without the line: "roles/kvm_host/tasks/oneadmin.yml".
+        task_file = str(data.get("task_path") or "").rpartition(":")[0]
+        host = self.host(data["host"])
+        if CHANGES_KEY in res:
+            found = change_lines(res[CHANGES_KEY], default_concern=action)
+            if action == "debug":
+                host.changes[:] = [c for c in host.changes if c.named_in != task_file]
+        elif _changed(res, event) and action not in _NO_CHANGE_ACTIONS:
+            # An item's label only when it is a plain name: a mapping may carry file contents.
+            label = res.get("_ansible_item_label", res.get("item"))
+            shown = isinstance(label, str | int) and not isinstance(label, bool)
+            text = _task_name(data) + (f" ({_one_line(label)})" if shown else "")
+            found = [Change(action or "task", text, named_in=task_file)]
+        else:
+            return
+        host.changes.extend(c for c in dict.fromkeys(found) if c not in host.changes)
 
     def _capture(self, data: Mapping[str, Any]) -> None:
         name = _task_name(data)
@@ -886,6 +965,42 @@ def cancel_on_signals() -> Iterator[CancelFlag]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def change_lines(value: Any, *, default_concern: str) -> list[Change]:
+    """A result's ``kvmprep_changes`` as report lines. Accepted: a list of sentences or of
+    ``{concern, text}`` mappings, or a mapping of concern to its sentences (what a debug task
+    can build in YAML)."""
+    if isinstance(value, Mapping) and not ("text" in value and "concern" in value):
+        return [
+            change
+            for concern, texts in value.items()
+            for change in change_lines(texts, default_concern=str(concern))
+        ]
+    if isinstance(value, str | Mapping):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    found = []
+    for item in value:
+        if isinstance(item, Mapping) and item.get("text"):
+            concern = str(item.get("concern") or default_concern)
+            found.append(Change(concern, _one_line(item["text"])))
+        elif isinstance(item, str) and item.strip():
+            found.append(Change(default_concern, _one_line(item)))
+    return found
+
+
+def _changed(res: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Whether a result is a change. A no_log result is only ``censored``, without its
+    ``changed``: Ansible's own line for it ("changed: [host]") still says."""
+    if "censored" in res and "changed" not in res:
+        return _ANSI_ESCAPE.sub("", str(event.get("stdout") or "")).lstrip().startswith("changed:")
+    return bool(res.get("changed"))
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())
 
 
 def _controller_only(data: Mapping[str, Any]) -> bool:

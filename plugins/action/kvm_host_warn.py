@@ -20,4 +20,9 @@ class ActionModule(ActionBase):
         if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
             raise AnsibleActionFail("msg: expected a list of strings")
         result.update(changed=False, warned=list(messages), warnings=list(messages))
+        changes = self._task.args.get("changes")
+        if changes is not None:
+            if not isinstance(changes, dict):
+                raise AnsibleActionFail("changes: expected a mapping of concern to lines")
+            result["kvmprep_changes"] = changes
         return result

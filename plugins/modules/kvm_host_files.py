@@ -129,6 +129,14 @@ diff:
   description: One before/after pair per change (content or attributes), headed by the path.
   returned: when something changed (Ansible shows it in diff mode)
   type: list
+kvmprep_changes:
+  description:
+    - What changed (in check mode, would change), one sentence per path, for kvmprep's change
+      report; never a file's content.
+  returned: always (empty when nothing changed)
+  type: list
+  elements: dict
+  sample: [{"concern": "files", "text": "/dev/kvm mode 0600 -> 0660"}]
 """
 
 import grp
@@ -430,6 +438,41 @@ def ensure_link(module, entry, ids, diffs):
 _ENSURE = {"directory": ensure_directory, "link": ensure_link, "file": ensure_file}
 
 
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, TypeError):
+        return str(uid)
+
+
+def _group(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, TypeError):
+        return str(gid)
+
+
+def change_sentence(diff):
+    """One of this module's diffs as a line of kvmprep's change report (never the content)."""
+    path, before, after = diff["before_header"], diff["before"], diff["after"]
+    if isinstance(before, str):
+        return "%s written" % path
+    if before.get("state") == "absent":
+        if after.get("state") == "link":
+            return "%s linked to %s" % (path, after.get("src"))
+        return "%s created" % path
+    if "src" in after:
+        return "%s linked to %s (was %s)" % (path, after["src"], before.get("src"))
+    parts = []
+    if "owner" in before:
+        parts.append("owner %s -> %s" % (_user(before["owner"]), _user(after["owner"])))
+    if "group" in before:
+        parts.append("group %s -> %s" % (_group(before["group"]), _group(after["group"])))
+    if "mode" in before:
+        parts.append("mode %s -> %s" % (before["mode"], after["mode"]))
+    return "%s %s" % (path, ", ".join(parts))
+
+
 def run_entry(module, entry, diffs):
     """The result of one entry; every refusal or error fails the module naming the path."""
     path = entry["path"]
@@ -437,6 +480,7 @@ def run_entry(module, entry, diffs):
         module.fail_json(msg="%s: the path must be absolute" % path)
     if entry.get("recurse") and entry["state"] != "directory":
         module.fail_json(msg="%s: recurse is for state=directory" % path)
+    first = len(diffs)
     try:
         changed, extra = _ENSURE[entry["state"]](module, entry, wanted_ids(entry), diffs)
     except (EntryError, UnsafePath) as exc:
@@ -448,6 +492,14 @@ def run_entry(module, entry, diffs):
         module.fail_json(msg="%s: %s" % (where, exc.strerror or to_native(exc)))
     item = {"path": path, "state": entry["state"], "changed": changed}
     item.update(extra)
+    # The recursion's diff is a sentence of its own; every other diff is about the path.
+    recursed = [diffs.pop()] if extra.get("recursed") else []
+    item["kvmprep_changes"] = [change_sentence(d) for d in diffs[first:]] + [
+        "%s: %d entries under it given to %s:%s"
+        % (path, extra["recursed"], entry["owner"], entry["group"])
+        for _ in recursed
+    ]
+    diffs.extend(recursed)
     return item
 
 
@@ -480,7 +532,15 @@ def main():
     )
     diffs = []
     results = [run_entry(module, entry, diffs) for entry in module.params["files"]]
-    result = {"changed": any(item["changed"] for item in results), "files": results}
+    result = {
+        "changed": any(item["changed"] for item in results),
+        "files": results,
+        "kvmprep_changes": [
+            {"concern": "files", "text": text}
+            for item in results
+            for text in item.pop("kvmprep_changes")
+        ],
+    }
     # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
     # has no public way to ask for it.
     if diffs:

@@ -82,6 +82,13 @@ restart_pending:
       (C(state=saved) with I(service)); empty when there is nothing the daemon has not read.
   type: list
   returned: always
+kvmprep_changes:
+  description:
+    - For kvmprep's change report; the snapshot is the run's own bookkeeping under /run, no
+      change to the host (empty); a restore names what it put back.
+  type: list
+  elements: dict
+  returned: always
 """
 
 import glob
@@ -257,7 +264,9 @@ def main():
         except (OSError, ValueError, KeyError) as exc:
             module.warn("snapshot {0} unreadable, not compared: {1}".format(dest, exc))
     if module.check_mode:
-        module.exit_json(changed=False, saved=[], removed=[], restart_pending=pending)
+        module.exit_json(
+            changed=False, saved=[], removed=[], restart_pending=pending, kvmprep_changes=[]
+        )
     try:
         if saving and pending:
             # The daemon still runs the earlier snapshot's configuration: keep that one.
@@ -271,7 +280,24 @@ def main():
             changed = True
     except (OSError, ValueError, KeyError) as exc:
         module.fail_json(msg="snapshot {0}: {1}".format(dest, exc))
-    module.exit_json(changed=changed, saved=saved, removed=removed, restart_pending=pending)
+    report = (
+        []
+        if saving
+        else [
+            {
+                "concern": "restart",
+                "text": "libvirt did not come back: its configuration from before this run "
+                "put back (%s)" % ", ".join(saved + removed),
+            }
+        ]
+    )
+    module.exit_json(
+        changed=changed,
+        saved=saved,
+        removed=removed,
+        restart_pending=pending,
+        kvmprep_changes=report,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ options:
     type: list
     elements: str
     required: true
+  changes:
+    description:
+      - Lines for kvmprep's change report, returned as C(kvmprep_changes) (a check-mode warning
+        that names what a real run would change, for instance), as a mapping of concern to lines.
+    type: dict
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -44,6 +49,10 @@ warned:
   description: The messages that were emitted.
   type: list
   returned: always
+kvmprep_changes:
+  description: I(changes), for kvmprep's change report.
+  type: dict
+  returned: when I(changes) is given
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -51,12 +60,18 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main():
     module = AnsibleModule(
-        argument_spec={"msg": {"type": "list", "elements": "str", "required": True}},
+        argument_spec={
+            "msg": {"type": "list", "elements": "str", "required": True},
+            "changes": {"type": "dict"},
+        },
         supports_check_mode=True,
     )
     for message in module.params["msg"]:
         module.warn(message)
-    module.exit_json(changed=False, warned=module.params["msg"])
+    result = {"changed": False, "warned": module.params["msg"]}
+    if module.params["changes"] is not None:
+        result["kvmprep_changes"] = module.params["changes"]
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

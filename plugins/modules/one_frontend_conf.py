@@ -253,6 +253,14 @@ path:
   description: The edited path.
   returned: always
   type: str
+kvmprep_changes:
+  description:
+    - What changed (in check mode, would change), one sentence per attribute or section, for
+      kvmprep's change report, e.g. "vmm_exec_kvm.conf - EMULATOR old -> new" with a colon for
+      the dash. The value of an attribute whose name says it holds a secret is left out.
+  returned: success
+  type: list
+  elements: dict
 """
 
 import bisect
@@ -1005,6 +1013,41 @@ SECTION_SPEC = {
 }
 
 
+# An attribute whose name says it holds a secret: its change is reported without the values.
+_SECRET_KEY_RE = re.compile(
+    r"(^|_)(pass|passwd|password|passphrase|secrets?|tokens?|credentials?|keys?|auth)($|_)",
+    re.IGNORECASE,
+)
+
+
+def change_sentences(path, before, after, keys_changed):
+    """One sentence per changed attribute ("oned.conf: PORT "2633" -> "2634"") or section
+    ("oned.conf: VM_MAD[NAME=kvm] set"), never a secret attribute's value. ``before`` and
+    ``after``: read_values of the file before and after."""
+    name = os.path.basename(path)
+    old, new = before.get("settings") or {}, after.get("settings") or {}
+    sentences = []
+    for key in keys_changed:
+        upper = key.upper()
+        if upper not in old and upper not in new:
+            sentences.append("%s: %s set" % (name, key))
+        elif _SECRET_KEY_RE.search(key):
+            sentences.append("%s: %s changed" % (name, key))
+        else:
+            sentences.append(
+                "%s: %s %s -> %s" % (name, key, _shown(old.get(upper)), _shown(new.get(upper)))
+            )
+    return [{"concern": "config", "text": text} for text in sentences]
+
+
+def _shown(value):
+    if value is None:
+        return "not set"
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_shown(v) for v in value)
+    return '"%s"' % value
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -1053,6 +1096,15 @@ def main():
     changed = after != before
     result["changed"] = changed
     result["keys_changed"] = keys_changed
+    result["kvmprep_changes"] = []
+    if changed:
+        try:
+            result["kvmprep_changes"] = change_sentences(
+                path, read_values(before, fmt), result["values"], keys_changed
+            )
+        except ConfError:
+            # A file oned could not read either: the keys, without their old values.
+            result["kvmprep_changes"] = change_sentences(path, {}, {}, keys_changed)
     # Whatever the diff mode: Ansible shows a result's diff only in diff mode, and a module
     # has no public way to ask for it. Only a change has one (no file's text on a no-op run).
     if changed:
@@ -1076,6 +1128,13 @@ def main():
     if not module.params["query"]:
         file_args = module.load_file_common_arguments(module.params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+        if result["changed"] and not changed:
+            result["kvmprep_changes"] = [
+                {
+                    "concern": "config",
+                    "text": "%s: owner, group or mode set" % os.path.basename(path),
+                }
+            ]
     module.exit_json(**result)
 
 

@@ -418,3 +418,10 @@ def test_apply_check_names_the_packages_it_would_install(
     )
     assert "localhost: check mode: would install on the front-end: kvmprep-test-missing-c" in err
     assert "python3-apt" not in err
+    # The change report names them, each once, as what a run without --check would do.
+    assert err[err.index("\nChanges (check mode") :].splitlines()[2:] == [
+        "localhost:",
+        "  would: kvmprep-test-missing-a installed",
+        "  would: kvmprep-test-missing-b installed",
+        "  would: kvmprep-test-missing-c installed",
+    ]

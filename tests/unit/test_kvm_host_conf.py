@@ -628,3 +628,27 @@ def test_ansible_edits_stop_at_the_first_file_that_fails(tmp_path):
     both = run_ansible(tmp_path, "kvm_host_conf", dict(args, path=str(qemu), settings={"a": 1}))
     assert both.get("failed") is True
     assert "mutually exclusive" in both["msg"]
+
+
+def test_change_sentences_say_old_and_new_value_but_never_a_secret_keys():
+    before = 'dynamic_ownership = 1\nuser = "root"\nsasl_password = "old-s3cret"\n'
+    settings = {"dynamic_ownership": 0, "user": "oneadmin", "group": "kvm", "sasl_password": "n3w"}
+    after, keys = conf.edit_config(before, settings)
+    assert conf.change_sentences(
+        "/etc/libvirt/qemu.conf", before, after, keys, "libvirt", False
+    ) == [
+        "qemu.conf: dynamic_ownership 1 -> 0",
+        'qemu.conf: user "root" -> "oneadmin"',
+        'qemu.conf: group not set -> "kvm"',
+        "qemu.conf: sasl_password changed",
+    ]
+    shell = 'LIBVIRTD_ARGS="--timeout 120"\n'
+    edit = {"LIBVIRTD_ARGS": {"add_words": ["--listen"]}}
+    after, keys = conf.edit_config(shell, edit, "shell")
+    assert conf.change_sentences("/etc/default/libvirtd", shell, after, keys, "shell", False) == [
+        'libvirtd: LIBVIRTD_ARGS "--timeout 120" -> "--timeout 120 --listen"'
+    ]
+    assert conf.change_sentences("/etc/x.conf", "", "a = 1\n", ["a"], "libvirt", True) == [
+        "x.conf: created",
+        "x.conf: a not set -> 1",
+    ]

@@ -133,3 +133,39 @@ def test_refuses_to_replace_a_file_by_a_link_or_a_directory(tmp_path):
     assert directory.get("failed") is True
     assert "not a directory" in directory["msg"]
     assert plain.read_text() == "x\n"
+
+
+@pytest.mark.ansible
+def test_change_report_lines_name_paths_never_content(tmp_path):
+    root = tmp_path / "etc"
+    root.mkdir()
+    secret = "kvmprep-files-canary-41"
+    args = {"files": [*_entries(root, content=f"{secret}\n")]}
+    created = run_ansible(tmp_path, "kvm_host_files", args)
+    assert created["kvmprep_changes"] == [
+        {"concern": "files", "text": f"{root}/rules.d created"},
+        {"concern": "files", "text": f"{root}/rules.d/65.rules written"},
+        {"concern": "files", "text": f"{root}/link linked to /usr/bin/true"},
+    ]
+    (root / "rules.d" / "65.rules").chmod(0o600)
+    (root / "rules.d" / "inner").mkdir()
+    recursed = []
+    if os.getuid() == 0:  # an entry of another owner under the directory, to give back
+        os.chown(root / "rules.d" / "inner", 65534, 65534)
+        recursed = [
+            {
+                "concern": "files",
+                "text": f"{root}/rules.d: 1 entries under it given to {OWNER}:{GROUP}",
+            }
+        ]
+    recurse = {**args["files"][0], "recurse": True}
+    again = run_ansible(tmp_path, "kvm_host_files", {"files": [recurse, args["files"][1]]})
+    assert again["kvmprep_changes"] == [
+        *recursed,
+        {"concern": "files", "text": f"{root}/rules.d/65.rules mode 0600 -> 0640"},
+    ]
+    assert "kvmprep_changes" not in again["files"][0]
+    assert secret not in str(created["kvmprep_changes"]) + str(again["kvmprep_changes"])
+    unchanged = run_ansible(tmp_path, "kvm_host_files", args)
+    assert unchanged["changed"] is False
+    assert unchanged["kvmprep_changes"] == []

@@ -759,3 +759,24 @@ def test_ansible_query_kvmrc_and_refusals(tmp_path):
         library=LIBRARY,
     )
     assert bad_option.get("failed") is True
+
+
+def test_change_sentences_name_sections_and_values_never_a_secret():
+    before = 'EMULATOR = "/usr/bin/kvm"\nONE_KEY = "old-s3cret"\n'
+    after, keys = conf.edit_config(
+        before, "one", {"EMULATOR": "/usr/bin/qemu-kvm-one", "ONE_KEY": "n3w", "PORT": 2633}
+    )
+    lines = conf.change_sentences(
+        "/etc/one/oned.conf", conf.read_values(before), conf.read_values(after), keys
+    )
+    assert [line["text"] for line in lines] == [
+        'oned.conf: EMULATOR "/usr/bin/kvm" -> "/usr/bin/qemu-kvm-one"',
+        "oned.conf: ONE_KEY changed",
+        'oned.conf: PORT not set -> "2633"',
+    ]
+    after, keys = edit(ONED_3X, sections=KVM_3X)
+    lines = conf.change_sentences("/etc/one/oned.conf", conf.read_values(ONED_3X), {}, keys)
+    assert [line["text"] for line in lines] == [
+        "oned.conf: IM_MAD[name=im_kvm] set",
+        "oned.conf: VM_MAD[name=vmm_kvm] set",
+    ]

@@ -339,14 +339,42 @@ def test_drift_is_reported_with_its_fix_and_apply_repairs_it(lab_domain):
     assert f"{HOSTS[0]}: non-compliant" in found.stderr
     assert f"{HOSTS[1]}: compliant" in found.stderr
 
-    repaired = kvmprep("apply", "-i", inventory)
+    repaired = kvmprep("apply", "-i", inventory, "--format", "json")
     assert repaired.returncode == 0, repaired.stderr
     # libvirt was restarted to apply qemu.conf, and the running VM did not notice.
     assert libvirtd_pid(drifted) not in (daemon_before, "0")
     assert qemu_pid(drifted) == vm_before
     assert domain_state(drifted) == "running"
+    # The change report names each repaired item on the host it was repaired on (kvmprep
+    # apply's "Changes" section and its JSON, kvmprep.changes/1), and nothing on the other.
+    report = json.loads(repaired.stdout)
+    assert report["schema"] == "kvmprep.changes/1", repaired.stdout
+    assert report["check_mode"] is False
+    repairs = [
+        ("config", "qemu.conf: dynamic_ownership 1 -> 0"),
+        ("accounts", "oneadmin added to kvm"),
+        ("units", "libvirtd-tcp.socket started"),
+        ("restart", "libvirt restarted once"),
+    ]
+    made = [(c["concern"], c["text"]) for c in report["hosts"][HOSTS[0]]["changes"]]
+    for repair in repairs:
+        assert repair in made, (repair, repaired.stdout)
+    assert made.count(("restart", "libvirt restarted once")) == 1, repaired.stdout
+    assert report["hosts"][HOSTS[0]]["status"] == "changed"
+    assert report["hosts"][HOSTS[1]] == {"status": "ok", "changes": []}, repaired.stdout
+    section = repaired.stderr[repaired.stderr.index("\nChanges:") :].splitlines()
+    block = section[section.index(f"{HOSTS[0]}:") + 1 :]
+    for _concern, text in repairs:
+        assert f"  {text}" in block, repaired.stderr
+    assert f"{HOSTS[1]}: no change" in section, repaired.stderr
     again = kvmprep("check", "-i", inventory)
     assert again.returncode == 0, again.stderr
+    # A converged re-apply reports "no change" on every host.
+    converged = kvmprep("apply", "-i", inventory, "--format", "json")
+    assert converged.returncode == 0, converged.stderr
+    for name in HOSTS:
+        assert json.loads(converged.stdout)["hosts"][name]["changes"] == [], converged.stdout
+        assert f"\n{name}: no change\n" in converged.stderr, converged.stderr
 
 
 # --- faults injected into a converged host with a running VM -------------------------------
@@ -399,6 +427,19 @@ def test_a_restart_that_fails_is_rolled_back_and_the_vm_keeps_running(lab_domain
     assert result.returncode == 2, result.stderr
     assert "the previous configuration was restored and libvirt restarted with it" in result.stderr
     assert "does not stay up either" not in result.stderr
+    # The change report says what was changed and put back, not a restart that failed.
+    section = result.stderr[result.stderr.index("\nChanges:") :].splitlines()
+    block = section[section.index(f"{HOSTS[0]}:") + 1 :]
+    block = block[: next((i for i, line in enumerate(block) if not line.startswith("  ")), None)]
+    assert any(
+        line.startswith("  qemu.conf: max_processes ") and line.endswith(' -> "lots"')
+        for line in block
+    ), result.stderr
+    assert any(
+        line.startswith("  libvirt did not come back: its configuration from before this run")
+        for line in block
+    ), result.stderr
+    assert "  libvirt restarted once" not in block, result.stderr
     assert host.file("/etc/libvirt/qemu.conf").content_string == qemu_conf
     assert qemu_pid(host) == vm_before
     assert domain_state(host) == "running"
