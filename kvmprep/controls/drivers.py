@@ -323,6 +323,8 @@ def _frontend_config(fe: HostFacts) -> Result:
         have = fact(facts, "monitord").get("probes_period")
         if monitord.get("error"):
             problems.append(f"cannot read {monitord['path']}: {monitord['error']}")
+        elif not monitord.get("exists"):
+            problems.append(f"no {monitord['path']}: monitord runs on its built-in periods")
         elif have is None:
             problems.append(f"{monitord['path']} has no PROBES_PERIOD")
         missing = sorted(expected - set(have or [])) if have is not None else []

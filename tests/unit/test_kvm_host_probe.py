@@ -1576,6 +1576,21 @@ def test_gather_clock_asks_timedatectl_then_chrony_then_the_kernel(tmp_path):
     assert "no timedatectl (with systemd), chronyc or ntpq" in nothing["detail"]
 
 
+def test_start_clock_runs_timedatectl_while_the_probe_gathers(tmp_path):
+    fake = tmp_path / "timedatectl"
+    fake.write_text('#!/bin/sh\n[ "$*" = "show -p NTPSynchronized --value" ] && echo no\n')
+    fake.chmod(0o755)
+    assert probe_system.start_clock([str(tmp_path)], systemd=False) is None
+    started = probe_system.start_clock([str(tmp_path)], systemd=True)
+    assert started is not None
+    clock = probe_system.gather_clock([str(tmp_path)], started=started)
+    assert clock == {
+        "synchronized": False,
+        "source": "timedatectl",
+        "detail": "timedatectl: NTPSynchronized=no",
+    }
+
+
 def test_kernel_clock_state_on_this_machine():
     synced, detail = probe_system.kernel_clock_state()
     assert synced in (True, False)

@@ -149,8 +149,8 @@ notes:
     (C(/var/cache/libvirt/qemu/capabilities), root only) instead of asking the daemon.
   - With C(one), runs C(ruby) and C(sudo -n -l) once each as I(user) (killed after 10 and 5
     seconds, while the remotes are hashed) and reads every file of the remotes dir.
-  - With C(system), runs C(timedatectl show) (or C(chronyc tracking), C(ntpq -pn)), each
-    killed after 3 seconds.
+  - With C(system), runs C(timedatectl show) while the rest is gathered (or, when it does not
+    answer, C(chronyc tracking), then C(ntpq -pn)), each killed after 3 seconds.
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
   - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
     always reaped.
@@ -491,7 +491,7 @@ from ansible.module_utils.kvm_host_probe_listen import gather_listen
 from ansible.module_utils.kvm_host_probe_one import gather_one, start_ruby_probe, start_sudo_list
 from ansible.module_utils.kvm_host_probe_packages import gather_packages
 from ansible.module_utils.kvm_host_probe_qemu import gather_qemu
-from ansible.module_utils.kvm_host_probe_system import gather_system
+from ansible.module_utils.kvm_host_probe_system import gather_clock, gather_system, start_clock
 
 ARGUMENT_SPEC = {
     "gather": {
@@ -555,6 +555,7 @@ def main():
     # Ruby is slow to start: it runs while everything else is gathered.
     ruby = start_ruby_probe(module.params["user"]) if "one" in gather else None
     sudo = start_sudo_list(module.params["user"]) if "one" in gather else None
+    clock = start_clock() if "system" in gather else None
     ruby_dir = start_ruby_dir() if "ruby_dir" in gather else None
     # Three groups report the daemon version: run "libvirtd --version" once.
     version = daemon_version(module) if {"libvirt", "packages", "qemu"} & set(gather) else UNSET
@@ -607,7 +608,7 @@ def main():
     if "domains" in gather:
         probe["domains"] = gather_domains(errors=errors)
     if "system" in gather:
-        probe["system"] = gather_system(errors)
+        probe["system"] = gather_system(errors, clock=lambda: gather_clock(started=clock))
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 

@@ -9,6 +9,7 @@ import ctypes
 import ctypes.util
 import os
 import subprocess
+import time
 
 from ansible.module_utils.kvm_host_probe_common import find_program, read_text_why, search_dirs
 
@@ -100,15 +101,55 @@ def kernel_clock_state():
     )
 
 
-def gather_clock(dirs=None, systemd=None, kernel=kernel_clock_state, run=_run):
-    """{synchronized, source, detail}: timedatectl where systemd runs, else chrony's or ntpd's
-    own report, else the kernel's flag; ``detail`` says why when nothing can tell."""
-    dirs = dirs if dirs is not None else search_dirs(os.environ.get("PATH"))
+def _timedatectl(dirs, systemd):
+    """The command asking timedatectl, where systemd runs; else None."""
     systemd = os.path.isdir("/run/systemd/system") if systemd is None else systemd
-    tried = []
     timedatectl = find_program("timedatectl", dirs) if systemd else None
-    if timedatectl:
-        rc, out, err = run([timedatectl, "show", "-p", "NTPSynchronized", "--value"])
+    return [timedatectl, "show", "-p", "NTPSynchronized", "--value"] if timedatectl else None
+
+
+def start_clock(dirs=None, systemd=None):
+    """Start timedatectl now (it asks systemd-timedated over D-Bus) so that it answers while
+    the rest of the probe gathers: a function giving its (rc, stdout, stderr), or None."""
+    dirs = dirs if dirs is not None else search_dirs(os.environ.get("PATH"))
+    args = _timedatectl(dirs, systemd)
+    if args is None:
+        return None
+    try:
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, LC_ALL="C"),
+            cwd="/",
+        )
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        return lambda: (None, "", why)
+    deadline = time.monotonic() + CLOCK_TIMEOUT
+
+    def finish():
+        try:
+            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None, "", "no answer within %g s" % CLOCK_TIMEOUT
+        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    return finish
+
+
+def gather_clock(dirs=None, systemd=None, kernel=kernel_clock_state, run=_run, started=None):
+    """{synchronized, source, detail}: timedatectl where systemd runs, else chrony's or ntpd's
+    own report, else the kernel's flag; ``detail`` says why when nothing can tell. ``started``
+    is start_clock's, when timedatectl was started earlier."""
+    dirs = dirs if dirs is not None else search_dirs(os.environ.get("PATH"))
+    tried = []
+    args = None if started is not None else _timedatectl(dirs, systemd)
+    if started is not None or args is not None:
+        rc, out, err = started() if started is not None else run(args)
         value = out.strip()
         if rc == 0 and value in ("yes", "no"):
             return {
