@@ -233,7 +233,9 @@ def _listener_conf(facts: Mapping[str, Any]) -> Mapping[str, Any]:
     return entry.get("keys") or {}
 
 
-def _protocol_problem(facts: Mapping[str, Any], protocol: str) -> tuple[str, str, str] | None:
+def _protocol_problem(
+    facts: Mapping[str, Any], protocol: str, expect: Expect
+) -> tuple[str, str, str] | None:
     """(status, message, fix) when the host's listeners do not serve ``protocol``."""
     transport = protocol.removeprefix("qemu+")
     if transport in PORTS:
@@ -249,14 +251,16 @@ def _protocol_problem(facts: Mapping[str, Any], protocol: str) -> tuple[str, str
         if not exposed:
             return (
                 "fail",
-                f"kvmrc says {protocol} but nothing listens on TCP port {port} here: "
+                f"kvmrc says {protocol} but nothing listens on TCP port {port} here (but "
+                "loopback): "
                 "migrations to this host fail",
                 fix,
             )
         auth = _listener_conf(facts).get("auth_tcp", DEFAULT_AUTH_TCP)
         if transport == "tcp" and auth == "none":
+            # As LV-006: the inventory may accept it (kvm_host_libvirt_tcp_allow_unauthenticated).
             return (
-                "fail",
+                "warn" if expect.libvirt_tcp_allow_unauthenticated else "fail",
                 f'kvmrc says {protocol} and {", ".join(exposed)} listens with auth_tcp = "none": '
                 "whoever reaches the port controls the VMs",
                 'kvmprep apply sets auth_tcp = "sasl" (kvm_host_libvirt_tcp_auth)',
@@ -295,7 +299,7 @@ def _host_protocols(host: HostFacts, fe: HostFacts | None) -> Result:
         )
     found = []
     for protocol, where in said.items():
-        problem = _protocol_problem(host.facts, protocol)
+        problem = _protocol_problem(host.facts, protocol, host.expect)
         if problem is not None:
             found.append((*problem, where))
     if any(status == "error" for status, *_ in found):
@@ -324,7 +328,7 @@ def _frontend_config(fe: HostFacts) -> Result:
         if monitord.get("error"):
             problems.append(f"cannot read {monitord['path']}: {monitord['error']}")
         elif not monitord.get("exists"):
-            problems.append(f"no {monitord['path']}: monitord runs on its built-in periods")
+            problems.append(f"no {monitord['path']}")
         elif have is None:
             problems.append(f"{monitord['path']} has no PROBES_PERIOD")
         missing = sorted(expected - set(have or [])) if have is not None else []

@@ -115,13 +115,16 @@ def test_one_010_tcp_protocol_needs_an_authenticated_listener() -> None:
     closed["listen"]["sockets"] = []
     result = _alone(closed)
     assert result.status is F
-    assert "kvmrc says qemu+tcp but nothing listens on TCP port 16509" in result.message
+    assert "kvmrc says qemu+tcp but nothing listens on TCP port 16509 here" in result.message
     assert "/var/tmp/one/etc/vmm/kvm/kvmrc here" in result.message
     assert "kvm_host_migration_transport: tcp" in result.fix
     open_door = _kvmrc(load("debian12-auth-none"), "qemu+tcp")
     result = _alone(open_door)
     assert result.status is F
     assert 'auth_tcp = "none"' in result.message
+    allowed = Expect(libvirt_tcp_allow_unauthenticated=True)
+    result = drivers.driver_settings([HostFacts("h", open_door, allowed)])["h"]
+    assert result.status is W
 
 
 def test_one_010_tls_protocol_without_its_listener_fails() -> None:
