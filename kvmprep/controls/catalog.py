@@ -490,8 +490,9 @@ CATALOG: tuple[Control, ...] = (
         rationale="the drivers run their network and storage commands with `sudo -n`; a rule "
         "naming a path where the command is not makes sudo ask for a password and the driver "
         "fail (ipset moved: OpenNebula one#5909; the /usr merge: one#6090)",
-        detection="the Cmnd_Alias lines of /etc/sudoers.d/opennebula* and "
-        "/etc/sudoers.d/kvmprep-oneadmin (continuations joined): each command path exists; one "
+        detection="the Cmnd_Alias lines and user specifications of /etc/sudoers.d/opennebula* "
+        "and /etc/sudoers.d/kvmprep-oneadmin (continuations joined): each command path exists; "
+        "one "
         "that does not while a program of its name is in /usr/sbin, /usr/bin, /sbin or /bin "
         "FAILs (moved), one installed nowhere FAILs unless it is a tool of a driver the host "
         "may not use (Open vSwitch, LVM, Ceph, LXC, iSCSI, iptables/ipset...: named in the "

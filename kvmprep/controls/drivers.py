@@ -3,7 +3,7 @@
 ONE-009: the drivers run their network and storage commands with ``sudo -n``; a rule naming a
 path where the command is not (it moved: ``ipset``, one#5909; the /usr merge, one#6090) makes
 sudo ask for a password and the driver fail. kvm_host_probe's ``one.runtime.sudo`` lists the
-command paths of the Cmnd_Alias lines of /etc/sudoers.d/opennebula* and kvmprep's file, and
+command paths the rules of /etc/sudoers.d/opennebula* and kvmprep's file name, and
 runs ``sudo -n -l`` as oneadmin.
 
 ONE-010: (a) the KVM driver migrates with ``virsh migrate ... $QEMU_PROTOCOL://<host>/system``

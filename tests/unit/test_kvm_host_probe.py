@@ -1687,6 +1687,21 @@ def test_parse_cmnd_aliases():
     ]
 
 
+def test_parse_commands_user_specifications_name_directly():
+    text = (
+        "Defaults:oneadmin secure_path = /sbin:/bin\n"
+        "oneadmin ALL=(ALL : ALL) NOPASSWD: /usr/sbin/kvmprep-lab, ONE_NET, \\\n"
+        "    (root) PASSWD: sha256:qL3Z= /usr/bin/digested -y\n"
+        "oneadmin ALL=(ALL:ALL) NOPASSWD:SETENV: ONE_NETNS\n"
+        "Cmd_Alias ONE_CWD = CWD=/tmp /bin/true\n"
+    )
+    assert probe_one.parse_cmnd_aliases(text) == [
+        ("user oneadmin", "/usr/sbin/kvmprep-lab"),
+        ("user oneadmin", "/usr/bin/digested"),
+        ("ONE_CWD", "/bin/true"),
+    ]
+
+
 def test_parse_cmnd_aliases_of_kvmprep_own_sudoers_template():
     text = (ROOT / "roles/kvm_host/templates/sudoers-oneadmin.j2").read_text()
     found = dict(probe_one.parse_cmnd_aliases(text))

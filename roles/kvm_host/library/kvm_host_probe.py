@@ -378,8 +378,9 @@ probe:
           it failed), C(tools) (lspci, rsync, xmllint to their path or null), C(sudoers)
           (the stat of /etc/sudoers.d/kvmprep-oneadmin), C(sudoers_package) (of
           /etc/sudoers.d/opennebula-node-kvm, OpenNebula's node package's) and C(sudo), the
-          command paths the C(Cmnd_Alias) lines of /etc/sudoers.d/opennebula* and
-          kvmprep-oneadmin name (C(commands), each C(file), C(alias), C(command), C(exists),
+          command paths the C(Cmnd_Alias) lines and user specifications of
+          /etc/sudoers.d/opennebula* and kvmprep-oneadmin name (C(commands), each C(file),
+          C(alias), C(command), C(exists),
           C(elsewhere), where a program of that name is instead), C(files) read (C(path),
           C(error)) and C(list), C(sudo -n -l) run as I(user) (C(ok), null when it could not be
           asked, and C(error), sudo's first line).

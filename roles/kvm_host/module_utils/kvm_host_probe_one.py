@@ -6,6 +6,7 @@ runtime).
 import glob
 import os
 import pwd
+import re
 import subprocess
 import time
 
@@ -151,23 +152,54 @@ def _split_commas(text):
     return [p for p in parts if p]
 
 
+# What may precede a command in a sudoers rule: a digest, a run-as list, tags, options.
+_DIGEST = re.compile(r"^sha(224|256|384|512):\S+\s+")
+_RUNAS = re.compile(r"^\([^)]*\)\s*")
+_TAG = re.compile(r"^(NO)?(PASSWD|SETENV|EXEC|LOG_INPUT|LOG_OUTPUT|MAIL|FOLLOW|INTERCEPT)\s*:\s*")
+_OPTION = re.compile(r"^(CWD|CHROOT|ROLE|TYPE|TIMEOUT|NOTBEFORE|NOTAFTER|APPARMOR_PROFILE)=\S+\s+")
+_KEYWORDS = ("Defaults", "User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "Cmd_Alias")
+
+
+def _command_path(entry):
+    """The path a Cmnd entry names (after run-as, tags, options, digest, negation), or None:
+    ALL, sudoedit and alias names name no file."""
+    entry = entry.strip()
+    while True:
+        rest = entry.lstrip("!").strip()
+        for pattern in (_RUNAS, _TAG, _OPTION, _DIGEST):
+            rest = pattern.sub("", rest, count=1)
+        if rest == entry:
+            break
+        entry = rest
+    words = entry.split()
+    command = words[0] if words else ""
+    if command.startswith("/") and not command.endswith("/"):
+        return command
+    return None
+
+
 def parse_cmnd_aliases(text):
-    """[(alias, command path)] of the Cmnd_Alias lines (several aliases per line joined by
-    ':' too); the command is the first word of each entry, negations included."""
+    """[(alias, command path)] that the rules name: the Cmnd_Alias lines (several aliases per
+    line joined by ':' too), and the commands user specifications name directly (as
+    "user <name>"); negated entries too."""
     found = []
     for line in _logical_lines(text or ""):
         words = line.split(None, 1)
-        if len(words) < 2 or words[0] != "Cmnd_Alias":
+        if len(words) < 2 or words[0].startswith(("#", "@", "Defaults")):
             continue
-        for definition in words[1].split(" : "):
+        if words[0] in _KEYWORDS[:4]:
+            continue
+        alias = words[0] in _KEYWORDS
+        # A run-as list may hold " : " ((ALL : ALL)): only alias lines are split there.
+        for definition in words[1].split(" : ") if alias else [line]:
             name, sep, commands = definition.partition("=")
             if not sep:
                 continue
+            label = name.strip() if alias else "user " + words[0]
             for entry in _split_commas(commands):
-                command = entry.lstrip("!").split()[0] if entry.lstrip("!").split() else ""
-                # Only paths name a file: ALL, sudoedit and other aliases do not.
-                if command.startswith("/") and not command.endswith("/"):
-                    found.append((name.strip(), command))
+                command = _command_path(entry)
+                if command is not None:
+                    found.append((label, command))
     return found
 
 
