@@ -127,6 +127,11 @@ def sudo_rules(facts: Mapping[str, Any], expect: Expect) -> Result:
         else:
             problems.append(f"{command} ({where}) is not on this host")
             fixes.append(f"install {PurePosixPath(command).name} or remove it from {entry['file']}")
+    if not read and not unreadable:
+        return Result.skip(
+            "no OpenNebula sudoers rules (/etc/sudoers.d/opennebula*, kvmprep-oneadmin): "
+            "ONE-004 judges the file"
+        )
     listing = sudo.get("list") or {}
     if listing.get("ok") is False:
         problems.append(f"`sudo -n -l` as {user} fails: {listing.get('error')}")
@@ -142,11 +147,6 @@ def sudo_rules(facts: Mapping[str, Any], expect: Expect) -> Result:
         return Result.fail("; ".join(problems + unreadable), fix)
     if unreadable:
         return Result.error("cannot read " + "; ".join(unreadable))
-    if not read:
-        return Result.skip(
-            "no OpenNebula sudoers rules (/etc/sudoers.d/opennebula*, kvmprep-oneadmin): "
-            "ONE-004 judges the file"
-        )
     if listing.get("ok") is None:
         return Result.error(f"`sudo -n -l` as {user} was not run: {listing.get('error')}")
     count = len(sudo.get("commands") or []) - len(absent)

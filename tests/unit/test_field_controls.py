@@ -91,6 +91,12 @@ def test_one_009_unknowns_are_errors_and_no_rules_skip() -> None:
     )
     assert drivers.sudo_rules(load("debian12-unprivileged"), Expect()).status is E
     assert drivers.sudo_rules(load("lab-host-no-libvirt"), Expect()).status is S
+    # No rules to judge: sudo failing (no oneadmin, no sudo) is ONE-004's and USR-001's.
+    bare = converged()
+    bare["one"]["runtime"]["sudo"].update(
+        files=[], commands=[], list={"ok": False, "error": "runuser: user oneadmin does not exist"}
+    )
+    assert drivers.sudo_rules(bare, Expect()).status is S
     del facts["one"]["runtime"]["sudo"]
     report = {r.control.id: r for r in evaluate_fleet([HostInput("h", facts, Expect())])[0].results}
     assert report["ONE-009"].status is E
