@@ -9,6 +9,7 @@ from kvmprep.controls import (
     access,
     accounts,
     apparmor,
+    drivers,
     fleet,
     kvm,
     libvirt,
@@ -16,6 +17,7 @@ from kvmprep.controls import (
     opennebula,
     packages,
     smoke,
+    system,
 )
 from kvmprep.controls.model import Control, Role, Severity
 
@@ -480,6 +482,94 @@ CATALOG: tuple[Control, ...] = (
         "front-end and every host",
         fleet_judge=names.resolution,
         applies_to=BOTH,
+    ),
+    Control(
+        id="ONE-009",
+        title="sudo runs the drivers' commands without a password",
+        severity=Severity.HIGH,
+        rationale="the drivers run their network and storage commands with `sudo -n`; a rule "
+        "naming a path where the command is not makes sudo ask for a password and the driver "
+        "fail (ipset moved: OpenNebula one#5909; the /usr merge: one#6090)",
+        detection="the Cmnd_Alias lines and user specifications of /etc/sudoers.d/opennebula* "
+        "and /etc/sudoers.d/kvmprep-oneadmin (continuations joined): each command path exists; "
+        "one "
+        "that does not while a program of its name is in /usr/sbin, /usr/bin, /sbin or /bin "
+        "FAILs (moved), one installed nowhere FAILs unless it is a tool of a driver the host "
+        "may not use (Open vSwitch, LVM, Ceph, LXC, iSCSI, iptables/ipset...: named in the "
+        "message); and `sudo -n -l` run as oneadmin (runuser, 5 s) succeeds. Not root: ERROR",
+        remediation="name the path the command is at (or install it) in the rules file; "
+        "kvmprep apply rewrites /etc/sudoers.d/kvmprep-oneadmin, the node package's file comes "
+        "back with a reinstall of opennebula-node-kvm",
+        judge=drivers.sudo_rules,
+    ),
+    Control(
+        id="ONE-010",
+        title="kvmrc's migration protocol, monitord's probes, front-end remotes",
+        severity=Severity.HIGH,
+        rationale="the KVM driver migrates to $QEMU_PROTOCOL://<host>/system (kvmrc): "
+        "qemu+tcp/qemu+tls need the destination's libvirt listener, authenticated, and with "
+        "qemu+ssh (OpenNebula's default) an open listener is attack surface for nothing; "
+        "monitord sends hosts OFFLINE when PROBES_PERIOD lacks a key its version expects "
+        "(one#7659: EXEC_VM since 7.2); a file in the front-end's remotes oneadmin does not "
+        "own makes `onehost sync` fail (one#5906)",
+        detection="on each host, QEMU_PROTOCOL of the host's copy of kvmrc "
+        "(<kvm_host_remotes_dir>/etc/vmm/kvm/kvmrc) and of the front-end's (unset: qemu+ssh): "
+        "qemu+tcp needs a non-loopback socket on 16509 and auth_tcp other than none, qemu+tls "
+        "one on 16514 (FAIL otherwise); qemu+ssh with a socket on either WARNs. On the "
+        "front-end, monitord.conf's PROBES_PERIOD has every key of the installed version's "
+        "default (5.12 to 7.0: BEACON_HOST, SYSTEM_HOST, MONITOR_HOST, STATE_VM, MONITOR_VM, "
+        "SYNC_STATE_VM; 7.2 and later also EXEC_VM) and every path of its remotes dir is "
+        "oneadmin's (FAIL naming the first ones)",
+        remediation="kvmprep apply with the front-end role sets QEMU_PROTOCOL from "
+        "kvm_host_migration_transport (one_frontend_migration_protocol: auto) and opens or "
+        "closes the listener; add the missing keys to PROBES_PERIOD (onecfg upgrade) and "
+        "restart OpenNebula; chown -R oneadmin: the remotes dir and `onehost sync --force`",
+        fleet_judge=drivers.driver_settings,
+        applies_to=BOTH,
+    ),
+    Control(
+        id="FLEET-006",
+        title="cgroup version identical in a cluster",
+        severity=Severity.HIGH,
+        rationale='live migration between a cgroup v1 and a cgroup v2 host fails ("cpu.weight: '
+        "Numerical result out of range\"; OpenNebula's platform notes)",
+        detection="per host, /proc/mounts: cgroup2 on /sys/fs/cgroup is v2 (unified), a tmpfs "
+        "with cgroup controllers below v1 (legacy, or hybrid with the unified tree too); per "
+        "one_frontend_cluster, every host of a cluster with both versions FAILs, naming the "
+        "others",
+        remediation="boot the hosts of a cluster with the same layout "
+        "(systemd.unified_cgroup_hierarchy=1 for v2, the default of current distributions), or "
+        "split the layouts into separate OpenNebula clusters",
+        fleet_judge=system.cgroup_version,
+    ),
+    Control(
+        id="FLEET-007",
+        title="kernel and CPU microcode identical in a cluster",
+        severity=Severity.MEDIUM,
+        rationale="hosts of a cluster on different kernels or microcode revisions break or "
+        "slow live migration (OpenNebula's cluster guide; Proxmox's pve8to9 checks it)",
+        detection="per host, the kernel release (uname -r) and the microcode revision of the "
+        "first CPU of /proc/cpuinfo (unknown in most VMs: not compared); per "
+        "one_frontend_cluster, the hosts whose value differs from the one most hosts have WARN "
+        "naming the others (on a tie every differing host WARNs)",
+        remediation="upgrade the odd hosts' kernel and microcode (intel-microcode, "
+        "amd64-microcode, firmware) to the others' and reboot them, migrating their VMs away "
+        "first",
+        fleet_judge=system.kernel_microcode,
+    ),
+    Control(
+        id="SYS-001",
+        title="clock synchronised",
+        severity=Severity.MEDIUM,
+        rationale="unsynchronised clocks break TLS and SASL between hosts and make migrated "
+        "VMs' clocks jump (OpenNebula's cluster guide; pve8to9 and kolla-ansible check it)",
+        detection="`timedatectl show -p NTPSynchronized --value` where systemd runs, else "
+        "`chronyc tracking` (leap status), `ntpq -pn` (a '*' peer), else the kernel's "
+        "adjtimex(2) STA_UNSYNC flag; not synchronised or unknown WARNs with what was asked "
+        "(in a container the clock is the machine's that runs it)",
+        remediation="run a time daemon (systemd-timesyncd, chrony or ntpd) that reaches an NTP "
+        "server; in a container, on the machine that runs it",
+        judge=system.clock,
     ),
 )
 

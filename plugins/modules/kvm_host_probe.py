@@ -40,6 +40,9 @@ description:
     the host's SSH host keys, names and addresses, how the front-end's name I(frontend)
     resolves, and the node runtime the remotes run (Ruby loading C(sqlite3) and
     C(load_opennebula_paths) as I(user), lspci, rsync, xmllint, kvmprep's sudoers file).
+  - With C(system) it reports what the hosts of a cluster must share besides QEMU (controls
+    SYS-001, FLEET-006, FLEET-007) - whether the clock is synchronised, the cgroup layout, the
+    kernel release and the CPU microcode revision.
   - Never changes anything; C(changed) is always false. Missing files and permission errors are
     reported as null/false values, never as a failure; what could not be read is listed in
     C(probe.errors) with the reason (for example permission denied when not run as root).
@@ -53,7 +56,7 @@ options:
     elements: str
     choices:
       [kvm, libvirt, config, accounts, packages, listen, devices, access, identity, qemu, one,
-       names, installed, paths, ruby_dir, sasl, blocks, domains]
+       names, installed, paths, ruby_dir, sasl, blocks, domains, system]
     default: [kvm, libvirt]
   user:
     description:
@@ -144,8 +147,10 @@ notes:
   - With C(qemu), runs C(<emulator> --version) and C(<emulator> -machine help) at the same time
     (killed after 10 seconds), and reads libvirt's QEMU capabilities cache
     (C(/var/cache/libvirt/qemu/capabilities), root only) instead of asking the daemon.
-  - With C(one), runs C(ruby) once as I(user) (killed after 10 seconds, while the remotes are
-    hashed) and reads every file of the remotes dir.
+  - With C(one), runs C(ruby) and C(sudo -n -l) once each as I(user) (killed after 10 and 5
+    seconds, while the remotes are hashed) and reads every file of the remotes dir.
+  - With C(system), runs C(timedatectl show) while the rest is gathered (or, when it does not
+    answer, C(chronyc tracking), then C(ntpq -pn)), each killed after 3 seconds.
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
   - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
     always reaped.
@@ -371,8 +376,16 @@ probe:
           without I(frontend).
         - C(runtime), C(ruby) (C(path), C(loads), and C(error), the line where Ruby says why
           it failed), C(tools) (lspci, rsync, xmllint to their path or null), C(sudoers)
-          (the stat of /etc/sudoers.d/kvmprep-oneadmin) and C(sudoers_package) (of
-          /etc/sudoers.d/opennebula-node-kvm, OpenNebula's node package's).
+          (the stat of /etc/sudoers.d/kvmprep-oneadmin), C(sudoers_package) (of
+          /etc/sudoers.d/opennebula-node-kvm, OpenNebula's node package's) and C(sudo), the
+          command paths the C(Cmnd_Alias) lines and user specifications of
+          /etc/sudoers.d/opennebula* and kvmprep-oneadmin name (C(commands), each C(file),
+          C(alias), C(command), C(exists),
+          C(elsewhere), where a program of that name is instead), C(files) read (C(path),
+          C(error)) and C(list), C(sudo -n -l) run as I(user) (C(ok), null when it could not be
+          asked, and C(error), sudo's first line).
+        - C(kvmrc), the host's copy of the KVM driver's kvmrc in the remotes dir (C(path),
+          C(exists), C(error), C(qemu_protocol), C(libvirt_uri), C(migrate_options)).
       returned: when C(one) is gathered
       type: dict
     names:
@@ -424,6 +437,25 @@ probe:
         running:
           - {file: one-12.xml, name: one-12, vm_id: 12, machine: pc-q35-10.0,
              state: running, pid: 2113, error: null}
+    system:
+      description:
+        - C(clock), C(synchronized) (true, false, or null when nothing could tell), C(source)
+          (C(timedatectl) where systemd runs, else C(chrony), C(ntpd), or C(kernel), the
+          adjtimex(2) flag) and C(detail) (what was asked and said); C(container), the
+          container manager the host runs in (C(podman), C(docker), systemd's name), else null.
+        - C(cgroup), from /proc/mounts, C(version) (2 when cgroup2 is mounted on
+          /sys/fs/cgroup, 1 for a tmpfs of v1 controllers, null when neither), C(layout)
+          (C(unified), C(hybrid), C(legacy)), C(fstype) and C(error).
+        - C(kernel) with C(release) (uname -r); C(microcode), the revision of the first CPU
+          of /proc/cpuinfo (null when the kernel does not say, as in most VMs).
+      returned: when C(system) is gathered
+      type: dict
+      sample:
+        clock: {synchronized: true, source: timedatectl, detail: "timedatectl: NTPSynchronized=yes"}
+        cgroup: {version: 2, layout: unified, fstype: cgroup2, error: null}
+        container: null
+        kernel: {release: 6.1.0-41-amd64}
+        microcode: "0xf0"
     errors:
       description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
       returned: always
@@ -473,11 +505,17 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_listen 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_one import (
     gather_one,
     start_ruby_probe,
+    start_sudo_list,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_packages import (
     gather_packages,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_qemu import gather_qemu
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_system import (
+    gather_clock,
+    gather_system,
+    start_clock,
+)
 
 ARGUMENT_SPEC = {
     "gather": {
@@ -502,6 +540,7 @@ ARGUMENT_SPEC = {
             "sasl",
             "blocks",
             "domains",
+            "system",
         ],
         "default": ["kvm", "libvirt"],
     },
@@ -539,6 +578,8 @@ def main():
     probe = {}
     # Ruby is slow to start: it runs while everything else is gathered.
     ruby = start_ruby_probe(module.params["user"]) if "one" in gather else None
+    sudo = start_sudo_list(module.params["user"]) if "one" in gather else None
+    clock = start_clock() if "system" in gather else None
     ruby_dir = start_ruby_dir() if "ruby_dir" in gather else None
     # Three groups report the daemon version: run "libvirtd --version" once.
     version = daemon_version(module) if {"libvirt", "packages", "qemu"} & set(gather) else UNSET
@@ -569,6 +610,7 @@ def main():
             module.params["frontend"],
             module.run_command,
             ruby,
+            sudo,
         )
     if "names" in gather:
         probe["names"] = resolve_names(module.params["names"])
@@ -589,6 +631,8 @@ def main():
         probe["blocks"] = gather_blocks(module.params["blocks"])
     if "domains" in gather:
         probe["domains"] = gather_domains(errors=errors)
+    if "system" in gather:
+        probe["system"] = gather_system(errors, clock=lambda: gather_clock(started=clock))
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 

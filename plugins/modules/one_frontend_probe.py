@@ -76,7 +76,10 @@ probe:
       and C(error) (unreadable or unparsable, with the line).
     - C(drivers), per file, the C(IM_MAD) and C(VM_MAD) sections (keys upper-cased).
     - C(scripts_remote_dir) (oned.conf's value, null when unset); C(vmm_kvm) with C(machine),
-      C(cpu_model), C(emulator) (null when unset); C(kvmrc) with C(qemu_protocol).
+      C(cpu_model), C(emulator) (null when unset); C(kvmrc) with C(qemu_protocol),
+      C(libvirt_uri) and C(migrate_options).
+    - C(monitord), C(probes_period), the sorted keys of monitord.conf's C(PROBES_PERIOD)
+      (null when the file has none or cannot be parsed).
     - C(remotes), the digest of the remotes dir (as kvm_host_probe's C(one.remotes)).
     - C(accounts.user), oneadmin's C(uid), C(gid), C(home) (null when missing).
     - C(ssh), as kvm_host_probe's C(one.ssh).
@@ -247,7 +250,15 @@ def gather(user, etc_dir, remotes_dir, run_command, proc="/proc", names=()):
         os.path.join(remotes_dir, KVMRC_CANDIDATES[0]),
     )
     probe["files"]["kvmrc"], kvmrc = read_conf(kvmrc_path, "shell")
-    probe["kvmrc"] = {"qemu_protocol": _single(kvmrc, "QEMU_PROTOCOL")}
+    probe["kvmrc"] = {
+        "qemu_protocol": _single(kvmrc, "QEMU_PROTOCOL"),
+        "libvirt_uri": _single(kvmrc, "LIBVIRT_URI"),
+        "migrate_options": _single(kvmrc, "MIGRATE_OPTIONS"),
+    }
+    periods = ((parsed["monitord.conf"] or {}).get("sections") or {}).get("PROBES_PERIOD")
+    probe["monitord"] = {
+        "probes_period": sorted(periods[-1]) if periods else None,
+    }
 
     probe["remotes"] = remotes_digest(remotes_dir, user)
     try:

@@ -55,6 +55,8 @@ CONVERGED = dict(zip(IDS, [
     P, P, S, P,                 # ONE-004..007 (ONE-003 is the front-end's)
     P, P, P, P, P,              # FLEET-001..005 (a fleet of one)
     S,                          # NET-001: no other host, no front-end to resolve its name
+    P, S,                       # ONE-009, ONE-010 (no kvmrc in the remotes, no front-end)
+    P, P, P,                    # FLEET-006..007 (a fleet of one), SYS-001
 ], strict=True))
 NO_LIBVIRT = dict(zip(IDS, [
     W, P, F, F, W,
@@ -65,6 +67,8 @@ NO_LIBVIRT = dict(zip(IDS, [
     F, F, S, F,                 # no runtime, no QEMU: no emulator, no oneadmin
     S, S, S, P, P,              # no QEMU: no machine type; its CPU, its (absent) versions
     S,
+    S, S,                       # no sudoers rules, no kvmrc
+    P, P, W,                    # the lab machine's kernel says its clock is unsynchronised
 ], strict=True))
 # fmt: on
 
@@ -83,6 +87,7 @@ EXPECTED: dict[str, dict[str, Status]] = {
         **dict.fromkeys(["KVM-001", "KVM-004", "LV-001", "LV-002", "LV-004", "LV-005"], E),
         "LV-006": E,
         **dict.fromkeys(["LV-008", "FLEET-001"], E),
+        "ONE-009": E,  # the sudoers file is root's, sudo -n -l needs root to run as oneadmin
     },
     "debian12-kvm-root-only": {**CONVERGED, "KVM-003": F, "KVM-004": F},
     "el9-modular": {**CONVERGED, "KVM-001": P, "KVM-005": P, "LV-007": S},

@@ -51,6 +51,9 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils import (
     kvm_host_probe_packages as probe_packages,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_probe_qemu as probe_qemu
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_system as probe_system,
+)
 from tests.unit.ansible_env import ansible_env, run_module_locally
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1502,3 +1505,325 @@ def test_gather_installed_on_this_machine():
     # The suite runs on Debian: its own interpreter's package is installed.
     found = probe_apply.gather_installed(FakeModule(), ["python3", "kvmprep-no-such-package"])
     assert found == {"manager": "dpkg", "missing": ["kvmprep-no-such-package"]}
+
+
+# --- system (SYS-001, FLEET-006, FLEET-007) and one's sudo and kvmrc (ONE-009, ONE-010) -------
+
+CHRONYC_TRACKING = """\
+Reference ID    : C0A80001 (192.168.0.1)
+Stratum         : 3
+System time     : 0.000012 seconds slow of NTP time
+Leap status     : {leap}
+"""
+NTPQ_PEERS = """\
+     remote           refid      st t when poll reach   delay   offset  jitter
+==============================================================================
+{mark}192.168.0.1     .GPS.            1 u   33   64  377    0.321   -0.012   0.004
++192.168.0.2     192.168.0.1      2 u   12   64  377    0.411    0.020   0.010
+"""
+
+
+def test_parse_clock_reports():
+    assert probe_system.parse_chronyc_tracking(CHRONYC_TRACKING.format(leap="Normal")) == (
+        True,
+        "chrony: leap status Normal",
+    )
+    synced, detail = probe_system.parse_chronyc_tracking(
+        CHRONYC_TRACKING.format(leap="Not synchronised")
+    )
+    assert synced is False
+    assert "Not synchronised" in detail
+    assert probe_system.parse_chronyc_tracking("506 Cannot talk to daemon")[0] is None
+    assert probe_system.parse_ntpq_peers(NTPQ_PEERS.format(mark="*")) == (
+        True,
+        "ntpd: following 192.168.0.1",
+    )
+    assert probe_system.parse_ntpq_peers(NTPQ_PEERS.format(mark=" "))[0] is False
+
+
+def _fake_programs(tmp_path, *names):
+    for name in names:
+        path = tmp_path / name
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return [str(tmp_path)]
+
+
+def test_gather_clock_asks_timedatectl_then_chrony_then_the_kernel(tmp_path):
+    asked = []
+
+    def run(answers):
+        def fake(args):
+            asked.append(Path(args[0]).name)
+            return answers[Path(args[0]).name]
+
+        return fake
+
+    dirs = _fake_programs(tmp_path, "timedatectl", "chronyc")
+    kernel = lambda: (False, "kernel: unsynchronised")  # noqa: E731
+    answers = {"timedatectl": (0, "yes\n", ""), "chronyc": (0, "", "")}
+    clock = probe_system.gather_clock(dirs, systemd=True, kernel=kernel, run=run(answers))
+    assert clock == {
+        "synchronized": True,
+        "source": "timedatectl",
+        "detail": "timedatectl: NTPSynchronized=yes",
+    }
+    assert asked == ["timedatectl"]
+    # No systemd (or timedatectl fails): chrony says.
+    answers["chronyc"] = (0, CHRONYC_TRACKING.format(leap="Not synchronised"), "")
+    answers["timedatectl"] = (1, "", "Failed to connect to bus: No such file or directory\n")
+    clock = probe_system.gather_clock(dirs, systemd=True, kernel=kernel, run=run(answers))
+    assert clock["source"] == "chrony"
+    assert clock["synchronized"] is False
+    # Nothing answers: the kernel's flag, and the detail says what was tried.
+    answers["chronyc"] = (1, "", "506 Cannot talk to daemon\n")
+    clock = probe_system.gather_clock(dirs, systemd=True, kernel=kernel, run=run(answers))
+    assert clock["source"] == "kernel"
+    assert clock["synchronized"] is False
+    assert "timedatectl: Failed to connect to bus" in clock["detail"]
+    assert "chronyc: 506 Cannot talk to daemon" in clock["detail"]
+    nothing = probe_system.gather_clock(
+        [str(tmp_path / "none")], systemd=False, kernel=lambda: (None, "adjtimex: no")
+    )
+    assert nothing["synchronized"] is None
+    assert nothing["source"] is None
+    assert "no timedatectl (with systemd), chronyc or ntpq" in nothing["detail"]
+
+
+def test_start_clock_runs_timedatectl_while_the_probe_gathers(tmp_path):
+    fake = tmp_path / "timedatectl"
+    fake.write_text('#!/bin/sh\n[ "$*" = "show -p NTPSynchronized --value" ] && echo no\n')
+    fake.chmod(0o755)
+    assert probe_system.start_clock([str(tmp_path)], systemd=False) is None
+    started = probe_system.start_clock([str(tmp_path)], systemd=True)
+    assert started is not None
+    clock = probe_system.gather_clock([str(tmp_path)], started=started)
+    assert clock == {
+        "synchronized": False,
+        "source": "timedatectl",
+        "detail": "timedatectl: NTPSynchronized=no",
+    }
+
+
+def test_kernel_clock_state_on_this_machine():
+    synced, detail = probe_system.kernel_clock_state()
+    assert synced in (True, False)
+    assert detail.startswith("kernel: ")
+
+
+def test_clock_command_timeout_is_reported(tmp_path):
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+    started = time.monotonic()
+    assert probe_system._run([str(slow)], timeout=0.2) == (None, "", "no answer within 0.2 s")
+    assert time.monotonic() - started < 3
+
+
+MOUNTS_V2 = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0\n"
+MOUNTS_HYBRID = """\
+tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,mode=755 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
+cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0
+"""
+
+
+def test_parse_cgroup_mounts():
+    assert probe_system.parse_cgroup_mounts(MOUNTS_V2) == {
+        "version": 2,
+        "layout": "unified",
+        "fstype": "cgroup2",
+    }
+    assert probe_system.parse_cgroup_mounts(MOUNTS_HYBRID)["layout"] == "hybrid"
+    legacy = "\n".join(line for line in MOUNTS_HYBRID.splitlines() if "unified" not in line)
+    assert probe_system.parse_cgroup_mounts(legacy) == {
+        "version": 1,
+        "layout": "legacy",
+        "fstype": "tmpfs",
+    }
+    assert probe_system.parse_cgroup_mounts("proc /proc proc rw 0 0\n")["version"] is None
+
+
+def test_gather_system(tmp_path):
+    (tmp_path / "mounts").write_text(MOUNTS_V2)
+    (tmp_path / "cpuinfo").write_text(CPUINFO_INTEL.replace("flags", "microcode\t: 0xf0\nflags"))
+    errors = []
+    found = probe_system.gather_system(
+        errors, str(tmp_path / "mounts"), str(tmp_path / "cpuinfo"), clock=lambda: "clock"
+    )
+    assert found["cgroup"] == {
+        "version": 2,
+        "layout": "unified",
+        "fstype": "cgroup2",
+        "error": None,
+    }
+    assert found["microcode"] == "0xf0"
+    assert found["kernel"]["release"] == os.uname().release
+    assert found["clock"] == "clock"
+    assert errors == []
+    missing = probe_system.gather_system(
+        errors, str(tmp_path / "none"), str(tmp_path / "none"), clock=lambda: None
+    )
+    assert missing["cgroup"]["version"] is None
+    assert "No such file or directory" in missing["cgroup"]["error"]
+    assert missing["microcode"] is None
+    assert len(errors) == 2
+
+
+def test_detect_container(tmp_path):
+    assert probe_system.detect_container(str(tmp_path)) is None
+    (tmp_path / "run" / "systemd").mkdir(parents=True)
+    (tmp_path / "run" / "systemd" / "container").write_text("lxc\n")
+    assert probe_system.detect_container(str(tmp_path)) == "lxc"
+    (tmp_path / "run" / ".containerenv").write_text("")
+    assert probe_system.detect_container(str(tmp_path)) == "podman"
+
+
+SUDOERS_RULES = """\
+# OpenNebula's, as share/sudoers/sudo_commands.rb writes it
+Defaults:oneadmin !requiretty
+Cmnd_Alias ONE_NET = /usr/sbin/ip link *, /usr/sbin/ip route *, \\
+    /sbin/kvmprep-moved, /usr/sbin/sysctl vm.drop_caches\\=3 vm.compact_memory\\=1
+Cmnd_Alias ONE_OVS = /usr/bin/ovs-vsctl : ONE_X = !/usr/bin/nowhere, ALL, sudoedit /etc/x
+#Cmnd_Alias ONE_OLD = /commented/out
+oneadmin ALL=(ALL:ALL) NOPASSWD: ONE_NET, ONE_OVS
+"""
+
+
+def test_parse_cmnd_aliases():
+    assert probe_one.parse_cmnd_aliases(SUDOERS_RULES) == [
+        ("ONE_NET", "/usr/sbin/ip"),
+        ("ONE_NET", "/usr/sbin/ip"),
+        ("ONE_NET", "/sbin/kvmprep-moved"),
+        ("ONE_NET", "/usr/sbin/sysctl"),
+        ("ONE_OVS", "/usr/bin/ovs-vsctl"),
+        ("ONE_X", "/usr/bin/nowhere"),
+    ]
+
+
+def test_parse_commands_user_specifications_name_directly():
+    text = (
+        "Defaults:oneadmin secure_path = /sbin:/bin\n"
+        "oneadmin ALL=(ALL : ALL) NOPASSWD: /usr/sbin/kvmprep-lab, ONE_NET, \\\n"
+        "    (root) PASSWD: sha256:qL3Z= /usr/bin/digested -y\n"
+        "oneadmin ALL=(ALL:ALL) NOPASSWD:SETENV: ONE_NETNS\n"
+        "Cmd_Alias ONE_CWD = CWD=/tmp /bin/true\n"
+    )
+    assert probe_one.parse_cmnd_aliases(text) == [
+        ("user oneadmin", "/usr/sbin/kvmprep-lab"),
+        ("user oneadmin", "/usr/bin/digested"),
+        ("ONE_CWD", "/bin/true"),
+    ]
+
+
+def test_parse_cmnd_aliases_of_kvmprep_own_sudoers_template():
+    text = (ROOT / "roles/kvm_host/templates/sudoers-oneadmin.j2").read_text()
+    found = dict(probe_one.parse_cmnd_aliases(text))
+    assert set(found) == {
+        "KVMPREP_ONE_NET",
+        "KVMPREP_ONE_OVS",
+        "KVMPREP_ONE_LVM",
+        "KVMPREP_ONE_MEM",
+    }
+    assert found["KVMPREP_ONE_MEM"] == "/usr/sbin/sysctl"
+
+
+def test_gather_sudo_rules(tmp_path):
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name in ("ip", "sysctl", "kvmprep-moved"):
+        (bins / name).write_text("#!/bin/sh\n")
+        (bins / name).chmod(0o755)
+    rules = tmp_path / "opennebula"
+    rules.write_text(SUDOERS_RULES.replace("/usr/sbin/ip", str(bins / "ip")))
+    unreadable = tmp_path / "opennebula-unreadable"
+    unreadable.mkdir()  # reading a directory fails: not "absent"
+    found = probe_one.gather_sudo_rules(
+        [str(rules), str(unreadable), str(tmp_path / "absent")], dirs=[str(bins)]
+    )
+    assert found["files"][0] == {"path": str(rules), "error": None}
+    assert found["files"][1]["path"] == str(unreadable)
+    assert found["files"][1]["error"]
+    assert len(found["files"]) == 2  # an absent file is ONE-004's business
+    by_command = {c["command"]: c for c in found["commands"]}
+    assert len(found["commands"]) == len(by_command)  # `ip link *`, `ip route *`: one path
+    assert by_command[str(bins / "ip")]["exists"] is True
+    moved = by_command["/sbin/kvmprep-moved"]
+    assert moved == {
+        "file": str(rules),
+        "alias": "ONE_NET",
+        "command": "/sbin/kvmprep-moved",
+        "exists": False,
+        "elsewhere": str(bins / "kvmprep-moved"),
+    }
+    assert by_command["/usr/bin/nowhere"]["elsewhere"] is None
+
+
+def test_sudo_list_answers_and_failures(monkeypatch):
+    def started(script):
+        proc = subprocess.Popen(
+            ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        return proc, time.monotonic() + 2
+
+    assert probe_one.finish_sudo_list(started("echo 'User oneadmin may run'")) == {
+        "ok": True,
+        "error": None,
+    }
+    assert probe_one.finish_sudo_list(
+        started("echo 'sudo: a password is required' >&2; exit 1")
+    ) == {"ok": False, "error": "sudo: a password is required"}
+    slow = started("sleep 5")
+    slow = (slow[0], time.monotonic() + 0.2)
+    assert probe_one.finish_sudo_list(slow) == {
+        "ok": False,
+        "error": f"no answer within {probe_one.ONE_SUDO_TIMEOUT:g} s",
+    }
+    assert probe_one.finish_sudo_list(("needs root", 0)) == {"ok": None, "error": "needs root"}
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(probe_one, "search_dirs", lambda _path: ["/nonexistent"])
+    assert probe_one.finish_sudo_list(probe_one.start_sudo_list("oneadmin"))["ok"] is None
+
+
+def test_parse_and_gather_kvmrc(tmp_path):
+    text = (ROOT / "tests/unit/fixtures/one/kvmrc").read_text()
+    assert probe_one.parse_kvmrc(text) == {
+        "LIBVIRT_URI": "qemu:///system",
+        "QEMU_PROTOCOL": "qemu+ssh",
+    }
+    assert probe_one.parse_kvmrc("MIGRATE_OPTIONS='--unsafe'  # no shared storage\n") == {
+        "MIGRATE_OPTIONS": "--unsafe"
+    }
+    assert probe_one.gather_kvmrc(str(tmp_path)) == {
+        "path": str(tmp_path / "etc/vmm/kvm/kvmrc"),
+        "exists": False,
+        "error": None,
+        "qemu_protocol": None,
+        "libvirt_uri": None,
+        "migrate_options": None,
+    }
+    old = tmp_path / "vmm" / "kvm"
+    old.mkdir(parents=True)
+    (old / "kvmrc").write_text("export QEMU_PROTOCOL=qemu+tcp\n")
+    found = probe_one.gather_kvmrc(str(tmp_path))
+    assert found["path"] == str(old / "kvmrc")
+    assert found["qemu_protocol"] == "qemu+tcp"
+
+
+def test_ansible_end_to_end_system_group(tmp_path):
+    result = run_module_locally(
+        tmp_path,
+        "kvm_host_probe",
+        {"gather": ["system"]},
+        "-M",
+        str(LIBRARY),
+        "--check",
+        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
+    )
+    assert result.get("failed") is not True, result
+    found = result["probe"]["system"]
+    assert set(found) == {"clock", "container", "cgroup", "kernel", "microcode"}
+    assert set(found["clock"]) == {"synchronized", "source", "detail"}
+    assert found["clock"]["source"] in ("timedatectl", "chrony", "ntpd", "kernel", None)
+    assert found["cgroup"]["version"] in (1, 2)
+    assert found["kernel"]["release"] == os.uname().release

@@ -47,7 +47,7 @@ def resolving(*names: str) -> dict[str, Any]:
 FRONTEND["names"] = resolving("h1", "h2")
 ONE_IDS = (
     "USR-003", "ONE-001", "ONE-002", "ONE-003", "ONE-004", "ONE-005", "ONE-006", "ONE-007",
-    "ONE-011",
+    "ONE-011", "ONE-009", "ONE-010",
 )  # fmt: skip
 
 oneadmin = load_library_module("kvm_host_oneadmin", REPO_ROOT / "plugins/module_utils")
@@ -64,6 +64,9 @@ def node(name: str, index: int) -> dict[str, Any]:
     one = facts["one"]
     one["remotes"] = copy.deepcopy(FRONTEND["remotes"])
     one["remotes"]["path"] = "/var/tmp/one"
+    # The front-end's kvmrc, copied with the remotes.
+    one["kvmrc"].update(exists=True, qemu_protocol=FRONTEND["kvmrc"]["qemu_protocol"])
+    one["kvmrc"]["libvirt_uri"] = "qemu:///system"
     one["frontend"] = {"name": "fe", "addresses": ["10.89.0.2"], "loopback": False, "error": None}
     facts["names"] = resolving("h1", "h2", "fe")
     one["ssh"] = {
@@ -126,14 +129,21 @@ def statuses(rows: dict[str, dict], name: str) -> dict[str, Status]:
 def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> None:
     rows = fleet()
     assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
-    assert set(rows["fe"]) == {"ONE-003", "ONE-006", "ONE-011", "FLEET-002", "NET-001"}
+    assert set(rows["fe"]) == {
+        "ONE-003", "ONE-006", "ONE-011", "FLEET-002", "NET-001", "ONE-010"
+    }  # fmt: skip
+    assert rows["fe"]["ONE-010"].status is P, rows["fe"]["ONE-010"].message
     assert rows["fe"]["NET-001"].status is P
     assert rows["h1"]["NET-001"].status is P
     assert "ONE-003" not in rows["h1"]
     assert "ONE-011" not in rows["h1"]
     for name in ("h1", "h2"):
         assert statuses(rows, name) == dict.fromkeys(
-            ("USR-003", "ONE-001", "ONE-002", "ONE-004", "ONE-005", "ONE-006", "ONE-007"), P
+            (
+                *("USR-003", "ONE-001", "ONE-002", "ONE-004", "ONE-005", "ONE-006", "ONE-007"),
+                *("ONE-009", "ONE-010"),
+            ),
+            P,
         ), {i: rows[name][i].message for i in ONE_IDS if i in rows[name]}
     assert rows["fe"]["ONE-003"].status is P
     assert "monitord syntax" in rows["fe"]["ONE-003"].message

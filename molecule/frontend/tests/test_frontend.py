@@ -881,3 +881,137 @@ def test_links_oneadmin_plants_in_its_ssh_directory_are_not_followed_as_root(end
     assert again.returncode == 0, again.stderr
     reach = as_oneadmin(root_host, f"ssh -o BatchMode=yes {NODES[0]} hostname </dev/null")
     assert reach.rc == 0, reach.stderr
+
+
+# --- issue 19: ONE-009, ONE-010, FLEET-006, FLEET-007, SYS-001 on the lab -------------------
+# Each injects its failure on a lab machine, sees check name it with the fix, and restores it.
+# FLEET-006 and FLEET-007 cannot be broken here (the containers share the lab machine's kernel,
+# cgroup layout and microcode): their failures are proven on fixtures (test_field_controls).
+
+
+def test_the_new_controls_pass_on_the_converged_lab(endpoint):
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    for name in NODES:
+        controls = report["hosts"][name]["controls"]
+        for control in ("ONE-009", "ONE-010", "FLEET-006", "FLEET-007"):
+            assert controls[control]["status"] == "PASS", (name, control, controls[control])
+        assert "qemu+tls" in controls["ONE-010"]["message"]
+        # The containers' clock is the lab machine's: synchronised or not, check says which
+        # source it asked; it never FAILs on it.
+        assert controls["SYS-001"]["status"] in ("PASS", "WARN"), controls["SYS-001"]
+        assert "timedatectl" in controls["SYS-001"]["message"], controls["SYS-001"]
+    front = report["hosts"][FRONTEND]["controls"]["ONE-010"]
+    assert front["status"] == "PASS", front
+    assert "PROBES_PERIOD has the 7 keys of 7.5.80" in front["message"]
+
+
+def _node_control(endpoint, name: str, control: str) -> dict:
+    code, report, stderr = check_report(endpoint)
+    assert code in (0, 2), stderr
+    return report["hosts"][name]["controls"][control]
+
+
+def test_check_names_a_sudoers_rule_for_a_missing_or_moved_command(endpoint):
+    node = machine(NODES[0])
+    rules = "/etc/sudoers.d/opennebula-kvmprep-lab-test"
+    try:
+        # rsync is /usr/bin/rsync: a rule naming /usr/sbin/rsync makes sudo ask a password.
+        node.run(
+            "printf '%s\\n' 'Cmnd_Alias ONE_LAB = /usr/sbin/rsync, /usr/sbin/kvmprep-no-such-tool'"
+            f" 'oneadmin ALL=(ALL) NOPASSWD: ONE_LAB' > {rules} && chmod 0440 {rules}"
+        )
+        assert node.run(f"visudo -cf {rules}").rc == 0
+        result = _node_control(endpoint, NODES[0], "ONE-009")
+        assert result["status"] == "FAIL", result
+        assert "/usr/sbin/rsync (ONE_LAB in " in result["message"], result
+        assert "/usr/bin/rsync does: sudo asks for a password" in result["message"], result
+        assert "/usr/sbin/kvmprep-no-such-tool (ONE_LAB in " in result["message"], result
+        assert "name /usr/bin/rsync instead of /usr/sbin/rsync" in result["remediation"], result
+    finally:
+        node.run(f"rm -f {rules}")
+    assert _node_control(endpoint, NODES[0], "ONE-009")["status"] == "PASS"
+
+
+def test_check_names_sudo_asking_oneadmin_for_a_password(endpoint):
+    node = machine(NODES[1])
+    rules = "/etc/sudoers.d/zz-kvmprep-lab-listpw"
+    try:
+        # sudo -l asks for a password whatever the rules say: as a driver's `sudo -n` would.
+        node.run(f"echo 'Defaults:oneadmin listpw=always' > {rules} && chmod 0440 {rules}")
+        assert node.run("runuser -u oneadmin -- sudo -n -l").rc != 0
+        result = _node_control(endpoint, NODES[1], "ONE-009")
+        assert result["status"] == "FAIL", result
+        assert "`sudo -n -l` as oneadmin fails: sudo:" in result["message"], result
+        assert "NOPASSWD" in result["remediation"], result
+    finally:
+        node.run(f"rm -f {rules}")
+
+
+def test_check_names_a_kvmrc_protocol_no_listener_serves(endpoint):
+    node = machine(NODES[0])
+    kvmrc = "/var/tmp/one/etc/vmm/kvm/kvmrc"
+    node.run(f"cp -p {kvmrc} /tmp/kvmrc.good")
+    try:
+        # The nodes listen with TLS only (16514): qemu+tcp reaches nothing.
+        node.run(
+            f"sed -i 's/^\\(export \\)\\?QEMU_PROTOCOL=.*/export QEMU_PROTOCOL=qemu+tcp/' {kvmrc}"
+        )
+        assert "qemu+tcp" in kvmrc_protocol(node)
+        result = _node_control(endpoint, NODES[0], "ONE-010")
+        assert result["status"] == "FAIL", result
+        assert "kvmrc says qemu+tcp but nothing listens on TCP port 16509" in result["message"]
+        assert "kvm_host_migration_transport: tcp" in result["remediation"], result
+    finally:
+        node.run(f"cp -p /tmp/kvmrc.good {kvmrc}")
+
+
+def test_check_names_a_monitord_conf_without_a_probes_period_key(endpoint):
+    front = machine(FRONTEND)
+    conf = "/etc/one/monitord.conf"
+    front.run(f"cp -p {conf} /tmp/monitord.conf.good")
+    try:
+        # one#7659: a 7.0 monitord.conf kept through an upgrade to 7.2 lacks EXEC_VM.
+        front.run(f"sed -i '/^ *EXEC_VM *=/d' {conf}")
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        result = report["hosts"][FRONTEND]["controls"]["ONE-010"]
+        assert result["status"] == "FAIL", result
+        assert f"PROBES_PERIOD in {conf} lacks EXEC_VM" in result["message"], result
+        assert "add EXEC_VM to PROBES_PERIOD" in result["remediation"], result
+    finally:
+        # The file's own mtime comes back with it: oned (ONE-011) read this one.
+        front.run(f"cp -p /tmp/monitord.conf.good {conf}")
+
+
+def test_check_names_a_root_owned_file_in_the_front_ends_remotes(endpoint):
+    front = machine(FRONTEND)
+    planted = f"{REMOTES}/kvmprep-lab-root-owned"
+    try:
+        front.run(f"touch {planted} && chown root:root {planted}")
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        result = report["hosts"][FRONTEND]["controls"]["ONE-010"]
+        assert result["status"] == "FAIL", result
+        assert f"path(s) in {REMOTES} not oneadmin's" in result["message"], result
+        assert "kvmprep-lab-root-owned" in result["message"], result
+        assert f"chown -R oneadmin: {REMOTES}" in result["remediation"], result
+    finally:
+        front.run(f"rm -f {planted}")
+
+
+@pytest.mark.parametrize(("answer", "status"), [("no", "WARN"), ("yes", "PASS")])
+def test_check_reports_what_timedatectl_says(endpoint, answer, status):
+    # The containers' clock is the lab machine's, which the lab must not change: a timedatectl
+    # ahead of systemd's in PATH says what a host's would.
+    node = machine(NODES[1])
+    fake = "/usr/local/sbin/timedatectl"
+    try:
+        node.run(f"printf '#!/bin/sh\\necho {answer}\\n' > {fake} && chmod 0755 {fake}")
+        result = _node_control(endpoint, NODES[1], "SYS-001")
+        assert result["status"] == status, result
+        assert f"timedatectl: NTPSynchronized={answer}" in result["message"], result
+        if status == "WARN":
+            assert "systemd-timesyncd" in result["remediation"], result
+    finally:
+        node.run(f"rm -f {fake}")
