@@ -4,7 +4,7 @@ asks systemd about), apply (which units it enables, starts, masks) and check (wh
 compliant host runs) all read.
 
 Pure data and small pure functions, standard library only: imported by the probe on the host
-(as ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_layouts) and by the judge on the controller.
+(as the collection's module_utils) and by the judge on the controller.
 """
 
 from __future__ import annotations

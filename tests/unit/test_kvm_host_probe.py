@@ -1813,12 +1813,9 @@ def test_parse_and_gather_kvmrc(tmp_path):
 def test_ansible_end_to_end_system_group(tmp_path):
     result = run_module_locally(
         tmp_path,
-        "kvm_host_probe",
+        "kvmprep.kvm.kvm_host_probe",
         {"gather": ["system"]},
-        "-M",
-        str(LIBRARY),
         "--check",
-        ANSIBLE_MODULE_UTILS=MODULE_UTILS,
     )
     assert result.get("failed") is not True, result
     found = result["probe"]["system"]
