@@ -206,7 +206,7 @@ def parse_cmnd_aliases(text):
     return found
 
 
-def gather_sudo_rules(paths=None, dirs=BIN_DIRS):
+def gather_sudo_rules(paths=None, dirs=tuple(BIN_DIRS)):
     """Per command path the sudoers rules name: the alias and file, whether it exists, and
     where a program of that name is instead (sudo matches the path the rule names)."""
     if paths is None:

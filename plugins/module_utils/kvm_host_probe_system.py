@@ -37,6 +37,7 @@ def _run(args, timeout=CLOCK_TIMEOUT):
             timeout=timeout,
             env=dict(os.environ, LC_ALL="C"),
             cwd="/",
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return None, "", "no answer within %g s" % timeout

@@ -494,11 +494,12 @@ def run_entry(module, entry, diffs):
     item.update(extra)
     # The recursion's diff is a sentence of its own; every other diff is about the path.
     recursed = [diffs.pop()] if extra.get("recursed") else []
-    item["kvmprep_changes"] = [change_sentence(d) for d in diffs[first:]] + [
-        "%s: %d entries under it given to %s:%s"
-        % (path, extra["recursed"], entry["owner"], entry["group"])
-        for _ in recursed
-    ]
+    item["kvmprep_changes"] = [change_sentence(d) for d in diffs[first:]]
+    if recursed:
+        item["kvmprep_changes"].append(
+            "%s: %d entries under it given to %s:%s"
+            % (path, extra["recursed"], entry["owner"], entry["group"])
+        )
     diffs.extend(recursed)
     return item
 
