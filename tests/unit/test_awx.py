@@ -208,6 +208,9 @@ def test_the_builds_collection_install_and_introspection_work_offline(
         tmp_path,
         ANSIBLE_GALAXY_CLI_COLLECTION_OPTS=args["ANSIBLE_GALAXY_CLI_COLLECTION_OPTS"],
         ANSIBLE_GALAXY_SERVER=NOWHERE,
+        # The image's Python has no collection in site-packages; this venv may have (a wheel
+        # of kvmprep), and ansible-galaxy would take that copy for installed ("Nothing to do").
+        ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
         PYCMD=sys.executable,
     )
     install = _step(containerfile, "ansible-galaxy collection install")
