@@ -246,18 +246,11 @@ def test_ansible_runner_runs_the_collection_from_a_project(tarball: Path, tmp_pa
     project.mkdir(parents=True)
     home = tmp_path / "home"
     home.mkdir()
+    collections = project / "collections"
+    # --force: ansible-galaxy skips a collection it finds installed anywhere it looks.
+    install = [tool("ansible-galaxy"), "collection", "install", "--offline", "--force"]
     run(
-        [
-            *(
-                tool("ansible-galaxy"),
-                "collection",
-                "install",
-                "--offline",
-                "--force",
-                str(tarball),
-            ),
-            *("-p", str(project / "collections")),
-        ],
+        [*install, str(tarball), "-p", str(collections)],
         tmp_path,
         clean_env(home, ANSIBLE_GALAXY_SERVER=NOWHERE),
     )
@@ -271,7 +264,6 @@ def test_ansible_runner_runs_the_collection_from_a_project(tarball: Path, tmp_pa
     with check.local_inventory(sys.executable) as local:
         shutil.copy(local, data / "inventory" / "hosts")
     (data / "env").mkdir()
-    collections = project / "collections"
     (data / "env" / "envvars").write_text(
         yaml.safe_dump({"ANSIBLE_COLLECTIONS_PATH": str(collections)})
     )
@@ -315,11 +307,12 @@ def test_ansible_runner_runs_the_collection_from_a_project(tarball: Path, tmp_pa
     assert all(path.startswith(f"{installed}/") for path in paths), paths
     # ==== end of the demo's assertions ====
 
-    # The command ansible-runner ran, with the environment the job got: envvars applied, none
-    # of the test's ANSIBLE_* settings.
+    # The command ansible-runner ran, with the environment the job got: the clean one, and
+    # env/envvars applied.
     command = json.loads((artifacts / "command").read_text())
     assert command["command"][0] == "ansible-playbook"
     assert command["env"]["ANSIBLE_COLLECTIONS_PATH"] == str(collections)
+    assert command["env"]["HOME"] == str(home)
     assert command["cwd"] == str(project)
 
 
