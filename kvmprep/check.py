@@ -16,10 +16,27 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kvmprep import content, runner, smoke
-from kvmprep.controls import opennebula
-from kvmprep.controls.catalog import CATALOG, smoke_controls
-from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
-from kvmprep.controls.model import Expect, Role, Status, VmmDefaults
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import opennebula
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    smoke_controls,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    HostReport,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    Role,
+    Status,
+    VmmDefaults,
+)
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 #: The tasks of playbooks/check.yml whose results hold the facts: a KVM host's, the

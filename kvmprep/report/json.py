@@ -77,9 +77,20 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from kvmprep.controls.evaluate import HostReport, Verdict, clusters_of, host_verdict
-from kvmprep.controls.migration import ClusterMigration
-from kvmprep.controls.model import Control, Status
+from kvmprep import content
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostReport,
+    Verdict,
+    clusters_of,
+    host_verdict,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import ClusterMigration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Control, Status
 
 SCHEMA = "kvmprep.check/1"
 CATALOG_SCHEMA = "kvmprep.controls/1"

@@ -12,11 +12,20 @@ import yaml
 from conftest import FIXTURES
 from test_controls import load
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    by_id,
+    for_role,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    HostReport,
+    evaluate_fleet,
+    evaluate_host,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Role
 from kvmprep import check, content, runner
 from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG, by_id, for_role
-from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import Expect, Role
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.report import json as json_report
 from kvmprep.report import table

@@ -134,6 +134,12 @@ def test_the_cli_imports_its_judges_from_the_collection() -> None:
     assert Path(judge.machine_types.__file__).resolve() == utils / "machine_types.py"
     assert judge.judge() is judge.kvm_host_judge
     assert not (REPO_ROOT / "kvmprep" / "controls" / "machines.py").exists()
+    # The controls too: the check action plugin judges with them where no kvmprep is installed.
+    from kvmprep import check
+
+    controls = REPO_ROOT / "plugins" / "plugin_utils" / "controls"
+    assert Path(check.evaluate_fleet.__code__.co_filename).resolve() == controls / "evaluate.py"
+    assert not (REPO_ROOT / "kvmprep" / "controls").exists()
 
 
 def test_the_roles_keep_no_plugins_of_their_own() -> None:
@@ -162,6 +168,7 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
         "plugins/modules/kvm_host_probe.py",
         "plugins/module_utils/kvm_host_judge.py",
         "plugins/action/kvm_host_plan.py",
+        "plugins/plugin_utils/controls/catalog.py",
         "plugins/filter/one_frontend.py",
         "plugins/inventory/opennebula_hosts.py",
         "roles/kvm_host/tasks/main.yml",

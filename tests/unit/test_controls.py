@@ -20,10 +20,27 @@ import pytest
 import yaml
 from conftest import FIXTURES, REPO_ROOT
 
-from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
-from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, for_role
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import (
+    access,
+    accounts,
+    apparmor,
+    fleet,
+    kvm,
+    libvirt,
+    packages,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    SMOKE,
+    by_id,
+    for_role,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+    evaluate_host,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Control,
     Expect,
     HostFacts,

@@ -22,9 +22,12 @@ from conftest import FIXTURES, REPO_ROOT
 from test_controls import load_fleet
 from test_kvm_host_conf import load_library_module
 
-from kvmprep.controls.catalog import by_id
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Expect, Role, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import by_id
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Role, Status
 from tests.unit.ansible_env import run_module_locally
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR

@@ -9,10 +9,18 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    SMOKE,
+    by_id,
+    smoke_controls,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Status
 from kvmprep import check, cli, runner, smoke
-from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, smoke_controls
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Status
 from kvmprep.report import json as json_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smoke"

@@ -19,8 +19,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvmprep.controls.model import HostFacts, MissingFact, Result, Role, Status, fact
-from kvmprep.controls.opennebula import frontend_of, kvm_hosts, one_name
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    Status,
+    fact,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    frontend_of,
+    kvm_hosts,
+    one_name,
+)
 
 HOW = (
     "DNS, or the same /etc/hosts entries on every machine (kvmprep apply with "

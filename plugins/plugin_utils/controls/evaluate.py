@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvmprep.controls import migration
-from kvmprep.controls.catalog import CATALOG
-from kvmprep.controls.migration import ClusterMigration
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import migration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import CATALOG
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import ClusterMigration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Control,
     Expect,
     HostFacts,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.module_utils import machine_types as mt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Expect,
     HostFacts,
     MissingFact,
@@ -30,8 +31,7 @@ from kvmprep.controls.model import (
     VmmDefaults,
     fact,
 )
-from kvmprep.controls.opennebula import RESTART
-from kvmprep.judge import machine_types as mt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import RESTART
 
 AUTO = "auto"
 HOST_CPU_MODES = ("host-passthrough", "host-model")

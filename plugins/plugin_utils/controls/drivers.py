@@ -21,9 +21,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from kvmprep.controls.libvirt import DEFAULT_AUTH_TCP, PORTS
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, Role, fact
-from kvmprep.controls.opennebula import frontend_of, kvm_hosts
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.libvirt import (
+    DEFAULT_AUTH_TCP,
+    PORTS,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    fact,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    frontend_of,
+    kvm_hosts,
+)
 
 SHOWN = 5
 

@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, Role, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    fact,
+)
 
 SHOWN = 5  # differing files named in a message
 MONITORED = ("MONITORED", "MONITORING_MONITORED")
