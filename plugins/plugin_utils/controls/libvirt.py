@@ -73,7 +73,8 @@ def dynamic_ownership(facts: Mapping[str, Any], expect: Expect) -> Result:
     keys, problem = _qemu_conf(facts)
     if problem is not None:
         return problem
-    assert keys is not None
+    if keys is None:
+        raise AssertionError("no problem and no keys")
     if _not_parsed(facts, "qemu.conf", ["dynamic_ownership"]):
         return Result.fail("dynamic_ownership in qemu.conf does not parse")
     value = keys.get("dynamic_ownership")
@@ -97,7 +98,8 @@ def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
     keys, problem = _qemu_conf(facts)
     if problem is not None:
         return problem
-    assert keys is not None
+    if keys is None:
+        raise AssertionError("no problem and no keys")
     changes = [
         c for c in config_changes(facts, expect) if c[0] == QEMU_CONF and c[1] in QEMU_USER_KEYS
     ]
@@ -235,7 +237,8 @@ def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
         problems.append(would_change(changes))
     if problem is not None:
         return problem
-    assert endpoints is not None
+    if endpoints is None:
+        raise AssertionError("no problem and no endpoints")
     if not endpoints:
         problems.append(f"nothing listens on TCP port {port}")
     if problems:

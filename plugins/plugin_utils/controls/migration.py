@@ -274,7 +274,7 @@ def _cell(
         cpu.link(source, destination),
         vms.link(source, destination),
     ]
-    worst = max((link for link, _ in links), key=SEVERITY.index)
+    worst = max((link for link, _why in links), key=SEVERITY.index)
     reasons = tuple(r for link, why in links if link is not Link.OK for r in why)
     return Cell(source.name, destination.name, worst, reasons)
 

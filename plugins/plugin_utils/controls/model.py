@@ -99,6 +99,9 @@ def _role(name: str) -> Any:
     """A field whose default is the kvm_host role's default of ``kvm_host_<name>`` (a list as
     a tuple and a dict as a read-only mapping: Expect is immutable)."""
     value = _KVM_HOST[f"kvm_host_{name}"]
+    # pylint: disable=invalid-field-call
+    # (a field's definition, returned to the dataclass body that assigns it: dataclasses allows
+    # field() there, pylint only recognises the call written in the body itself)
     if isinstance(value, list):
         return field(default=tuple(value))
     if isinstance(value, dict):
@@ -110,7 +113,7 @@ def _inventory(name: str, default: Any | None = None) -> Any:
     """A field read from the inventory variable ``name`` instead of ``kvm_host_<field>``; its
     default is the front-end role's, else ``default``."""
     value = _ONE_FRONTEND.get(name, default)
-    return field(default=value, metadata={"var": name})
+    return field(default=value, metadata={"var": name})  # pylint: disable=invalid-field-call
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ HOW = (
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(str(text).split("%")[0])
+        return ipaddress.ip_address(str(text).split("%", maxsplit=1)[0])
     except ValueError:
         return None
 
@@ -121,7 +121,7 @@ def _verdict(target: _Machine, checked: Sequence[_Machine], what: str) -> Result
     fails = [why for state, why in found if state == "fail"]
     warns = [why for state, why in found if state == "warn"]
     unknown = [why for state, why in found if state == "unknown"]
-    wrong = [w.label for w, (state, _) in zip(checked, found, strict=True) if state != "ok"]
+    wrong = [w.label for w, (state, _why) in zip(checked, found, strict=True) if state != "ok"]
     fix = (
         f"make {target.name} resolve to {', '.join(target.addresses) or 'its address'} on "
         f"{', '.join(wrong)}: {HOW}"

@@ -493,7 +493,8 @@ def _arrow(source: _Machine, target: _Machine, problems: Sequence[str]) -> str:
 
 def _machines(hosts: Sequence[HostFacts]) -> tuple[_Machine, list[_Machine]]:
     fe = frontend_of(hosts)
-    assert fe is not None
+    if fe is None:
+        raise AssertionError("judged without a front-end")
     return _Machine(fe, fe.name), [_Machine(h, one_name(h)) for h in kvm_hosts(hosts)]
 
 
