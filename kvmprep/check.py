@@ -131,7 +131,7 @@ def _run(
     migrate: bool,
     notify: Callable[[str], None] | None,
 ) -> CheckRun:
-    playbook = content.playbook("check")
+    playbook = content.playbook("audit")
     result = runner.run_playbook(
         playbook,
         inventories,

@@ -174,6 +174,7 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
         "roles/kvm_host/tasks/main.yml",
         "roles/one_frontend/tasks/main.yml",
         "playbooks/apply.yml",
+        "playbooks/audit.yml",
         "playbooks/check.yml",
     ):
         assert wanted in names, wanted
@@ -185,7 +186,7 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.ansible
-@pytest.mark.parametrize("playbook", ["apply", "check"])
+@pytest.mark.parametrize("playbook", ["apply", "audit", "check"])
 def test_the_playbooks_run_by_fqcn(tmp_path: Path, playbook: str) -> None:
     """As AWX or a plain ansible-playbook runs them: by FQCN, with only the collection on the
     collections path (no kvmprep CLI, no ANSIBLE_LIBRARY or roles path)."""

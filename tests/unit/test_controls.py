@@ -608,7 +608,7 @@ def qemu_from_outputs(name: str, base: dict[str, Any]) -> dict[str, Any]:
 def load_fleet(name: str) -> list[HostInput]:
     """A fleet of fixtures/fleets/: per host a ``base`` facts fixture and a JSON merge
     ``patch``; optionally ``qemu_outputs`` (the qemu facts from recorded QEMU outputs) and
-    ``vars`` (its inventory variables, as check.yml sends them: one_frontend_cluster...)."""
+    ``vars`` (its inventory variables, as audit.yml sends them: one_frontend_cluster...)."""
     doc = json.loads((FIXTURES / "fleets" / f"{name}.json").read_text())
     hosts = []
     for host, spec in doc["hosts"].items():

@@ -116,7 +116,7 @@ def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
 
 def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     # After the play that checks the settings: the hosts' play, then the front-end's.
-    first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
+    first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
     audit = plays[0]["tasks"][0]
     assert audit["ansible.builtin.import_role"] == {
         "name": "kvmprep.kvm.kvm_host",

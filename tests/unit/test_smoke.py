@@ -166,7 +166,7 @@ def _fake_runner(
 
     def run_playbook(playbook: Path, inventories: Any, **kwargs: Any) -> runner.RunResult:
         calls.append({"playbook": playbook.name, **kwargs})
-        if playbook.name == "check.yml":
+        if playbook.name == "audit.yml":
             return _static_run(names)
         if playbook.name == "smoke.yml":
             assert smoke_result is not None
@@ -196,7 +196,7 @@ def test_reports_have_smoke_controls_only_when_asked(monkeypatch: pytest.MonkeyP
     recorded, _ = _recorded("migrate_pass")
     calls = _fake_runner(monkeypatch, ["dev12", "dev13"], recorded)
     plain = check.run_check([Path("inv.yml")])
-    assert [c["playbook"] for c in calls] == ["check.yml"]
+    assert [c["playbook"] for c in calls] == ["audit.yml"]
     assert not any(r.control.id.startswith("SMOKE") for r in plain.reports[0].results)
     assert _smoke_keys(plain) == {"dev12": [], "dev13": []}
 
@@ -231,7 +231,7 @@ def test_cancel_runs_the_cleanup_with_the_run_id(monkeypatch: pytest.MonkeyPatch
     outcome = check.run_check(
         [Path("inv.yml")], migrate=True, cancel=lambda: False, notify=told.append
     )
-    assert [c["playbook"] for c in calls] == ["check.yml", "smoke.yml", "smoke-cleanup.yml"]
+    assert [c["playbook"] for c in calls] == ["audit.yml", "smoke.yml", "smoke-cleanup.yml"]
     run_id = calls[1]["extravars"]["kvmprep_smoke_run_id"]
     assert calls[2]["extravars"] == {"kvmprep_smoke_run_id": run_id}
     assert calls[2]["limit"] == "dev12,dev13"
@@ -267,7 +267,7 @@ def test_migrate_needs_two_hosts(
     err = capsys.readouterr().err
     assert "--migrate needs two hosts" in err
     assert "found dev12" in err
-    assert [c["playbook"] for c in calls] == ["check.yml"]  # no smoke test was started
+    assert [c["playbook"] for c in calls] == ["audit.yml"]  # no smoke test was started
     # Without -i: this machine alone, refused before anything runs.
     assert cli.main(["check", "--migrate"]) == 1
     assert "this machine alone" in capsys.readouterr().err
