@@ -22,7 +22,6 @@ from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_report
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import HostReport
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Control
 
-SCHEMA = check_report.SCHEMA
 CATALOG_SCHEMA = "kvmprep.controls/1"
 
 

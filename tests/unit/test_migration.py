@@ -20,6 +20,7 @@ from conftest import FIXTURES, REPO_ROOT
 from test_controls import load, load_fleet, qemu_from_outputs
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import machine_types as mt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.check_report import cluster_document
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import migration
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
     HostInput,
@@ -35,7 +36,6 @@ from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import 
     VmmDefaults,
 )
 from kvmprep.report.html import render_html
-from kvmprep.report.json import cluster_document
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 MIGRATION_IDS = ("FLEET-003", "FLEET-004", "FLEET-005")
