@@ -16,17 +16,28 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kvmprep import content, runner, smoke
-from kvmprep.controls import opennebula
-from kvmprep.controls.catalog import CATALOG, smoke_controls
-from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet
-from kvmprep.controls.model import Expect, Role, Status, VmmDefaults
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_inputs
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    smoke_controls,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    HostReport,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Role
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
-#: The tasks of playbooks/check.yml whose results hold the facts: a KVM host's, the
-#: front-end's, and what oned's host pool said (read from the controller for the front-end).
-PROBE_TASK = "kvmprep check facts"
-FRONTEND_TASK = "kvmprep check front-end facts"
-API_TASK = "kvmprep check OpenNebula hosts"
+#: The tasks of playbooks/audit.yml whose results hold the facts (check_inputs names them).
+PROBE_TASK = check_inputs.PROBE_TASK
+FRONTEND_TASK = check_inputs.FRONTEND_TASK
+API_TASK = check_inputs.API_TASK
 LOCAL_HOST = "localhost"
 
 
@@ -120,7 +131,7 @@ def _run(
     migrate: bool,
     notify: Callable[[str], None] | None,
 ) -> CheckRun:
-    playbook = content.playbook("check")
+    playbook = content.playbook("audit")
     result = runner.run_playbook(
         playbook,
         inventories,
@@ -179,70 +190,15 @@ def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
 
 
 def host_inputs(result: runner.RunResult) -> list[HostInput]:
-    """The facts (or why there are none) of every machine of the static run, sorted by name:
-    the KVM hosts, and the front-end (whose facts feed the hosts' VM defaults)."""
-    tasks = {h.name: result.task_results.get(h.name) or {} for h in result.hosts}
-    frontend = _frontend_name(tasks)
-    inputs = []
-    for host in sorted(result.hosts, key=lambda h: h.name):
-        found = tasks[host.name]
-        if host.name == frontend:
-            inputs.append(_frontend_input(host, found))
-            if PROBE_TASK not in found:
-                continue
-        res: Mapping[str, Any] | None = found.get(PROBE_TASK)
-        if res is None or not isinstance(res.get("probe"), Mapping):
-            why = host.message or "the facts probe did not run"
-            prefix = "unreachable" if host.unreachable else "probe failed"
-            inputs.append(HostInput(host.name, None, error=f"{prefix}: {why}"))
-            continue
-        expect = Expect.from_vars(res.get("expect") or {})
-        inputs.append(HostInput(host.name, res["probe"], expect))
-    fe = next((i for i in inputs if i.role is Role.FRONTEND and i.facts is not None), None)
-    if fe is None:
-        return inputs
-    vmm_kvm = fe.facts.get("vmm_kvm") or {}  # type: ignore[union-attr]
-    vmm = VmmDefaults(
-        machine=vmm_kvm.get("machine"),
-        cpu_model=vmm_kvm.get("cpu_model"),
-        source=f"vmm_exec_kvm.conf on {fe.name}",
-        not_loaded=opennebula.not_loaded(fe.facts, "vmm_exec_kvm.conf"),  # type: ignore[arg-type]
+    """The facts (or why there are none) of every machine of the static run, sorted by name
+    (the collection's check_inputs: the action plugin kvmprep.kvm.check reads the same)."""
+    return check_inputs.host_inputs(
+        {h.name: result.task_results.get(h.name) or {} for h in result.hosts},
+        unreachable={h.name for h in result.hosts if h.unreachable},
+        messages={h.name: h.message for h in result.hosts if h.message},
     )
-    return [
-        replace(i, vmm=vmm) if i.role is Role.KVM_HOST and i.facts is not None else i
-        for i in inputs
-    ]
-
-
-def _frontend_name(tasks: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The front-end: named in the hosts' expected values, else the machine probed as one."""
-    for found in tasks.values():
-        res = found.get(PROBE_TASK)
-        name = ((res or {}).get("expect") or {}).get("kvmprep_frontend")
-        if name:
-            return str(name)
-    return next((name for name, found in tasks.items() if FRONTEND_TASK in found), None)
-
-
-def _frontend_input(host: runner.HostState, found: Mapping[str, Any]) -> HostInput:
-    res = found.get(FRONTEND_TASK)
-    # A machine that is also a KVM host keeps its name for the host row.
-    name = f"{host.name} (front-end)" if PROBE_TASK in found else host.name
-    if res is None or not isinstance(res.get("probe"), Mapping):
-        why = host.message or "the front-end probe did not run"
-        prefix = "unreachable" if host.unreachable else "probe failed"
-        return HostInput(name, None, error=f"{prefix}: {why}", role=Role.FRONTEND)
-    api = (found.get(API_TASK) or {}).get("msg")
-    facts = {**res["probe"], "api": api if isinstance(api, Mapping) else None}
-    return HostInput(name, facts, role=Role.FRONTEND)
 
 
 def exit_status(reports: Sequence[HostReport], *, strict: bool = False) -> ExitStatus:
     """2 on any FAIL (WARN too with strict), else 3 on any ERROR or unevaluated host, else 0."""
-    failing = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
-    statuses = {r.status for report in reports for r in report.results}
-    if statuses & failing:
-        return ExitStatus.FAILED
-    if Status.ERROR in statuses or any(report.error for report in reports):
-        return ExitStatus.UNREACHABLE
-    return ExitStatus.OK
+    return ExitStatus(check_inputs.exit_status(reports, strict=strict))

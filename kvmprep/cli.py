@@ -20,7 +20,7 @@ from kvmprep import validate
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 if TYPE_CHECKING:
-    from kvmprep.controls.evaluate import HostReport
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import HostReport
     from kvmprep.runner import RunResult
 
 PROG = "kvmprep"
@@ -587,7 +587,13 @@ def _render_report(
 
 
 def _controls(args: argparse.Namespace) -> int:
-    from kvmprep.controls.catalog import CATALOG, SMOKE
+    from kvmprep import content
+
+    content.import_collection()
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+        CATALOG,
+        SMOKE,
+    )
 
     if args.format == "json":
         from kvmprep.report import json as json_report

@@ -56,8 +56,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from kvmprep import processes
+from kvmprep import content, processes
 from kvmprep.exitcodes import ExitStatus, KvmprepError
+
+# A failed task's message is the collection's wording (plugins/plugin_utils/task_result.py): the
+# action plugin kvmprep.kvm.check says why a host was not evaluated with the same words.
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.task_result import failure_message
 
 # Artifacts of this many runs are kept; older ones are removed by ansible-runner.
 # Finished runs kept in the artifact dir. ansible-runner's own rotation deletes the oldest run
@@ -197,7 +203,6 @@ _NO_CHANGE_ACTIONS = frozenset(
 )
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_MAX_MESSAGE_CHARS = 2000
 
 
 class HostStatus(StrEnum):
@@ -1024,27 +1029,6 @@ def invalid_settings(data: Mapping[str, Any]) -> list[str]:
         lines = errors if isinstance(errors, list) and errors else [failure_message(res)]
         return [" ".join(str(line).split()) for line in lines]
     return []
-
-
-def failure_message(res: Mapping[str, Any]) -> str:
-    """The most useful one-paragraph explanation in a failed or unreachable task result."""
-    if "censored" in res:  # no_log: keep Ansible's notice, never the data
-        return str(res["censored"])
-    message = str(res.get("msg") or res.get("message") or res.get("reason") or "").strip()
-    if not message:
-        failed_items = [r for r in res.get("results") or [] if isinstance(r, Mapping)]
-        for item in failed_items:
-            if item.get("failed") or item.get("unreachable"):
-                return failure_message(item)
-    stderr = str(res.get("stderr") or "").strip()
-    if stderr and (not message or message == "non-zero return code"):
-        message = f"{message}: {stderr}" if message else stderr
-    if not message and res.get("rc") is not None:
-        message = f"exit status {res['rc']}"
-    message = message or "failed (no message)"
-    if len(message) > _MAX_MESSAGE_CHARS:
-        message = message[: _MAX_MESSAGE_CHARS - 1] + "…"
-    return message
 
 
 def _task_name(data: Mapping[str, Any]) -> str:

@@ -17,15 +17,24 @@ from datetime import UTC, datetime
 from html import escape
 from typing import TextIO
 
-from kvmprep.controls.evaluate import (
+from kvmprep import content
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
     ControlResult,
     HostReport,
     Verdict,
     clusters_of,
     host_verdict,
 )
-from kvmprep.controls.migration import ClusterMigration, Link
-from kvmprep.controls.model import Control, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import (
+    ClusterMigration,
+    Link,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Control, Status
 
 SYMBOL = {
     Status.PASS: "\u2713",  # check mark

@@ -23,8 +23,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
-from kvmprep.controls.evaluate import ControlResult, HostReport, host_verdict
-from kvmprep.controls.model import Status
+from kvmprep import content
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    ControlResult,
+    HostReport,
+    host_verdict,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Status
 
 # XML 1.0 cannot carry these at all, not even as character references, and a message may
 # quote anything a host printed.

@@ -5,9 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from kvmprep.controls.evaluate import HostReport, Verdict, clusters_of, host_verdict
-from kvmprep.controls.migration import ClusterMigration, Link
-from kvmprep.controls.model import Status
+from kvmprep import content
+
+# The judging code is the collection's (plugins/plugin_utils): importable once a checkout's
+# ansible_collections directory is on sys.path (kvmprep depends on the collection).
+content.import_collection()
+
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostReport,
+    Verdict,
+    clusters_of,
+    host_verdict,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import (
+    ClusterMigration,
+    Link,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Status
 from kvmprep.progress import BOLD_RED, GREEN, RED, YELLOW, paint
 
 STATUS_COLOR = {

@@ -5,7 +5,8 @@ converged and, when it is not, what must change.
 The one place these decisions are made. apply asks it which concern files to run, which units
 to enable, start, mask or disable, and what to give /dev/kvm and oneadmin (action plugin
 kvm_host_plan, on the controller, after the probe); check's controls ask it for their verdict
-(kvmprep/controls/). So a host check calls compliant is one apply leaves alone, and the reverse.
+(plugins/plugin_utils/controls/). So a host check calls compliant is one apply leaves alone, and
+the reverse.
 
 Runs on the controller only: pure Python, standard library only, no Ansible import. Each
 function takes the probe's fact group it judges (a mapping as the probe returns it) and plain

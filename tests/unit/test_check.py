@@ -12,11 +12,20 @@ import yaml
 from conftest import FIXTURES
 from test_controls import load
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    by_id,
+    for_role,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    HostReport,
+    evaluate_fleet,
+    evaluate_host,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Role
 from kvmprep import check, content, runner
 from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG, by_id, for_role
-from kvmprep.controls.evaluate import HostInput, HostReport, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import Expect, Role
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.report import json as json_report
 from kvmprep.report import table
@@ -159,12 +168,12 @@ def test_run_state_keeps_the_result_of_captured_tasks() -> None:
 
 def test_the_playbooks_name_the_collections_content_by_fqcn() -> None:
     # Nothing is found through ANSIBLE_LIBRARY/ACTION_PLUGINS/ROLES_PATH any more: every module
-    # and role of check.yml is kvmprep.kvm.*, which the collections path resolves.
+    # and role of audit.yml is kvmprep.kvm.*, which the collections path resolves.
     env = runner.ansible_environment({}, collections_path=[content.collections_dir()])
     for key in ("ANSIBLE_LIBRARY", "ANSIBLE_MODULE_UTILS", "ANSIBLE_ACTION_PLUGINS"):
         assert key not in env
     assert "ANSIBLE_ROLES_PATH" not in env
-    plays = yaml.safe_load(content.playbook("check").read_text())
+    plays = yaml.safe_load(content.playbook("audit").read_text())
     tasks = [task for play in plays for task in play["tasks"]]
     modules = {key for task in tasks for key in task if "." in key}
     roles = {task[key]["name"] for task in tasks for key in task if key.endswith(("_role",))}
@@ -172,8 +181,10 @@ def test_the_playbooks_name_the_collections_content_by_fqcn() -> None:
     assert roles == {"kvmprep.kvm.kvm_host", "kvmprep.kvm.one_frontend"}
     assert all(m.startswith(("ansible.builtin.", "kvmprep.kvm.")) for m in modules), modules
     # The probe's controller-side neighbours (plan, settings, warn) are the collection's
-    # action plugins; the probe has none: it runs as a plain module under AnsiballZ.
+    # action plugins, with check's judge (playbooks/check.yml); the probe has none: it runs
+    # as a plain module under AnsiballZ.
     assert sorted(p.name for p in content.plugin_path("action").glob("*.py")) == [
+        "check.py",
         "kvm_host_plan.py",
         "kvm_host_settings.py",
         "kvm_host_warn.py",

@@ -134,6 +134,12 @@ def test_the_cli_imports_its_judges_from_the_collection() -> None:
     assert Path(judge.machine_types.__file__).resolve() == utils / "machine_types.py"
     assert judge.judge() is judge.kvm_host_judge
     assert not (REPO_ROOT / "kvmprep" / "controls" / "machines.py").exists()
+    # The controls too: the check action plugin judges with them where no kvmprep is installed.
+    from kvmprep import check
+
+    controls = REPO_ROOT / "plugins" / "plugin_utils" / "controls"
+    assert Path(check.evaluate_fleet.__code__.co_filename).resolve() == controls / "evaluate.py"
+    assert not (REPO_ROOT / "kvmprep" / "controls").exists()
 
 
 def test_the_roles_keep_no_plugins_of_their_own() -> None:
@@ -162,11 +168,13 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
         "plugins/modules/kvm_host_probe.py",
         "plugins/module_utils/kvm_host_judge.py",
         "plugins/action/kvm_host_plan.py",
+        "plugins/plugin_utils/controls/catalog.py",
         "plugins/filter/one_frontend.py",
         "plugins/inventory/opennebula_hosts.py",
         "roles/kvm_host/tasks/main.yml",
         "roles/one_frontend/tasks/main.yml",
         "playbooks/apply.yml",
+        "playbooks/audit.yml",
         "playbooks/check.yml",
     ):
         assert wanted in names, wanted
@@ -178,7 +186,7 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.ansible
-@pytest.mark.parametrize("playbook", ["apply", "check"])
+@pytest.mark.parametrize("playbook", ["apply", "audit", "check"])
 def test_the_playbooks_run_by_fqcn(tmp_path: Path, playbook: str) -> None:
     """As AWX or a plain ansible-playbook runs them: by FQCN, with only the collection on the
     collections path (no kvmprep CLI, no ANSIBLE_LIBRARY or roles path)."""

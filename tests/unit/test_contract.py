@@ -26,8 +26,8 @@ import pytest
 from ansible_env import ansible_env
 from conftest import FIXTURES
 
-from kvmprep.controls.evaluate import evaluate_host
-from kvmprep.controls.model import Expect, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import evaluate_host
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Status
 
 FACTS = FIXTURES / "facts"
 CONTROLS = ("KVM-003", "USR-001", "USR-002", "LV-001", "LV-002", "LV-003", "LV-007", "AA-001")

@@ -20,10 +20,27 @@ import pytest
 import yaml
 from conftest import FIXTURES, REPO_ROOT
 
-from kvmprep.controls import access, accounts, apparmor, fleet, kvm, libvirt, packages
-from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, for_role
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet, evaluate_host
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import (
+    access,
+    accounts,
+    apparmor,
+    fleet,
+    kvm,
+    libvirt,
+    packages,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    SMOKE,
+    by_id,
+    for_role,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+    evaluate_host,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Control,
     Expect,
     HostFacts,
@@ -591,7 +608,7 @@ def qemu_from_outputs(name: str, base: dict[str, Any]) -> dict[str, Any]:
 def load_fleet(name: str) -> list[HostInput]:
     """A fleet of fixtures/fleets/: per host a ``base`` facts fixture and a JSON merge
     ``patch``; optionally ``qemu_outputs`` (the qemu facts from recorded QEMU outputs) and
-    ``vars`` (its inventory variables, as check.yml sends them: one_frontend_cluster...)."""
+    ``vars`` (its inventory variables, as audit.yml sends them: one_frontend_cluster...)."""
     doc = json.loads((FIXTURES / "fleets" / f"{name}.json").read_text())
     hosts = []
     for host, spec in doc["hosts"].items():

@@ -9,9 +9,18 @@ from typing import Any
 from test_controls import load
 from test_opennebula import FRONTEND, fleet, node
 
-from kvmprep.controls import drivers, system
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Expect, HostFacts, Result, Role, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import drivers, system
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    Result,
+    Role,
+    Status,
+)
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 SUDOERS = "/etc/sudoers.d/kvmprep-oneadmin"

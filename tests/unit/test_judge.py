@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, REPO_ROOT
 
-from kvmprep.controls.model import Expect
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect
 from kvmprep.judge import judge
 
 J = judge()

@@ -15,8 +15,8 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_libvir
 from ansible_collections.kvmprep.kvm.plugins.module_utils import (
     kvm_host_probe_config as probe_config,
 )
-from kvmprep.controls import libvirt
-from kvmprep.controls.model import Expect, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import libvirt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Status
 from tests.unit.test_kvm_host_conf import conf
 
 LIBVIRT_9_0 = [

@@ -20,12 +20,22 @@ from conftest import FIXTURES, REPO_ROOT
 from test_controls import load, load_fleet, qemu_from_outputs
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import machine_types as mt
-from kvmprep.controls import migration
-from kvmprep.controls.evaluate import HostInput, HostReport, clusters_of, evaluate_fleet
-from kvmprep.controls.migration import Link
-from kvmprep.controls.model import Expect, HostFacts, Status, VmmDefaults
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.check_report import cluster_document
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import migration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    HostReport,
+    clusters_of,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import Link
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    Status,
+    VmmDefaults,
+)
 from kvmprep.report.html import render_html
-from kvmprep.report.json import cluster_document
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
 MIGRATION_IDS = ("FLEET-003", "FLEET-004", "FLEET-005")

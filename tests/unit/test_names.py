@@ -22,9 +22,12 @@ from conftest import FIXTURES, REPO_ROOT
 from test_controls import load_fleet
 from test_kvm_host_conf import load_library_module
 
-from kvmprep.controls.catalog import by_id
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Expect, Role, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import by_id
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Role, Status
 from tests.unit.ansible_env import run_module_locally
 
 P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
@@ -113,7 +116,7 @@ def test_the_host_probe_gathers_names_in_its_one_call(tmp_path) -> None:
 
 def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
     # After the play that checks the settings: the hosts' play, then the front-end's.
-    first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
+    first, *plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
     audit = plays[0]["tasks"][0]
     assert audit["ansible.builtin.import_role"] == {
         "name": "kvmprep.kvm.kvm_host",

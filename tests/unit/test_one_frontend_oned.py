@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from kvmprep.controls.opennebula import CLOCK_SLACK
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import CLOCK_SLACK
 from tests.unit.ansible_env import run_module_locally
 from tests.unit.test_kvm_host_conf import ROOT
 

@@ -22,11 +22,17 @@ from conftest import FIXTURES, REPO_ROOT
 from test_controls import load
 from test_kvm_host_conf import load_library_module
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import CATALOG, for_role
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Role, Status
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    known_under,
+    name_matches,
+)
 from kvmprep import check, runner
-from kvmprep.controls.catalog import CATALOG, for_role
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Expect, Role, Status
-from kvmprep.controls.opennebula import known_under, name_matches
 from tests.one_double.oned_double import start
 from tests.unit.ansible_env import run_module_locally
 

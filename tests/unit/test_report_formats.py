@@ -19,17 +19,25 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from kvmprep import check, runner
-from kvmprep.cli import main
-from kvmprep.controls.catalog import CATALOG, for_role
-from kvmprep.controls.evaluate import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import CATALOG, for_role
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
     ControlResult,
     HostInput,
     HostReport,
     evaluate_fleet,
     evaluate_host,
 )
-from kvmprep.controls.model import Control, Expect, Result, Role, Severity, Status, VmmDefaults
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Control,
+    Expect,
+    Result,
+    Role,
+    Severity,
+    Status,
+    VmmDefaults,
+)
+from kvmprep import check, runner
+from kvmprep.cli import main
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.report import html, junit
 

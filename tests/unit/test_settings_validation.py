@@ -1,7 +1,7 @@
 """Every inventory value that reaches a privileged file is judged before the first change
 (issue 16, findings 8, 9, 12, 13, 14): the pure functions of module_utils/kvm_host_settings.py,
-the controller-side action plugin that runs them, and the first play of apply.yml and check.yml
-that stops the run there, naming the variable."""
+the controller-side action plugin that runs them, and the first play of apply.yml, audit.yml and
+check.yml that stops the run there, naming the variable."""
 
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ def _playbook(
 
 
 @pytest.mark.ansible
-@pytest.mark.parametrize("playbook", ["apply.yml", "check.yml"])
+@pytest.mark.parametrize("playbook", ["apply.yml", "audit.yml", "check.yml"])
 def test_a_bad_value_stops_the_run_in_its_first_play(tmp_path: Path, playbook: str) -> None:
     output = _playbook(
         tmp_path, playbook, "kvm_host_oneadmin_uid=-1", "kvm_host_oneadmin_user=root"

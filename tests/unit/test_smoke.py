@@ -9,10 +9,18 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+    CATALOG,
+    SMOKE,
+    by_id,
+    smoke_controls,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Status
 from kvmprep import check, cli, runner, smoke
-from kvmprep.controls.catalog import CATALOG, SMOKE, by_id, smoke_controls
-from kvmprep.controls.evaluate import HostInput, evaluate_fleet
-from kvmprep.controls.model import Status
 from kvmprep.report import json as json_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smoke"
@@ -158,7 +166,7 @@ def _fake_runner(
 
     def run_playbook(playbook: Path, inventories: Any, **kwargs: Any) -> runner.RunResult:
         calls.append({"playbook": playbook.name, **kwargs})
-        if playbook.name == "check.yml":
+        if playbook.name == "audit.yml":
             return _static_run(names)
         if playbook.name == "smoke.yml":
             assert smoke_result is not None
@@ -188,7 +196,7 @@ def test_reports_have_smoke_controls_only_when_asked(monkeypatch: pytest.MonkeyP
     recorded, _ = _recorded("migrate_pass")
     calls = _fake_runner(monkeypatch, ["dev12", "dev13"], recorded)
     plain = check.run_check([Path("inv.yml")])
-    assert [c["playbook"] for c in calls] == ["check.yml"]
+    assert [c["playbook"] for c in calls] == ["audit.yml"]
     assert not any(r.control.id.startswith("SMOKE") for r in plain.reports[0].results)
     assert _smoke_keys(plain) == {"dev12": [], "dev13": []}
 
@@ -223,7 +231,7 @@ def test_cancel_runs_the_cleanup_with_the_run_id(monkeypatch: pytest.MonkeyPatch
     outcome = check.run_check(
         [Path("inv.yml")], migrate=True, cancel=lambda: False, notify=told.append
     )
-    assert [c["playbook"] for c in calls] == ["check.yml", "smoke.yml", "smoke-cleanup.yml"]
+    assert [c["playbook"] for c in calls] == ["audit.yml", "smoke.yml", "smoke-cleanup.yml"]
     run_id = calls[1]["extravars"]["kvmprep_smoke_run_id"]
     assert calls[2]["extravars"] == {"kvmprep_smoke_run_id": run_id}
     assert calls[2]["limit"] == "dev12,dev13"
@@ -259,7 +267,7 @@ def test_migrate_needs_two_hosts(
     err = capsys.readouterr().err
     assert "--migrate needs two hosts" in err
     assert "found dev12" in err
-    assert [c["playbook"] for c in calls] == ["check.yml"]  # no smoke test was started
+    assert [c["playbook"] for c in calls] == ["audit.yml"]  # no smoke test was started
     # Without -i: this machine alone, refused before anything runs.
     assert cli.main(["check", "--migrate"]) == 1
     assert "this machine alone" in capsys.readouterr().err

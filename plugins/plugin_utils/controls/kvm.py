@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvmprep.controls.model import Expect, Result, fact
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 _DENIED = ("Permission denied", "Operation not permitted")
 # The only KVM API version Linux has answered since 2.6.22.
@@ -51,7 +51,7 @@ def dev_kvm(facts: Mapping[str, Any], expect: Expect) -> Result:
         return Result.fail(f"/dev/kvm: {dev.get('error') or 'missing'}")
     if not dev.get("char_device"):
         return Result.fail("/dev/kvm is not a character device")
-    changes = judge().kvm_device(dev, expect.settings())
+    changes = kvm_host_judge.kvm_device(dev, expect.settings())
     if changes:
         return Result.fail("apply would change " + ", ".join(changes))
     return Result.passed(f"{dev['owner']}:{dev['group']} {dev['mode']}")

@@ -15,8 +15,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls.migration import by_cluster
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, Role, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import by_cluster
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    fact,
+)
 
 CLOCK_FIX = (
     "run a time daemon that keeps the clock in step: `systemctl enable --now "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvmprep.controls.model import Expect, Result, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 
 def _s(value: Any) -> str:
@@ -28,7 +28,7 @@ def _with_cleanup(result: Result, facts: Mapping[str, Any]) -> Result:
     return Result.fail(message)
 
 
-def boot(facts: Mapping[str, Any], _: Expect) -> Result:
+def boot(facts: Mapping[str, Any], _expect: Expect) -> Result:
     part = fact(facts, "smoke", "boot")
     status = part.get("status")
     if status == "pass":
@@ -43,7 +43,7 @@ def boot(facts: Mapping[str, Any], _: Expect) -> Result:
     return _with_cleanup(result, facts)
 
 
-def migration(facts: Mapping[str, Any], _: Expect) -> Result:
+def migration(facts: Mapping[str, Any], _expect: Expect) -> Result:
     part = fact(facts, "smoke", "migration")
     if part is None:
         return Result.skip("not requested (kvmprep check --migrate)")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kvmprep.controls.model import Expect, Result, fact
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 
 def _plan(facts: Mapping[str, Any], expect: Expect) -> Any:
-    return judge().accounts(fact(facts, "accounts"), expect.settings())
+    return kvm_host_judge.accounts(fact(facts, "accounts"), expect.settings())
 
 
 def oneadmin_account(facts: Mapping[str, Any], expect: Expect) -> Result:
@@ -32,7 +32,7 @@ def oneadmin_groups(facts: Mapping[str, Any], expect: Expect) -> Result:
     user = fact(accounts, "user")
     if user is None:
         return Result.fail(f"user {expect.oneadmin_user} does not exist")
-    if judge().libvirt_group(accounts, expect.settings()) is None:
+    if kvm_host_judge.libvirt_group(accounts, expect.settings()) is None:
         return Result.fail("no libvirt group on this host (libvirt not installed?)")
     plan = _plan(facts, expect)
     member_of = set(fact(accounts, "user_groups"))

@@ -5,7 +5,7 @@ IDs are stable (DESIGN.md); only the controls implemented so far are registered 
 
 from __future__ import annotations
 
-from kvmprep.controls import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import (
     access,
     accounts,
     apparmor,
@@ -19,7 +19,11 @@ from kvmprep.controls import (
     smoke,
     system,
 )
-from kvmprep.controls.model import Control, Role, Severity
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Control,
+    Role,
+    Severity,
+)
 
 BOTH = (Role.KVM_HOST, Role.FRONTEND)
 

@@ -21,9 +21,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-from kvmprep.controls.libvirt import DEFAULT_AUTH_TCP, PORTS
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, Role, fact
-from kvmprep.controls.opennebula import frontend_of, kvm_hosts
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.libvirt import (
+    DEFAULT_AUTH_TCP,
+    PORTS,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    fact,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    frontend_of,
+    kvm_hosts,
+)
 
 SHOWN = 5
 
@@ -302,11 +315,11 @@ def _host_protocols(host: HostFacts, fe: HostFacts | None) -> Result:
         problem = _protocol_problem(host.facts, protocol, host.expect)
         if problem is not None:
             found.append((*problem, where))
-    if any(status == "error" for status, *_ in found):
+    if any(status == "error" for status, *_rest in found):
         return Result.error("; ".join(m for _s, m, _f, _w in found))
     messages = "; ".join(f"{m} ({w})" for _s, m, _f, w in found)
     fixes = "; ".join(dict.fromkeys(f for _s, _m, f, _w in found if f))
-    if any(status == "fail" for status, *_ in found):
+    if any(status == "fail" for status, *_rest in found):
         return Result.fail(messages, fixes)
     if found:
         return Result.warn(messages, fixes)

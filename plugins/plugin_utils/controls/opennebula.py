@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, Role, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    fact,
+)
 
 SHOWN = 5  # differing files named in a message
 MONITORED = ("MONITORED", "MONITORING_MONITORED")
@@ -486,7 +493,8 @@ def _arrow(source: _Machine, target: _Machine, problems: Sequence[str]) -> str:
 
 def _machines(hosts: Sequence[HostFacts]) -> tuple[_Machine, list[_Machine]]:
     fe = frontend_of(hosts)
-    assert fe is not None
+    if fe is None:
+        raise AssertionError("judged without a front-end")
     return _Machine(fe, fe.name), [_Machine(h, one_name(h)) for h in kvm_hosts(hosts)]
 
 

@@ -6,8 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from kvmprep.controls.model import Expect, Result, fact
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 #: The permissions OpenNebula documents for the datastores (read, write, lock: QEMU locks its
 #: disk images).
@@ -46,7 +46,7 @@ def datastore_rule(facts: Mapping[str, Any], expect: Expect) -> Result:
     if "blocks" in facts and aa.get("abstraction"):
         # kvmprep's own block, as apply writes it (enabled or not: a kernel that enables
         # AppArmor later confines QEMU with it).
-        changes = judge().apparmor(aa, facts["blocks"])["changes"]
+        changes = kvm_host_judge.apparmor(aa, facts["blocks"])["changes"]
         if changes:
             return Result.fail(
                 "apply would change: " + ", ".join(changes), f"kvmprep apply writes {wanted_rule!r}"

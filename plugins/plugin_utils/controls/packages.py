@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kvmprep.controls.model import Expect, Result, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 MIN_LIBVIRT = (0, 4, 0)
 # The seed guide: libvirt 0.8.7 breaks OpenNebula's KVM driver; it must not be used.

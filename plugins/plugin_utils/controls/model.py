@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
-from kvmprep.content import content_root
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+
+# The collection's root (plugins/plugin_utils/controls/model.py, three directories up): the
+# roles' defaults are read from the collection this file belongs to, wherever it is installed
+# (a checkout, a wheel's site-packages, ansible-galaxy's collections path). Not through the
+# kvmprep package: nothing in plugins/ imports it (the CLI depends on the collection, never the
+# reverse), and an AWX job has no kvmprep package at all.
+_COLLECTION_ROOT = Path(__file__).resolve().parents[3]
 
 
 class Status(StrEnum):
@@ -77,7 +84,7 @@ def fact(facts: Mapping[str, Any], *path: str) -> Any:
 
 def _role_defaults(role: str) -> Mapping[str, Any]:
     """The role's defaults/main.yml: what apply uses for a variable the inventory leaves unset."""
-    path = content_root() / "roles" / role / "defaults" / "main.yml"
+    path = _COLLECTION_ROOT / "roles" / role / "defaults" / "main.yml"
     # libyaml's loader when PyYAML has it: the same data, read at every kvmprep start, in a
     # tenth of the pure-Python loader's time (about 50 ms for the two files).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -92,6 +99,9 @@ def _role(name: str) -> Any:
     """A field whose default is the kvm_host role's default of ``kvm_host_<name>`` (a list as
     a tuple and a dict as a read-only mapping: Expect is immutable)."""
     value = _KVM_HOST[f"kvm_host_{name}"]
+    # pylint: disable=invalid-field-call
+    # (a field's definition, returned to the dataclass body that assigns it: dataclasses allows
+    # field() there, pylint only recognises the call written in the body itself)
     if isinstance(value, list):
         return field(default=tuple(value))
     if isinstance(value, dict):
@@ -103,7 +113,7 @@ def _inventory(name: str, default: Any | None = None) -> Any:
     """A field read from the inventory variable ``name`` instead of ``kvm_host_<field>``; its
     default is the front-end role's, else ``default``."""
     value = _ONE_FRONTEND.get(name, default)
-    return field(default=value, metadata={"var": name})
+    return field(default=value, metadata={"var": name})  # pylint: disable=invalid-field-call
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,7 @@ class Expect:
             for f in fields(self)
             if not f.metadata.get("var")
         }
-        return judge().Settings.from_vars(values)
+        return kvm_host_judge.Settings.from_vars(values)
 
 
 Judge = Callable[[Mapping[str, Any], Expect], Result]

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls.libvirt import config_changes, would_change
-from kvmprep.controls.model import Expect, Result, fact
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.libvirt import (
+    config_changes,
+    would_change,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 SOCKETS = {"modular": "/run/libvirt/virtqemud-sock"}
 DEFAULT_SOCKET = "/run/libvirt/libvirt-sock"
@@ -60,7 +63,7 @@ def qemu_system_access(facts: Mapping[str, Any], expect: Expect) -> Result:
         return Result.error(f"cannot read {entry['path']}: {entry.get('error')}")
     # Access as apply sets it (socket group and mode, no polkit): anything else works by luck
     # and is undone by the next apply, with a restart of libvirt.
-    changes = [c for c in config_changes(facts, expect) if c[1] in judge().ACCESS_KEYS]
+    changes = [c for c in config_changes(facts, expect) if c[1] in kvm_host_judge.ACCESS_KEYS]
     if changes:
         return Result.fail(f"{shown} ({why}), but {would_change(changes)}")
     return Result.passed(f'{shown} ({why}), auth_unix_rw = "none"')

@@ -10,8 +10,8 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls.model import Expect, Result, fact
-from kvmprep.judge import judge
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
 PORTS = {"tcp": 16509, "tls": 16514}
 # libvirt's built-in default when auth_tcp is not set (libvirtd.conf documents it).
@@ -43,7 +43,7 @@ QEMU_USER_KEYS = frozenset({"user", "group"})
 def config_changes(facts: Mapping[str, Any], expect: Expect) -> list[tuple[str, str, str]]:
     """What apply's kvm_host_conf would change in libvirt's files, as ``(path, key, sentence)``:
     the judge's edits (the same apply's plan makes) against the files the probe read."""
-    j = judge()
+    j = kvm_host_judge
     settings = expect.settings()
     lv = fact(facts, "libvirt")
     group = j.libvirt_group(facts.get("accounts") or {}, settings)
@@ -53,7 +53,7 @@ def config_changes(facts: Mapping[str, Any], expect: Expect) -> list[tuple[str, 
 
 def _listener_change(change: tuple[str, str, str], layout: str) -> bool:
     path, key, _sentence = change
-    if path == QEMU_CONF or key in judge().ACCESS_KEYS:
+    if path == QEMU_CONF or key in kvm_host_judge.ACCESS_KEYS:
         return False
     return not _defaults_removal(change, layout)
 
@@ -73,7 +73,8 @@ def dynamic_ownership(facts: Mapping[str, Any], expect: Expect) -> Result:
     keys, problem = _qemu_conf(facts)
     if problem is not None:
         return problem
-    assert keys is not None
+    if keys is None:
+        raise AssertionError("no problem and no keys")
     if _not_parsed(facts, "qemu.conf", ["dynamic_ownership"]):
         return Result.fail("dynamic_ownership in qemu.conf does not parse")
     value = keys.get("dynamic_ownership")
@@ -97,7 +98,8 @@ def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
     keys, problem = _qemu_conf(facts)
     if problem is not None:
         return problem
-    assert keys is not None
+    if keys is None:
+        raise AssertionError("no problem and no keys")
     changes = [
         c for c in config_changes(facts, expect) if c[0] == QEMU_CONF and c[1] in QEMU_USER_KEYS
     ]
@@ -112,7 +114,7 @@ def qemu_user(facts: Mapping[str, Any], expect: Expect) -> Result:
 def _units_plan(lv: Mapping[str, Any], expect: Expect) -> tuple[Any, frozenset[str]]:
     """The judge's plan for libvirt's units (what apply would change), and the listener units
     of every layout (LV-005's part of the plan; the rest is LV-003's)."""
-    j = judge()
+    j = kvm_host_judge
     listeners = frozenset(u for layout in j.LAYOUTS.values() for u in layout["listener"].values())
     return j.units(lv, expect.settings()), listeners
 
@@ -148,7 +150,7 @@ def daemon_layout(facts: Mapping[str, Any], expect: Expect) -> Result:
     if not lv.get("systemd"):
         return Result.skip("systemd is not the running init: unit states cannot be judged")
     plan, listeners = _units_plan(lv, expect)
-    wanted = judge().wanted_units(plan.layout, expect.migration_transport)
+    wanted = kvm_host_judge.wanted_units(plan.layout, expect.migration_transport)
     daemon = [u for u in wanted["enabled"] if u not in listeners]
     unknown = _unknown(lv, daemon)
     if unknown:
@@ -211,7 +213,7 @@ def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
     endpoints, problem = _listening(facts, port)
     problems: list[str] = []
     plan, listeners = _units_plan(lv, expect)
-    unit = next(iter(judge().wanted_units(plan.layout, transport)["listener"]), None)
+    unit = next(iter(kvm_host_judge.wanted_units(plan.layout, transport)["listener"]), None)
     if unit is not None:
         if not lv.get("systemd"):
             return Result.skip(
@@ -235,7 +237,8 @@ def listener(facts: Mapping[str, Any], expect: Expect) -> Result:
         problems.append(would_change(changes))
     if problem is not None:
         return problem
-    assert endpoints is not None
+    if endpoints is None:
+        raise AssertionError("no problem and no endpoints")
     if not endpoints:
         problems.append(f"nothing listens on TCP port {port}")
     if problems:

@@ -13,9 +13,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from kvmprep.controls import migration
-from kvmprep.controls.migration import ClusterMigration
-from kvmprep.controls.model import Expect, HostFacts, MissingFact, Result, fact
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import migration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import ClusterMigration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    MissingFact,
+    Result,
+    fact,
+)
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 

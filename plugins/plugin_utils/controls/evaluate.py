@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kvmprep.controls import migration
-from kvmprep.controls.catalog import CATALOG
-from kvmprep.controls.migration import ClusterMigration
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import migration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import CATALOG
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import ClusterMigration
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Control,
     Expect,
     HostFacts,
@@ -76,7 +76,8 @@ def _unexpected(exc: Exception) -> Result:
 
 def judge(control: Control, facts: Mapping[str, Any], expect: Expect) -> Result:
     """One control on one host; a judge that cannot decide gives ERROR, never an exception."""
-    assert control.judge is not None
+    if control.judge is None:
+        raise AssertionError(f"{control.id} is a fleet control")
     try:
         return control.judge(facts, expect)
     except Exception as exc:  # a bug in one judge must not hide the other controls
@@ -85,7 +86,8 @@ def judge(control: Control, facts: Mapping[str, Any], expect: Expect) -> Result:
 
 def judge_fleet(control: Control, hosts: Sequence[HostFacts]) -> dict[str, Result]:
     """One fleet control over every evaluated host; a host it does not judge gets ERROR."""
-    assert control.fleet_judge is not None
+    if control.fleet_judge is None:
+        raise AssertionError(f"{control.id} is a host control")
     try:
         results = dict(control.fleet_judge(hosts))
     except Exception as exc:

@@ -19,8 +19,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvmprep.controls.model import HostFacts, MissingFact, Result, Role, Status, fact
-from kvmprep.controls.opennebula import frontend_of, kvm_hosts, one_name
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    HostFacts,
+    MissingFact,
+    Result,
+    Role,
+    Status,
+    fact,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    frontend_of,
+    kvm_hosts,
+    one_name,
+)
 
 HOW = (
     "DNS, or the same /etc/hosts entries on every machine (kvmprep apply with "
@@ -30,7 +41,7 @@ HOW = (
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(str(text).split("%")[0])
+        return ipaddress.ip_address(str(text).split("%", maxsplit=1)[0])
     except ValueError:
         return None
 
@@ -110,7 +121,7 @@ def _verdict(target: _Machine, checked: Sequence[_Machine], what: str) -> Result
     fails = [why for state, why in found if state == "fail"]
     warns = [why for state, why in found if state == "warn"]
     unknown = [why for state, why in found if state == "unknown"]
-    wrong = [w.label for w, (state, _) in zip(checked, found, strict=True) if state != "ok"]
+    wrong = [w.label for w, (state, _why) in zip(checked, found, strict=True) if state != "ok"]
     fix = (
         f"make {target.name} resolve to {', '.join(target.addresses) or 'its address'} on "
         f"{', '.join(wrong)}: {HOW}"

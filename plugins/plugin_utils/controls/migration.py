@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from kvmprep.controls.model import (
+from ansible_collections.kvmprep.kvm.plugins.module_utils import machine_types as mt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
     Expect,
     HostFacts,
     MissingFact,
@@ -30,8 +31,7 @@ from kvmprep.controls.model import (
     VmmDefaults,
     fact,
 )
-from kvmprep.controls.opennebula import RESTART
-from kvmprep.judge import machine_types as mt
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import RESTART
 
 AUTO = "auto"
 HOST_CPU_MODES = ("host-passthrough", "host-model")
@@ -274,7 +274,7 @@ def _cell(
         cpu.link(source, destination),
         vms.link(source, destination),
     ]
-    worst = max((link for link, _ in links), key=SEVERITY.index)
+    worst = max((link for link, _why in links), key=SEVERITY.index)
     reasons = tuple(r for link, why in links if link is not Link.OK for r in why)
     return Cell(source.name, destination.name, worst, reasons)
 
