@@ -854,6 +854,11 @@ def ansible_environment(
     chosen = _ansible_cfg_settings(_ansible_cfg_path(env, cwd))
     for key, value in _DEFAULTS.items():
         env.setdefault(key, chosen.get(key, value))
+    # kvmprep prints its own log from ansible-runner's events, which ansible-runner takes from
+    # what the stdout callback displays: one chosen for ansible-playbook (the environment's or
+    # ansible.cfg's json prints nothing per task) left check with no facts for any host
+    # ("the facts probe did not run", measured). Not the operator's to choose here.
+    env["ANSIBLE_STDOUT_CALLBACK"] = "default"
     for key, ours, default in (
         ("ANSIBLE_COLLECTIONS_PATH", collections_path, _COLLECTIONS_PATH_DEFAULT),
         ("ANSIBLE_INVENTORY_PLUGINS", inventory_plugin_path, ""),

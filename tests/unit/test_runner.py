@@ -291,6 +291,13 @@ def test_ansible_environment_is_an_allow_list(tmp_path: Path) -> None:
     assert "ANSIBLE_NOCOLOR" not in default
 
 
+def test_the_stdout_callback_is_the_one_ansible_runner_reads_events_from(tmp_path: Path) -> None:
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nstdout_callback = json\n")
+    for environ in ({"ANSIBLE_STDOUT_CALLBACK": "json"}, {}):
+        env = ansible_environment(environ, cwd=tmp_path)
+        assert env["ANSIBLE_STDOUT_CALLBACK"] == "default", environ
+
+
 def test_ansible_cfg_choices_are_kept(tmp_path: Path) -> None:
     (tmp_path / "ansible.cfg").write_text(
         "[defaults]\n"
