@@ -599,13 +599,17 @@ CATALOG: tuple[Control, ...] = (
         rationale="the drivers run ssh as oneadmin in BatchMode front-end -> host (deploy, "
         "monitor), host -> host (migration, transfer) and host -> front-end (images): "
         '"Host key verification failed" or a missing key stops them (OpenNebula one#2235, '
-        "one#7737, one#5365); ONE-006 judges the keys without connecting",
+        "one#5365; one#7737: the documented by-hand validation fails where the keys live in "
+        "the front-end's SSH agent); ONE-006 judges the keys without connecting",
         detection="live: each host's probe runs `ssh -o BatchMode=yes -o ConnectTimeout=3 -o "
         "StrictHostKeyChecking=yes <peer> true` as oneadmin (runuser; minimal environment, no "
         "agent, no connection sharing, known_hosts never written) to every other host of its "
         "one_frontend_cluster and to the front-end, and the front-end's probe to every host, "
         "all at once, 6 s at most. Each failing hop FAILs as 'host -> peer: <ssh's last "
-        "line>' on the rows of both machines; no ssh client FAILs; not root: ERROR",
+        "line>' on the rows of both machines; no ssh client FAILs; not root: ERROR. A hop "
+        "is made without an agent: where only the front-end's agent holds oneadmin's key "
+        "(OpenNebula's ssh-agent service, forwarded to the hosts), a host's own hops fail "
+        "here although the drivers' forwarded ones work",
         remediation="kvmprep apply with the frontend group exchanges oneadmin's keys and the "
         "host keys among all machines (ONE-006 names the missing ones); otherwise add the "
         "source's oneadmin key to the target's ~oneadmin/.ssh/authorized_keys and the "

@@ -259,25 +259,40 @@ def _ssh_verdict(side: _Side, none: str) -> Result:
 
 def ssh_hops(hosts: Sequence[HostFacts]) -> dict[str, Result]:
     """ONE-008. oneadmin's SSH hops work, BatchMode, as the drivers run them: host -> each
-    other host of its cluster, host -> front-end, front-end -> host."""
+    other host of its cluster, host -> front-end, front-end -> host. Each machine's row has
+    every hop it is either end of (a missing key is fixed on one end or the other)."""
     fe = frontend_of(hosts)
+    nodes = kvm_hosts(hosts)
     front = _Side()
     if fe is not None and fe.error:
         front.unknown.append(f"front-end {fe.name} was not probed: {fe.error}")
     elif fe is not None:
         front = _hops_from(fe)
+    sides = {h.name: _hops_from(h) for h in nodes}
+    every = [hop for side in (*sides.values(), front) for hop in side.hops]
     results: dict[str, Result] = {}
-    for host in kvm_hosts(hosts):
-        side = _hops_from(host)
+    for host in nodes:
+        own = sides[host.name]
+        row = _Side(
+            [h for h in every if host.name in (h.src, h.dst)],
+            list(own.skipped),
+            list(own.unknown),
+            list(own.broken),
+        )
         if fe is not None:
-            # The front-end's hop to this host: its row and the host's both name it.
-            side.hops += [h for h in front.hops if h.dst == host.name]
-            side.skipped += front.skipped
-            side.unknown += front.unknown
-            side.broken += front.broken
+            # What the front-end's probe could not say concerns its hop to this host too.
+            row.skipped += front.skipped
+            row.unknown += front.unknown
+            row.broken += front.broken
         results[host.name] = _ssh_verdict(
-            side, f"no other host in cluster {host.expect.cluster} and no front-end: no hop to test"
+            row, f"no other host in cluster {host.expect.cluster} and no front-end: no hop to test"
         )
     if fe is not None:
-        results[fe.name] = _ssh_verdict(front, "no kvm host to test")
+        row = _Side(
+            [h for h in every if fe.name in (h.src, h.dst)],
+            front.skipped,
+            front.unknown,
+            front.broken,
+        )
+        results[fe.name] = _ssh_verdict(row, "no kvm host to test")
     return results

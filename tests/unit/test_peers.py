@@ -391,8 +391,11 @@ def test_one_008_converged_hops_pass_with_the_front_end() -> None:
     )
     for name in ("fe", "h1", "h2"):
         assert rows[name].status is P, (name, rows[name].message)
-    assert "h1 -> h2, h1 -> fe, fe -> h1" in rows["h1"].message
-    assert "fe -> h1, fe -> h2" in rows["fe"].message
+    # Every hop a machine is either end of.
+    assert rows["h1"].message == (
+        "4 hop(s) work as oneadmin in BatchMode: h1 -> h2, h1 -> fe, h2 -> h1, fe -> h1"
+    )
+    assert rows["fe"].message.endswith("h1 -> fe, h2 -> fe, fe -> h1, fe -> h2")
 
 
 def test_one_008_a_failing_hop_is_named_with_its_fix() -> None:
@@ -413,6 +416,9 @@ def test_one_008_a_failing_hop_is_named_with_its_fix() -> None:
     assert "h1 -> h2 (h2.lab): Host key verification failed." in rows["h1"].message
     assert "h2.lab's host key in oneadmin's known_hosts on h1" in rows["h1"].fix
     assert "kvmprep apply with the frontend group" in rows["h1"].fix
+    # The hop h1 -> h2 is on h2's row too: the fix may be its authorized_keys.
+    assert "h1 -> h2 (h2.lab): Host key verification failed." in rows["h2"].message
+    assert "h1 -> h2" not in rows["fe"].message
     # The front-end's hop to h2 fails: on the front-end's row and h2's.
     for name in ("fe", "h2"):
         assert rows[name].status is F, rows[name].message
