@@ -74,22 +74,20 @@ def ssh_args(ssh, address):
     ]  # fmt: skip
 
 
-def connect(
-    address, port, timeout=CONNECT_TIMEOUT, getaddrinfo=socket.getaddrinfo, new=socket.socket
-):
-    """{state, address, error} of a TCP connect to address:port, every address of the name in
-    getaddrinfo's order (as libvirt and QEMU try them) within ``timeout`` seconds."""
-    res = {"state": "unresolved", "address": None, "error": None}
+def resolve(address, getaddrinfo=socket.getaddrinfo):
+    """(getaddrinfo's TCP entries for address, None), or (None, why it has no address)."""
     try:
-        infos = getaddrinfo(address, port, 0, socket.SOCK_STREAM)
+        infos = getaddrinfo(address, None, 0, socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError) as exc:
-        res["error"] = errtext(exc) if isinstance(exc, OSError) else str(exc)
-        return res
-    if not infos:
-        res["error"] = "no address"
-        return res
+        return None, errtext(exc) if isinstance(exc, OSError) else str(exc)
+    return (infos, None) if infos else (None, "no address")
+
+
+def connect_to(infos, port, timeout=CONNECT_TIMEOUT, new=socket.socket):
+    """{state, address, error} of a TCP connect to port at the addresses of ``infos``, in
+    getaddrinfo's order (as libvirt and QEMU try them), all within ``timeout`` seconds."""
+    res = {"state": "timeout", "address": None, "error": "no answer within %g s" % timeout}
     deadline = time.monotonic() + timeout
-    res.update(state="timeout", error="no answer within %g s" % timeout)
     for family, kind, proto, _name, sockaddr in infos:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -98,7 +96,7 @@ def connect(
         sock = new(family, kind, proto)
         sock.settimeout(left)
         try:
-            sock.connect(sockaddr)
+            sock.connect((sockaddr[0], int(port), *sockaddr[2:]))
             res.update(state="open", error=None)
             return res
         except socket.timeout:
@@ -115,6 +113,16 @@ def connect(
         finally:
             sock.close()
     return res
+
+
+def connect(
+    address, port, timeout=CONNECT_TIMEOUT, getaddrinfo=socket.getaddrinfo, new=socket.socket
+):
+    """connect_to address's addresses, or state C(unresolved) with why it has none."""
+    infos, why = resolve(address, getaddrinfo)
+    if infos is None:
+        return {"state": "unresolved", "address": None, "error": why}
+    return connect_to(infos, port, timeout, new)
 
 
 def _last_line(data):
@@ -134,17 +142,29 @@ class Peers(object):
         self.frontend = None
         self.procs = []  # (entry, Popen or why it could not start)
         self.threads = []
+        self.resolved = set()  # id() of the entries whose name has been looked up
+        self.closed = False
         self.lock = threading.Lock()
 
-    def _ports_of(self, entry, connect_fn):
+    def _ports_of(self, entry, resolve_fn, connect_fn):
+        # Resolved once for all the ports: a name that takes long to resolve is reported as
+        # such, not as a port that timed out.
+        infos, why = resolve_fn(entry["address"])
+        with self.lock:
+            self.resolved.add(id(entry))
         for port in self.ports:
-            result = connect_fn(entry["address"], port)
+            if infos is None:
+                result = {"state": "unresolved", "address": None, "error": why}
+            else:
+                result = connect_fn(infos, port)
             with self.lock:
+                if self.closed:
+                    return  # too late: the fact is out, and must not change under its reader
                 entry["ports"][str(port)] = result
 
-    def start_ports(self, entry, connect_fn):
+    def start_ports(self, entry, resolve_fn, connect_fn):
         entry["ports"] = {}
-        thread = threading.Thread(target=self._ports_of, args=(entry, connect_fn))
+        thread = threading.Thread(target=self._ports_of, args=(entry, resolve_fn, connect_fn))
         thread.daemon = True  # a getaddrinfo that never answers ends with the process
         thread.start()
         self.threads.append((entry, thread))
@@ -153,11 +173,13 @@ class Peers(object):
         for _entry, thread in self.threads:
             thread.join(max(0.0, self.started + ports_deadline - time.monotonic()))
         with self.lock:
+            self.closed = True
             late = "no answer within %g s" % ports_deadline
             for entry, _thread in self.threads:
                 done = dict(entry["ports"])
+                state = "timeout" if id(entry) in self.resolved else "unresolved"
                 entry["ports"] = {
-                    str(p): done.get(str(p)) or {"state": "timeout", "address": None, "error": late}
+                    str(p): done.get(str(p)) or {"state": state, "address": None, "error": late}
                     for p in self.ports
                 }
         for entry, proc in self.procs:
@@ -245,7 +267,8 @@ def start_peers(
     frontend="",
     user="oneadmin",
     limit=PEERS_LIMIT,
-    connect_fn=connect,
+    connect_fn=connect_to,
+    resolve_fn=resolve,
     skip=ssh_skip,
     start=start_ssh,
 ):
@@ -264,7 +287,7 @@ def start_peers(
         entry = {"address": address, "ports": {}, "ssh": None}
         started.hosts[peer["name"]] = entry
         if started.ports:
-            started.start_ports(entry, connect_fn)
+            started.start_ports(entry, resolve_fn, connect_fn)
         targets.append(entry)
     if frontend:
         started.frontend = {"name": frontend, "address": frontend, "ssh": None}

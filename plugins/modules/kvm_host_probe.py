@@ -501,7 +501,8 @@ probe:
         - C(hosts), per peer name, C(address) and C(ports), per port (a string), C(state) -
           C(open), C(refused) (the peer answered, nothing listens), C(timeout) (nothing
           answered within 1 s, or before the group's 3 s - filtered), C(unreachable)
-          (EHOSTUNREACH, ENETUNREACH, or a local rule refused to send), C(unresolved), or
+          (EHOSTUNREACH, ENETUNREACH, or a local rule refused to send), C(unresolved) (no
+          address, or none within 3 s; the name is looked up once for all ports), or
           C(error) - with the C(address) tried last and the C(error); and C(ssh), the hop as
           I(user) - C(ok), C(rc) (null when it did not end within 6 s or could not start) and
           C(message) (ssh's last line on stderr, as "Host key verification failed.").

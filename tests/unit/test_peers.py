@@ -111,26 +111,55 @@ def test_an_unresolved_name_is_reported_as_such() -> None:
     assert result == {"state": "unresolved", "address": None, "error": "Name or service not known"}
 
 
-def test_a_peer_that_does_not_answer_in_time_is_a_timeout_for_every_port() -> None:
-    def hang(address: str, port: int) -> dict[str, Any]:
-        time.sleep(5)
-        return {"state": "open", "address": address, "error": None}
+def _hang(*_args: Any) -> Any:
+    time.sleep(5)
+    return None, "too late"  # (what resolve_fn returns; connect_fn is never reached)
 
+
+@pytest.mark.parametrize(
+    ("resolve_fn", "state"),
+    [
+        # Resolved, and the connects do not end: filtered.
+        (lambda address: (_one_address(), None), "timeout"),
+        # getaddrinfo does not answer (a dead DNS server): not the network's fault.
+        (_hang, "unresolved"),
+    ],
+)
+def test_a_peer_that_does_not_answer_in_time(resolve_fn: Any, state: str) -> None:
     started = probe_peers.start_peers(
         [{"name": "slow", "address": "slow"}],
         [16509, 49152],
-        connect_fn=hang,
+        connect_fn=_hang,
+        resolve_fn=resolve_fn,
         skip=lambda user: ({"kind": "ssh", "message": "ssh is not installed"}, None, None),
     )
     begun = time.monotonic()
     fact = probe_peers.finish_peers(started, ports_deadline=0.3)
     assert time.monotonic() - begun < 2
-    assert {p: r["state"] for p, r in fact["hosts"]["slow"]["ports"].items()} == {
-        "16509": "timeout",
-        "49152": "timeout",
-    }
+    ports = fact["hosts"]["slow"]["ports"]
+    assert {p: r["state"] for p, r in ports.items()} == {"16509": state, "49152": state}
+    assert ports["16509"]["error"] == "no answer within 0.3 s"
     assert fact["ssh_skipped"]["kind"] == "ssh"
     assert fact["hosts"]["slow"]["ssh"] is None
+
+
+def test_a_name_without_address_is_unresolved_for_every_port() -> None:
+    def fail(*_args: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    started = probe_peers.start_peers(
+        [{"name": "gone", "address": "gone.invalid"}],
+        [16514, 49152],
+        resolve_fn=lambda address: probe_peers.resolve(address, fail),
+        skip=lambda user: ({"kind": "ssh", "message": "ssh is not installed"}, None, None),
+    )
+    ports = probe_peers.finish_peers(started)["hosts"]["gone"]["ports"]
+    assert ports["16514"] == {
+        "state": "unresolved",
+        "address": None,
+        "error": "Name or service not known",
+    }
+    assert ports["49152"]["state"] == "unresolved"
 
 
 def test_above_the_limit_nothing_is_tried() -> None:

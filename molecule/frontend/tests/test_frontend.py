@@ -1056,9 +1056,11 @@ def test_check_names_a_migration_port_a_firewall_drops(endpoint):
     # The lab's images have no firewall tool: nftables from Debian's archive (the apt cache
     # the scenario mounts keeps it), used in the container's own network namespace.
     if node.run("command -v nft").rc != 0:
-        installed = node.run(
+        install = (
             "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables"
         )
+        # Lists as converge left them, else fresh ones.
+        installed = node.run(f"{install} || (apt-get update -q && {install})")
         assert installed.rc == 0, installed.stderr
     try:
         added = node.run(
