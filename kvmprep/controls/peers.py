@@ -109,27 +109,25 @@ def reachability(hosts: Sequence[HostFacts]) -> dict[str, Result]:
     for host in nodes:
         mine = probes[host.name]
         found: list[_Probe] = []
-        unknown: list[str] = []
+        skipped: list[str] = []  # this host's own connects, not made (no fault of its own)
         if mine is None:
-            unknown.append(f"{host.name}'s probe did not test its peers (fact peers not gathered)")
+            skipped.append(f"{host.name}'s probe did not test its peers (fact peers not gathered)")
         elif mine.get("skipped"):
-            unknown.append(f"{host.name}: {mine['skipped']}")
+            skipped.append(f"{host.name}: {mine['skipped']}")
         else:
             found.extend(_connects(host.name, mine))
         for other in nodes:
             theirs = probes[other.name]
             if other is not host and theirs is not None:
                 found.extend(_connects(other.name, theirs, host.name))
-        results[host.name] = _net_verdict(host, found, unknown, mine)
+        results[host.name] = _net_verdict(host, found, skipped)
     return results
 
 
-def _net_verdict(
-    host: HostFacts, found: list[_Probe], unknown: list[str], mine: Mapping[str, Any] | None
-) -> Result:
+def _net_verdict(host: HostFacts, found: list[_Probe], skipped: list[str]) -> Result:
     if not found:
-        if unknown:
-            return Result.skip("; ".join(unknown))
+        if skipped:
+            return Result.skip("; ".join(skipped))
         return Result.skip(f"no other host in cluster {host.expect.cluster} to connect to or from")
     fails = [p for p in found if p.state in FILTERED]
     unsure = [
@@ -150,15 +148,15 @@ def _net_verdict(
             + "; ".join([_connect_line(p) for p in fails] + unsure + down),
             _net_fix(fails),
         )
-    if unknown or unsure:
-        return Result.error("; ".join(unknown + unsure + down))
+    if unsure:
+        return Result.error("; ".join(unsure + down + skipped))
     pairs = sorted({f"{p.src} -> {p.dst}" for p in found})
-    ports = sorted({p.port for p in found}, key=int)
+    ports = sorted({p.port for p in found}, key=lambda p: (len(p), p))
     message = (
         f"{len(pairs)} pair(s) on port(s) {', '.join(ports)}, open or refused, none "
         f"filtered: {', '.join(pairs)}"
     )
-    return Result.passed("; ".join([message, *down]))
+    return Result.passed("; ".join([message, *down, *(f"not tested: {s}" for s in skipped)]))
 
 
 # --- ONE-008 ---------------------------------------------------------------------------------

@@ -406,6 +406,11 @@ def test_net_002_unknowns_and_skips() -> None:
     row = judge("NET-002", ("h1", many))["h1"]
     assert row.status is S
     assert "more than 32" in row.message
+    # Its own connects not made, the other's to it made: judged on those, the gap named.
+    row = judge("NET-002", ("h1", bare), ("h2", node("h2", "h1")))["h1"]
+    assert row.status is P, row.message
+    assert "h2 -> h1" in row.message
+    assert "not tested: h1's probe did not test its peers" in row.message
     alone = node("h1", "h2")
     alone["peers"]["hosts"] = {}
     assert "no other host in cluster lab" in judge("NET-002", ("h1", alone))["h1"].message
