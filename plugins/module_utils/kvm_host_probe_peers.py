@@ -193,6 +193,19 @@ class Peers(object):
         }
 
 
+def _stop(proc):
+    """End a hop that did not answer. SIGTERM first: runuser's watching parent passes it on to
+    ssh, which runs in a session of its own (a SIGKILL would leave ssh behind, holding the
+    pipe); never waits more than a second for either."""
+    for signal_it in (proc.terminate, proc.kill):
+        signal_it()
+        try:
+            proc.communicate(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _finish_ssh(proc, deadline, limit):
     if not isinstance(proc, subprocess.Popen):
         return {"ok": False, "rc": None, "message": proc}
@@ -200,8 +213,7 @@ def _finish_ssh(proc, deadline, limit):
         _out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            _stop(proc)
             return {"ok": False, "rc": None, "message": "no answer within %g s" % limit}
         # It ended in time, and is collected after another hop used up the deadline.
         try:
