@@ -9,15 +9,21 @@ an ssh of the test's own ahead in PATH for the hops' outcomes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pwd
 import socket
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from ansible_env import ansible_env
+from conftest import REPO_ROOT
 from test_controls import load
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import (
@@ -26,6 +32,7 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils import (
 from kvmprep.controls import peers
 from kvmprep.controls.catalog import by_id
 from kvmprep.controls.evaluate import HostInput, evaluate_fleet
+from kvmprep.controls.migration import by_cluster
 from kvmprep.controls.model import Expect, HostFacts, Role, Status
 from tests.unit.ansible_env import run_module_locally
 
@@ -495,3 +502,80 @@ def test_the_judges_read_hosts_facts_only() -> None:
     fe = HostFacts("fe", front_end("h1"), Expect(), role=Role.FRONTEND)
     h1 = HostFacts("h1", node("h1", "h2"), Expect())
     assert set(peers.reachability([fe, h1])) == {"h1"}
+
+
+# --- check.yml: each host's peers, computed once, grouped as the judges group them ------------
+
+INVENTORY = {
+    "a": {"one_frontend_cluster": "c1", "one_frontend_host_name": "a.lab"},
+    "b": {"one_frontend_cluster": "c1"},
+    "c": {"one_frontend_cluster": 100},  # a cluster id
+    "d": {},  # one_frontend's default cluster
+    "e": {"one_frontend_cluster": "default"},
+}
+
+
+@pytest.mark.ansible
+def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) -> None:
+    plays = yaml.safe_load((REPO_ROOT / "playbooks" / "check.yml").read_text())
+    (named,) = [t for t in plays[0]["tasks"] if "ansible.builtin.set_fact" in t]
+    assert named["run_once"] is True  # once per run, not once per host
+    host_task = plays[1]["tasks"][0]
+    fe_task = plays[2]["tasks"][0]["kvmprep.kvm.one_frontend_probe"]
+    playbook = [
+        {"hosts": "all", "gather_facts": False, "tasks": [named]},
+        {
+            "hosts": "kvm_hosts",
+            "gather_facts": False,
+            "tasks": [
+                {"ansible.builtin.debug": {"msg": host_task["vars"]["__kvm_host_audit_peers"]}}
+            ],
+        },
+        {
+            "hosts": "frontend",
+            "gather_facts": False,
+            "tasks": [{"ansible.builtin.debug": {"msg": fe_task["peers"]}}],
+        },
+    ]
+    (tmp_path / "check-peers.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
+    inventory = {
+        "all": {
+            "vars": {"ansible_connection": "local"},
+            "children": {
+                "frontend": {"hosts": {"fe": {}}},
+                "kvm_hosts": {"hosts": INVENTORY},
+            },
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    playbook_cmd = Path(sys.executable).with_name("ansible-playbook")
+    proc = subprocess.run(
+        [str(playbook_cmd), "-i", "hosts.yml", "check-peers.yml"],
+        cwd=tmp_path,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    got = {
+        host: [p["name"] for p in found["msg"]]
+        for host, found in result["plays"][1]["tasks"][0]["hosts"].items()
+    }
+    # What the fleet judges compare: migration.by_cluster over the same inventory values.
+    facts = [HostFacts(h, {}, Expect.from_vars(v)) for h, v in INVENTORY.items()]
+    want = {
+        h.name: [m.name for m in group if m is not h]
+        for group in by_cluster(facts).values()
+        for h in group
+    }
+    assert got == want
+    assert got == {"a": ["b"], "b": ["a"], "c": [], "d": ["e"], "e": ["d"]}
+    # The address is the name OpenNebula knows the host by.
+    assert result["plays"][1]["tasks"][0]["hosts"]["b"]["msg"] == [
+        {"name": "a", "address": "a.lab"}
+    ]
+    fe = result["plays"][2]["tasks"][0]["hosts"]["fe"]["msg"]
+    assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
