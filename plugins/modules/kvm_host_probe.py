@@ -43,6 +43,12 @@ description:
   - With C(system) it reports what the hosts of a cluster must share besides QEMU (controls
     SYS-001, FLEET-006, FLEET-007) - whether the clock is synchronised, the cgroup layout, the
     kernel release and the CPU microcode revision.
+  - With C(peers) it tests the network and oneadmin's SSH from this host to the other hosts of
+    its cluster (controls NET-002 and ONE-008) - a TCP connect to each of I(peers) on each of
+    I(ports) (1 s per port, 3 s for all, each peer in its own thread), and C(ssh <peer> true)
+    as I(user) in BatchMode to each of I(peers) and to I(frontend), all at once while the rest
+    is gathered (6 s at most). It never writes oneadmin's known_hosts (StrictHostKeyChecking=yes,
+    UpdateHostKeys=no) and shares no connection (ControlMaster=no, ControlPath=none).
   - Never changes anything; C(changed) is always false. Missing files and permission errors are
     reported as null/false values, never as a failure; what could not be read is listed in
     C(probe.errors) with the reason (for example permission denied when not run as root).
@@ -56,7 +62,7 @@ options:
     elements: str
     choices:
       [kvm, libvirt, config, accounts, packages, listen, devices, access, identity, qemu, one,
-       names, installed, paths, ruby_dir, sasl, blocks, domains, system]
+       names, installed, paths, ruby_dir, sasl, blocks, domains, system, peers]
     default: [kvm, libvirt]
   user:
     description:
@@ -86,7 +92,8 @@ options:
     default: /var/tmp/one
   frontend:
     description:
-      - Name of the OpenNebula front-end, resolved on the host (for C(one)); empty, none.
+      - Name of the OpenNebula front-end, resolved on the host (for C(one)) and the SSH hop
+        host -> front-end is tested to (for C(peers)); empty, none.
     type: str
     default: ""
   names:
@@ -95,6 +102,32 @@ options:
         OpenNebula names of the other hosts and the front-end's (control NET-001).
     type: list
     elements: str
+    default: []
+  peers:
+    description:
+      - The other hosts of this host's cluster (for C(peers)), by their inventory C(name) and
+        the C(address) this host reaches them at (for C(kvmprep check), the name OpenNebula
+        knows them by, which its drivers and libvirt connect to; empty, the C(name)). Above 32
+        peers nothing is tried and C(peers.skipped) says so.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The peer's name in the report.
+        type: str
+        required: true
+      address:
+        description: The name or address connected to.
+        type: str
+        default: ""
+  ports:
+    description:
+      - TCP ports C(peers) connects to on each peer; for C(kvmprep check), the migration
+        listener's (16509 for tcp, 16514 for tls, none for ssh) and the first port of QEMU's
+        migration range (qemu.conf C(migration_port_min), 49152 by default).
+    type: list
+    elements: int
     default: []
   packages:
     description:
@@ -151,6 +184,9 @@ notes:
     seconds, while the remotes are hashed) and reads every file of the remotes dir.
   - With C(system), runs C(timedatectl show) while the rest is gathered (or, when it does not
     answer, C(chronyc tracking), then C(ntpq -pn)), each killed after 3 seconds.
+  - With C(peers), runs C(runuser -u <user> -- ssh ... <peer> true) once per peer and for
+    I(frontend), killed after 6 seconds, with PATH, HOME, USER, LOGNAME and LC_ALL only in the
+    environment (no SSH agent of the Ansible connection's).
   - The VM created by the C(KVM_CREATE_VM) probe is an empty kernel object closed immediately.
   - The C(access) probe's child process is killed if it has not answered within 5 seconds and is
     always reaped.
@@ -456,6 +492,38 @@ probe:
         container: null
         kernel: {release: 6.1.0-41-amd64}
         microcode: "0xf0"
+    peers:
+      description:
+        - C(ports) (I(ports)), C(skipped) (why nothing was tried, as above 32 peers, else null),
+          C(ssh_skipped) (why no SSH hop was tried, else null - C(kind) C(user) when I(user)
+          does not exist, C(ssh) when no ssh client is installed, C(root) when the probe can
+          run nothing as I(user); and C(message)).
+        - C(hosts), per peer name, C(address) and C(ports), per port (a string), C(state) -
+          C(open), C(refused) (the peer answered, nothing listens), C(timeout) (nothing
+          answered within 1 s, or before the group's 3 s - filtered), C(unreachable)
+          (EHOSTUNREACH, ENETUNREACH, or a local rule refused to send), C(unresolved) (no
+          address, or none within 3 s; the name is looked up once for all ports), or
+          C(error) - with the C(address) tried last and the C(error); and C(ssh), the hop as
+          I(user) - C(ok), C(rc) (null when it did not end within 6 s or could not start) and
+          C(message) (ssh's last line on stderr, as "Host key verification failed.").
+        - C(frontend), with I(frontend), C(name), C(address) and C(ssh) as above; else null.
+      returned: when C(peers) is gathered
+      type: dict
+      sample:
+        ports: [16509, 49152]
+        skipped: null
+        ssh_skipped: null
+        hosts:
+          kvm2:
+            address: kvm2.example.org
+            ports:
+              "16509": {state: open, address: 10.0.0.12, error: null}
+              "49152": {state: refused, address: 10.0.0.12, error: Connection refused}
+            ssh: {ok: true, rc: 0, message: ""}
+        frontend:
+          name: one
+          address: one
+          ssh: {ok: false, rc: 255, message: "Host key verification failed."}
     errors:
       description: 'What could not be read and why ("/etc/libvirt/qemu.conf: Permission denied").'
       returned: always
@@ -510,6 +578,10 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_one imp
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_packages import (
     gather_packages,
 )
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_peers import (
+    finish_peers,
+    start_peers,
+)
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_qemu import gather_qemu
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_system import (
     gather_clock,
@@ -541,6 +613,7 @@ ARGUMENT_SPEC = {
             "blocks",
             "domains",
             "system",
+            "peers",
         ],
         "default": ["kvm", "libvirt"],
     },
@@ -551,6 +624,16 @@ ARGUMENT_SPEC = {
     "remotes_dir": {"type": "str", "default": "/var/tmp/one"},
     "frontend": {"type": "str", "default": ""},
     "names": {"type": "list", "elements": "str", "default": []},
+    "peers": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            "name": {"type": "str", "required": True},
+            "address": {"type": "str", "default": ""},
+        },
+    },
+    "ports": {"type": "list", "elements": "int", "default": []},
     "packages": {"type": "list", "elements": "str", "default": []},
     "paths": {"type": "list", "elements": "str", "default": []},
     "sasl_db": {"type": "str", "default": "/etc/libvirt/passwd.db"},
@@ -581,6 +664,17 @@ def main():
     sudo = start_sudo_list(module.params["user"]) if "one" in gather else None
     clock = start_clock() if "system" in gather else None
     ruby_dir = start_ruby_dir() if "ruby_dir" in gather else None
+    # The live tests wait on the network: they run while everything else is gathered.
+    peers = (
+        start_peers(
+            module.params["peers"],
+            module.params["ports"],
+            module.params["frontend"],
+            module.params["user"],
+        )
+        if "peers" in gather
+        else None
+    )
     # Three groups report the daemon version: run "libvirtd --version" once.
     version = daemon_version(module) if {"libvirt", "packages", "qemu"} & set(gather) else UNSET
     if "kvm" in gather:
@@ -633,6 +727,8 @@ def main():
         probe["domains"] = gather_domains(errors=errors)
     if "system" in gather:
         probe["system"] = gather_system(errors, clock=lambda: gather_clock(started=clock))
+    if peers is not None:
+        probe["peers"] = finish_peers(peers)
     probe["errors"] = errors
     module.exit_json(changed=False, probe=probe, expect=module.params["expect"] or {})
 

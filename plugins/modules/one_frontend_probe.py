@@ -18,6 +18,9 @@ description:
   - Reports whether oned runs and when it started, and when C(oned.conf), C(monitord.conf) and
     C(vmm_exec_kvm.conf) last changed. oned reads them at start only, so a file changed after
     that is not what oned uses.
+  - With I(peers), tests oneadmin's SSH hop front-end -> host to each of them, as the drivers
+    make it (control ONE-008) - C(ssh <peer> true) as I(user), in BatchMode, all at once while
+    the rest is gathered (6 s at most), as kvm_host_probe's C(peers) group does host -> host.
   - Never changes anything; C(changed) is always false. What cannot be read is reported with
     the reason, never as a failure.
 author:
@@ -50,6 +53,23 @@ options:
     type: list
     elements: str
     default: []
+  peers:
+    description:
+      - The kvm hosts the SSH hop front-end -> host is tested to (with C(all)), by their
+        inventory C(name) and the C(address) the drivers use (the name OpenNebula knows them
+        by; empty, the C(name)). Above 32 nothing is tried.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The host's name in the report.
+        type: str
+        required: true
+      address:
+        description: The name or address ssh connects to.
+        type: str
+        default: ""
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -90,6 +110,9 @@ probe:
       says why it could not be told, else null.
     - C(names), per name of I(names), how it resolves here, as kvm_host_probe's C(names)
       (C(addresses), C(loopback), C(error)); empty without I(names).
+    - C(peers), as kvm_host_probe's C(peers) without ports (C(hosts), per name, C(address)
+      and C(ssh) with C(ok), C(rc), C(message)); C(skipped) and C(ssh_skipped) say why
+      nothing was tried.
   returned: always
   type: dict
 """
@@ -103,6 +126,10 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_names import 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_oneadmin import (
     remotes_digest,
     ssh_state,
+)
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_peers import (
+    finish_peers,
+    start_peers,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.one_frontend_syntax import (
     ConfError,
@@ -225,7 +252,9 @@ def gather_oned(etc_dir, proc="/proc"):
     return {"oned": oned_state(proc), "files": files}
 
 
-def gather(user, etc_dir, remotes_dir, run_command, proc="/proc", names=()):
+def gather(user, etc_dir, remotes_dir, run_command, proc="/proc", names=(), peers=()):
+    # The SSH hops wait on the network: they run while the files are read.
+    hops = start_peers(peers, user=user)
     probe = {"version": read_version(remotes_dir), "files": {}, "drivers": {}}
     parsed = {}
     for name in ("oned.conf", "monitord.conf"):
@@ -271,6 +300,7 @@ def gather(user, etc_dir, remotes_dir, run_command, proc="/proc", names=()):
     probe["ssh"] = ssh_state(user, run_command)
     probe["oned"] = oned_state(proc)
     probe["names"] = resolve_names(names)
+    probe["peers"] = finish_peers(hops)
     return probe
 
 
@@ -282,6 +312,15 @@ def main():
             "remotes_dir": {"type": "path", "default": "/var/lib/one/remotes"},
             "gather": {"type": "str", "default": "all", "choices": ["all", "oned"]},
             "names": {"type": "list", "elements": "str", "default": []},
+            "peers": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "address": {"type": "str", "default": ""},
+                },
+            },
         },
         supports_check_mode=True,
     )
@@ -295,6 +334,7 @@ def main():
             params["remotes_dir"],
             module.run_command,
             names=params["names"],
+            peers=params["peers"],
         )
     module.exit_json(changed=False, probe=probe)
 

@@ -95,8 +95,8 @@ def test_table_lines_and_summaries() -> None:
     assert len(fixes) == 4
     lv001 = next(i for i, line in enumerate(lines) if "LV-001" in line and "FAIL" in line)
     assert lines[lv001 + 1].strip() == "fix: " + by_id("LV-001").remediation
-    assert lines[-4] == "dev12: compliant (28 PASS, 2 WARN, 6 SKIP)"
-    assert lines[-3] == "dev12b: non-compliant (24 PASS, 2 WARN, 4 FAIL, 6 SKIP)"
+    assert lines[-4] == "dev12: compliant (30 PASS, 2 WARN, 6 SKIP)"
+    assert lines[-3] == "dev12b: non-compliant (26 PASS, 2 WARN, 4 FAIL, 6 SKIP)"
     assert lines[-2] == "fleet: 2 hosts, 1 compliant, 1 non-compliant"
     # After the fleet, one verdict per OpenNebula cluster (both hosts are in "default");
     # debian12-drift was recorded before the probe's domains group: its running VMs are unknown.
@@ -144,7 +144,7 @@ def test_json_document() -> None:
         "not_evaluated": ["b"],
         # NET-001 SKIPs: alone in its cluster, without a front-end, nothing resolves its name;
         # ONE-010 too: no kvmrc in the host's remotes and no front-end's to read.
-        "counts": {"PASS": 23, "WARN": 2, "FAIL": 4, "SKIP": 7, "ERROR": len(IDS)},
+        "counts": {"PASS": 25, "WARN": 2, "FAIL": 4, "SKIP": 7, "ERROR": len(IDS)},
     }
     # Added within kvmprep.check/1: the host's cluster, and the clusters' migration analysis.
     assert doc["hosts"]["a"]["cluster"] == "default"

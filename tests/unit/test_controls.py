@@ -74,6 +74,7 @@ CONVERGED = dict(zip(IDS, [
     S,                          # NET-001: no other host, no front-end to resolve its name
     P, S,                       # ONE-009, ONE-010 (no kvmrc in the remotes, no front-end)
     P, P, P,                    # FLEET-006..007 (a fleet of one), SYS-001
+    P, P,                       # NET-002, ONE-008: its probe reached its peer and front-end
 ], strict=True))
 NO_LIBVIRT = dict(zip(IDS, [
     W, P, F, F, W,
@@ -86,6 +87,7 @@ NO_LIBVIRT = dict(zip(IDS, [
     S,
     S, S,                       # no sudoers rules, no kvmrc
     P, P, W,                    # the lab machine's kernel says its clock is unsynchronised
+    S, S,                       # NET-002, ONE-008: recorded before the probe tested peers
 ], strict=True))
 # fmt: on
 
@@ -105,6 +107,7 @@ EXPECTED: dict[str, dict[str, Status]] = {
         "LV-006": E,
         **dict.fromkeys(["LV-008", "FLEET-001"], E),
         "ONE-009": E,  # the sudoers file is root's, sudo -n -l needs root to run as oneadmin
+        "ONE-008": E,  # ssh as oneadmin too (the ports need no privilege)
     },
     "debian12-kvm-root-only": {**CONVERGED, "KVM-003": F, "KVM-004": F},
     "el9-modular": {**CONVERGED, "KVM-001": P, "KVM-005": P, "LV-007": S},

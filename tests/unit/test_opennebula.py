@@ -136,7 +136,7 @@ def test_a_converged_fleet_passes_and_the_front_end_has_its_own_controls() -> No
     rows = fleet()
     assert set(rows["fe"]) == {c.id for c in for_role(Role.FRONTEND)}
     assert set(rows["fe"]) == {
-        "ONE-003", "ONE-006", "ONE-011", "FLEET-002", "NET-001", "ONE-010"
+        "ONE-003", "ONE-006", "ONE-011", "FLEET-002", "NET-001", "ONE-010", "ONE-008"
     }  # fmt: skip
     assert rows["fe"]["ONE-010"].status is P, rows["fe"]["ONE-010"].message
     assert rows["fe"]["NET-001"].status is P

@@ -693,6 +693,13 @@ def test_kvmprep_check_names_a_broken_ssh_direction(endpoint):
         result = report["hosts"][NODES[0]]["controls"]["ONE-006"]
         assert result["status"] == "FAIL", result
         assert f"{NODES[0]} -> {FRONTEND}" in result["message"], result
+        # ONE-008 makes the hop for real: ssh refuses the unknown host key, on both rows.
+        for name in (NODES[0], FRONTEND):
+            live = report["hosts"][name]["controls"]["ONE-008"]
+            assert live["status"] == "FAIL", (name, live)
+            assert f"{NODES[0]} -> {FRONTEND}: Host key verification failed." in live["message"], (
+                live
+            )
     finally:
         node.run(f"cp -p /tmp/known_hosts.good {known}")
 
@@ -1015,3 +1022,95 @@ def test_check_reports_what_timedatectl_says(endpoint, answer, status):
             assert "systemd-timesyncd" in result["remediation"], result
     finally:
         node.run(f"rm -f {fake}")
+
+
+# --- issue 19: NET-002 and ONE-008, the live tests between the lab's machines ----------------
+# Both nodes are in cluster kvmprep-lab with the TLS listener: each node's probe connects to the
+# other on 16514 and 49152 and makes the ssh hops as oneadmin; the front-end's makes its hops to
+# both nodes. Each failure is injected on one machine, named by check with the fix, and undone.
+
+NFT_TABLE = "inet kvmprep_lab_net002"
+
+
+def test_the_live_controls_pass_on_the_converged_lab(endpoint):
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    for name in NODES:
+        controls = report["hosts"][name]["controls"]
+        net = controls["NET-002"]
+        assert net["status"] == "PASS", (name, net)
+        # TLS: the listener's port is 16514; 49152 is refused between migrations.
+        assert "port(s) 16514, 49152" in net["message"], net
+        assert f"{NODES[0]} -> {NODES[1]}, {NODES[1]} -> {NODES[0]}" in net["message"], net
+        hops = controls["ONE-008"]
+        assert hops["status"] == "PASS", (name, hops)
+        assert f"{name} -> {FRONTEND}" in hops["message"], hops
+        assert f"{FRONTEND} -> {name}" in hops["message"], hops
+    front = report["hosts"][FRONTEND]["controls"]["ONE-008"]
+    assert front["status"] == "PASS", front
+    assert "NET-002" not in report["hosts"][FRONTEND]["controls"]
+
+
+def test_check_names_a_migration_port_a_firewall_drops(endpoint):
+    node = machine(NODES[1])
+    # prepare.yml installs nftables (the lab's images have no firewall tool); the rules live
+    # in the container's own network namespace.
+    assert node.run("command -v nft").rc == 0, "no nft: molecule/*/prepare.yml installs nftables"
+    try:
+        added = node.run(
+            f"nft add table {NFT_TABLE} && nft add chain {NFT_TABLE} input "
+            "'{ type filter hook input priority -10; policy accept; }' && "
+            f"nft add rule {NFT_TABLE} input tcp dport 49152 drop"
+        )
+        assert added.rc == 0, added.stderr
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        pair = f"{NODES[0]} -> {NODES[1]} port 49152 timed out: filtered"
+        # The host whose connects time out and the host whose firewall drops them both say so.
+        for name in NODES:
+            result = report["hosts"][name]["controls"]["NET-002"]
+            assert result["status"] == "FAIL", (name, result)
+            assert pair in result["message"], result
+            assert f"TCP 49152 to {NODES[1]}" in result["remediation"], result
+            assert "49152-49215" in result["remediation"], result
+        # The other direction and the listener's port are not filtered: not named.
+        assert f"{NODES[1]} -> {NODES[0]} port" not in result["message"], result
+        assert "port 16514 timed out" not in result["message"], result
+    finally:
+        node.run(f"nft delete table {NFT_TABLE}")
+    assert _node_control(endpoint, NODES[1], "NET-002")["status"] == "PASS"
+
+
+def test_check_names_a_host_to_host_hop_without_the_host_key(endpoint):
+    node = machine(NODES[0])
+    known = "/var/lib/one/.ssh/known_hosts"
+    node.run(f"cp -p {known} /tmp/known_hosts.net-one-008")
+    try:
+        # Every line naming the other node (its name and its address share kvmprep's lines).
+        node.run(f"runuser -u oneadmin -- sed -i '/{NODES[1]}/d' {known}")
+        by_hand = as_oneadmin(
+            node,
+            f"ssh -o BatchMode=yes -o StrictHostKeyChecking=yes {NODES[1]} true </dev/null",
+        )
+        assert by_hand.rc != 0
+        assert "Host key verification failed" in by_hand.stderr, by_hand.stderr
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        hop = f"{NODES[0]} -> {NODES[1]}: Host key verification failed."
+        for name in NODES:
+            result = report["hosts"][name]["controls"]["ONE-008"]
+            assert result["status"] == "FAIL", (name, result)
+            assert hop in result["message"], result
+            assert (
+                f"{NODES[1]}'s host key in oneadmin's known_hosts on {NODES[0]}"
+                in result["remediation"]
+            ), result
+            assert "kvmprep apply with the frontend group" in result["remediation"], result
+        # The front-end's hops are fine: its row passes.
+        front = report["hosts"][FRONTEND]["controls"]["ONE-008"]
+        assert front["status"] == "PASS", front
+        # check wrote nothing: the hop still fails by hand (StrictHostKeyChecking=yes).
+        assert node.run(f"grep -c {NODES[1]} {known}").stdout.strip() == "0"
+    finally:
+        node.run(f"cp -p /tmp/known_hosts.net-one-008 {known}")
+    assert _node_control(endpoint, NODES[0], "ONE-008")["status"] == "PASS"

@@ -16,6 +16,7 @@ from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import (
     names,
     opennebula,
     packages,
+    peers,
     smoke,
     system,
 )
@@ -574,6 +575,52 @@ CATALOG: tuple[Control, ...] = (
         remediation="run a time daemon (systemd-timesyncd, chrony or ntpd) that reaches an NTP "
         "server; in a container, on the machine that runs it",
         judge=system.clock,
+    ),
+    Control(
+        id="NET-002",
+        title="migration ports reachable between the hosts of a cluster",
+        severity=Severity.HIGH,
+        rationale="a live migration connects from the source host to the destination's "
+        "libvirt listener (16509 tcp, 16514 tls) and QEMU's migration ports (49152-49215, "
+        "qemu.conf migration_port_min/max): a firewall dropping them between hosts fails the "
+        "migration (OpenNebula's KVM node installation and open cloud networking guides list "
+        "the ports; libvirt's migration docs)",
+        detection="live, from each host's one probe call: a TCP connect to every other host of "
+        "its one_frontend_cluster at the name OpenNebula knows it by, on the listener's port "
+        "(per kvm_host_migration_transport; none for ssh) and on migration_port_min (49152), "
+        "each peer in its own thread, 1 s per port, 3 s for all; skipped above 32 peers. Open "
+        "or refused (the peer's kernel answered) pass; a timeout (filtered) or an unreachable "
+        "network FAIL on both hosts' rows, naming the pair and the port. A listener's port "
+        "refused is noted: LV-005 judges the listener on the peer",
+        remediation="open the listener's port and 49152-49215 between the hosts of the "
+        "cluster in the host firewalls (nft, iptables, firewalld) and the network's",
+        fleet_judge=peers.reachability,
+    ),
+    Control(
+        id="ONE-008",
+        title="oneadmin's SSH hops work, as the drivers make them",
+        severity=Severity.HIGH,
+        rationale="the drivers run ssh as oneadmin in BatchMode front-end -> host (deploy, "
+        "monitor), host -> host (migration, transfer) and host -> front-end (images): "
+        '"Host key verification failed" or a missing key stops them (OpenNebula one#2235, '
+        "one#5365; one#7737: the documented by-hand validation fails where the keys live in "
+        "the front-end's SSH agent); ONE-006 judges the keys without connecting",
+        detection="live: each host's probe runs `ssh -o BatchMode=yes -o ConnectTimeout=3 -o "
+        "StrictHostKeyChecking=yes <peer> true` as oneadmin (runuser; minimal environment, no "
+        "agent, no connection sharing, known_hosts never written) to every other host of its "
+        "one_frontend_cluster and to the front-end, and the front-end's probe to every host, "
+        "all at once, 6 s at most. Each failing hop FAILs as 'host -> peer: <ssh's last "
+        "line>' on the rows of both machines; no ssh client FAILs; not root: ERROR. A hop "
+        "is made without an agent: where only the front-end's agent holds oneadmin's key "
+        "(OpenNebula's ssh-agent service, forwarded to the hosts), a host's own hops fail "
+        "here although the drivers' forwarded ones work",
+        remediation="kvmprep apply with the frontend group exchanges oneadmin's keys and the "
+        "host keys among all machines (ONE-006 names the missing ones); otherwise add the "
+        "source's oneadmin key to the target's ~oneadmin/.ssh/authorized_keys and the "
+        "target's host key, under the name used, to the source's ~oneadmin/.ssh/known_hosts",
+        fleet_judge=peers.ssh_hops,
+        applies_to=BOTH,
+        sees_frontend=True,
     ),
 )
 

@@ -1,0 +1,589 @@
+"""NET-002 and ONE-008, the live tests between the machines of a cluster: the probe's peers
+group (module_utils kvm_host_probe_peers, through kvm_host_probe and one_frontend_probe) and
+the two judges, on the converged fixtures and on drifts made from them.
+
+The probe tests send no traffic but to loopback: real sockets on 127.0.0.1 for open and
+refused, stand-in sockets for what only a remote network does (a timeout, EHOSTUNREACH), and
+an ssh of the test's own ahead in PATH for the hops' outcomes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible_env import ansible_env
+from conftest import REPO_ROOT
+from test_controls import load
+
+from ansible_collections.kvmprep.kvm.plugins.module_utils import (
+    kvm_host_probe_peers as probe_peers,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import peers
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import by_id
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+    HostInput,
+    evaluate_fleet,
+)
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.migration import by_cluster
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import (
+    Expect,
+    HostFacts,
+    Role,
+    Status,
+)
+from tests.unit.ansible_env import run_module_locally
+
+P, W, F, S, E = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP, Status.ERROR
+ME = pwd.getpwuid(os.geteuid()).pw_name
+
+# --- the probe: ports -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listening() -> Any:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+def closed() -> int:
+    # A port just released: nothing listens there, the kernel answers with a RST.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_a_listening_port_is_open_a_closed_one_refused(listening: int, closed: int) -> None:
+    assert probe_peers.connect("127.0.0.1", listening)["state"] == "open"
+    refused = probe_peers.connect("127.0.0.1", closed)
+    assert refused["state"] == "refused"
+    assert refused["address"] == "127.0.0.1"
+
+
+class _Socket:
+    """A socket whose connect fails as a remote network would make it."""
+
+    def __init__(self, failure: BaseException) -> None:
+        self.failure = failure
+        self.timeouts: list[float] = []
+
+    def __call__(self, *_args: Any) -> _Socket:
+        return self
+
+    def settimeout(self, value: float) -> None:
+        self.timeouts.append(value)
+
+    def connect(self, _address: Any) -> None:
+        raise self.failure
+
+    def close(self) -> None:
+        pass
+
+
+def _one_address(*_args: Any) -> list[tuple[Any, ...]]:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 49152))]
+
+
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [
+        (TimeoutError("timed out"), "timeout"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "unreachable"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), "unreachable"),
+        (OSError(errno.EPERM, "Operation not permitted"), "unreachable"),
+        (OSError(errno.ECONNRESET, "Connection reset by peer"), "error"),
+    ],
+)
+def test_what_a_network_does_to_a_connect(failure: BaseException, state: str) -> None:
+    fake = _Socket(failure)
+    result = probe_peers.connect("peer", 49152, 1.0, getaddrinfo=_one_address, new=fake)
+    assert result["state"] == state
+    assert result["address"] == "192.0.2.7"
+    assert 0 < fake.timeouts[0] <= 1.0
+
+
+def test_an_unresolved_name_is_reported_as_such() -> None:
+    def fail(*_args: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    result = probe_peers.connect("nowhere", 16509, getaddrinfo=fail)
+    assert result == {"state": "unresolved", "address": None, "error": "Name or service not known"}
+
+
+def _hang(*_args: Any) -> Any:
+    time.sleep(5)
+    return None, "too late"  # (what resolve_fn returns; connect_fn is never reached)
+
+
+@pytest.mark.parametrize(
+    ("resolve_fn", "state"),
+    [
+        # Resolved, and the connects do not end: filtered.
+        (lambda address: (_one_address(), None), "timeout"),
+        # getaddrinfo does not answer (a dead DNS server): not the network's fault.
+        (_hang, "unresolved"),
+    ],
+)
+def test_a_peer_that_does_not_answer_in_time(resolve_fn: Any, state: str) -> None:
+    started = probe_peers.start_peers(
+        [{"name": "slow", "address": "slow"}],
+        [16509, 49152],
+        connect_fn=_hang,
+        resolve_fn=resolve_fn,
+        skip=lambda user: ({"kind": "ssh", "message": "ssh is not installed"}, None, None),
+    )
+    begun = time.monotonic()
+    fact = probe_peers.finish_peers(started, ports_deadline=0.3)
+    assert time.monotonic() - begun < 2
+    ports = fact["hosts"]["slow"]["ports"]
+    assert {p: r["state"] for p, r in ports.items()} == {"16509": state, "49152": state}
+    assert ports["16509"]["error"] == "no answer within 0.3 s"
+    assert fact["ssh_skipped"]["kind"] == "ssh"
+    assert fact["hosts"]["slow"]["ssh"] is None
+
+
+def test_a_name_without_address_is_unresolved_for_every_port() -> None:
+    def fail(*_args: Any) -> list[Any]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    started = probe_peers.start_peers(
+        [{"name": "gone", "address": "gone.invalid"}],
+        [16514, 49152],
+        resolve_fn=lambda address: probe_peers.resolve(address, fail),
+        skip=lambda user: ({"kind": "ssh", "message": "ssh is not installed"}, None, None),
+    )
+    ports = probe_peers.finish_peers(started)["hosts"]["gone"]["ports"]
+    assert ports["16514"] == {
+        "state": "unresolved",
+        "address": None,
+        "error": "Name or service not known",
+    }
+    assert ports["49152"]["state"] == "unresolved"
+
+
+def test_above_the_limit_nothing_is_tried() -> None:
+    tried: list[str] = []
+    started = probe_peers.start_peers(
+        [{"name": f"h{i}", "address": ""} for i in range(3)],
+        [16509],
+        limit=2,
+        connect_fn=lambda a, p: tried.append(a) or {},
+    )
+    fact = probe_peers.finish_peers(started)
+    assert fact["skipped"] == "3 peers, more than 2: not tested"
+    assert fact["hosts"] == {}
+    assert tried == []
+
+
+def test_why_no_hop_can_be_tried() -> None:
+    assert probe_peers.ssh_skip("kvmprep-no-such-user")[0]["kind"] == "user"
+    assert probe_peers.ssh_skip(ME, dirs=[])[0]["kind"] == "ssh"
+    other = pwd.getpwuid(os.geteuid()).pw_uid + 1
+    if other != 0:
+        assert probe_peers.ssh_skip(ME, euid=other)[0]["kind"] == "root"
+
+
+# --- the probe: SSH hops, with an ssh of the test's own ---------------------------------------
+
+FAKE_SSH = """#!/bin/sh
+# The test's ssh: records how it was run, answers per destination (the argument before "true").
+prev=; dest=
+for arg; do dest=$prev; prev=$arg; done
+printf '%s\\n' "$*" >> "{log}"
+env >> "{log}.env"
+case "$dest" in
+  good) exit 0 ;;
+  badkey) echo "debug1: something first" >&2
+          echo "Host key verification failed." >&2; exit 255 ;;
+  nokey) echo "oneadmin@nokey: Permission denied (publickey)." >&2; exit 255 ;;
+  slow) exec sleep 30 ;;
+esac
+exit 1
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "ssh.log"
+    ssh = bindir / "ssh"
+    ssh.write_text(FAKE_SSH.replace("{log}", str(log)))
+    ssh.chmod(ssh.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    # An agent of the caller's must not reach the hop.
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/kvmprep-test-agent.sock")
+    return log
+
+
+def test_each_hop_reports_ssh_s_last_line(fake_ssh: Path) -> None:
+    started = probe_peers.start_peers(
+        [
+            {"name": "h-good", "address": "good"},
+            {"name": "h-badkey", "address": "badkey"},
+            {"name": "h-nokey", "address": "nokey"},
+            {"name": "h-slow", "address": "slow"},
+            {"name": "-oProxyCommand=x", "address": ""},
+        ],
+        frontend="good",
+        user=ME,
+    )
+    begun = time.monotonic()
+    fact = probe_peers.finish_peers(started, ssh_deadline=1.0)
+    assert time.monotonic() - begun < 5  # the slow hop is killed at the deadline
+    hosts = fact["hosts"]
+    assert hosts["h-good"]["ssh"] == {"ok": True, "rc": 0, "message": ""}
+    assert hosts["h-badkey"]["ssh"] == {
+        "ok": False,
+        "rc": 255,
+        "message": "Host key verification failed.",
+    }
+    assert hosts["h-nokey"]["ssh"]["message"].endswith("Permission denied (publickey).")
+    assert hosts["h-slow"]["ssh"] == {"ok": False, "rc": None, "message": "no answer within 1 s"}
+    assert hosts["-oProxyCommand=x"]["ssh"]["message"] == "'-oProxyCommand=x' is not a host name"
+    assert fact["frontend"]["ssh"]["ok"] is True
+    assert fact["ports"] == []
+    assert fact["ssh_skipped"] is None
+    calls = fake_ssh.read_text().splitlines()
+    assert len(calls) == 5  # four peers and the front-end: the bad name never reached ssh
+    for option in (
+        "BatchMode=yes",
+        "ConnectTimeout=3",
+        "StrictHostKeyChecking=yes",
+        "UpdateHostKeys=no",
+        "ControlMaster=no",
+        "ControlPath=none",
+    ):
+        assert all(f"-o {option}" in call for call in calls), (option, calls)
+    env = Path(f"{fake_ssh}.env").read_text()
+    assert "SSH_AUTH_SOCK" not in env
+    assert f"USER={ME}" in env
+
+
+@pytest.mark.ansible
+def test_the_host_probe_tests_its_peers_in_its_one_call(
+    tmp_path: Path, fake_ssh: Path, listening: int, closed: int
+) -> None:
+    result = run_module_locally(
+        tmp_path,
+        "kvmprep.kvm.kvm_host_probe",
+        {
+            "gather": ["peers"],
+            "peers": [{"name": "loop", "address": "127.0.0.1"}],
+            "ports": [listening, closed],
+            "frontend": "good",
+            "user": ME,
+        },
+        PATH=os.environ["PATH"],
+    )
+    assert not result.get("failed"), result
+    assert set(result["probe"]) == {"peers", "errors"}
+    fact = result["probe"]["peers"]
+    loop = fact["hosts"]["loop"]
+    assert loop["ports"][str(listening)]["state"] == "open"
+    assert loop["ports"][str(closed)]["state"] == "refused"
+    # The test's ssh knows no "127.0.0.1": it fails with no message, as exit status 1.
+    assert loop["ssh"] == {"ok": False, "rc": 1, "message": ""}
+    assert fact["frontend"]["ssh"]["ok"] is True
+
+
+@pytest.mark.ansible
+def test_the_front_end_probe_tests_its_hops_to_the_hosts(tmp_path: Path, fake_ssh: Path) -> None:
+    result = run_module_locally(
+        tmp_path,
+        "kvmprep.kvm.one_frontend_probe",
+        {
+            "user": ME,
+            "etc_dir": str(tmp_path),
+            "remotes_dir": str(tmp_path),
+            "peers": [{"name": "h1", "address": "good"}, {"name": "h2", "address": "badkey"}],
+        },
+        PATH=os.environ["PATH"],
+    )
+    assert not result.get("failed"), result
+    hosts = result["probe"]["peers"]["hosts"]
+    assert hosts["h1"]["ssh"]["ok"] is True
+    assert hosts["h2"]["ssh"]["message"] == "Host key verification failed."
+    assert hosts["h1"]["ports"] == {}
+
+
+# --- the judges ---------------------------------------------------------------------------------
+
+
+def node(name: str, peer: str, fixture: str = "debian12-converged") -> dict[str, Any]:
+    """A converged host of cluster lab whose probe tested ``peer``."""
+    facts = load(fixture)
+    fact = facts["peers"]
+    (entry,) = fact["hosts"].values()
+    fact["hosts"] = {peer: {**entry, "address": f"{peer}.lab"}}
+    fact["frontend"] = {**fact["frontend"], "name": "fe", "address": "fe"}
+    return facts
+
+
+def front_end(*hosts: str, **ssh: dict[str, Any]) -> dict[str, Any]:
+    good = {"ok": True, "rc": 0, "message": ""}
+    return {
+        "peers": {
+            "ports": [],
+            "skipped": None,
+            "ssh_skipped": None,
+            "hosts": {
+                h: {"address": f"{h}.lab", "ports": {}, "ssh": ssh.get(h, good)} for h in hosts
+            },
+            "frontend": None,
+        }
+    }
+
+
+def judge(control: str, *machines: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    expect = Expect.from_vars({"one_frontend_cluster": "lab", "kvmprep_frontend": "fe"})
+    inputs = [
+        HostInput(name, facts, expect, role=Role.FRONTEND if name == "fe" else Role.KVM_HOST)
+        for name, facts in machines
+    ]
+    reports = evaluate_fleet(inputs, controls=(by_id(control),))
+    return {r.name: r.results[0] for r in reports}
+
+
+def test_net_002_converged_pair_passes_and_names_what_it_tested() -> None:
+    rows = judge("NET-002", ("h1", node("h1", "h2")), ("h2", node("h2", "h1")))
+    for name in ("h1", "h2"):
+        assert rows[name].status is P, rows[name].message
+    assert "16509, 49152" in rows["h1"].message
+    assert "h1 -> h2, h2 -> h1" in rows["h1"].message
+
+
+def test_net_002_a_filtered_port_fails_on_both_hosts_naming_the_pair() -> None:
+    h1 = node("h1", "h2")
+    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
+        "state": "timeout",
+        "address": "10.89.0.12",
+        "error": "no answer within 1 s",
+    }
+    rows = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))
+    for name in ("h1", "h2"):
+        row = rows[name]
+        assert row.status is F, row.message
+        assert "h1 -> h2 (h2.lab) port 49152 timed out: filtered" in row.message
+        assert "TCP 49152 to h2" in row.fix
+        assert "49152-49215" in row.fix
+
+
+def test_net_002_unreachable_fails_refused_listener_is_lv_005s() -> None:
+    h1 = node("h1", "h2")
+    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
+        "state": "unreachable",
+        "address": "10.89.0.12",
+        "error": "No route to host",
+    }
+    assert judge("NET-002", ("h1", h1))["h1"].status is F
+    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
+        "state": "refused",
+        "address": "10.89.0.12",
+        "error": "Connection refused",
+    }
+    row = judge("NET-002", ("h1", h1))["h1"]
+    assert row.status is P, row.message
+    assert "h2's libvirt listener does not listen (LV-005 judges it on h2" in row.message
+
+
+def test_net_002_unknowns_and_skips() -> None:
+    h1 = node("h1", "h2")
+    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
+        "state": "unresolved",
+        "address": None,
+        "error": "Name or service not known",
+    }
+    row = judge("NET-002", ("h1", h1))["h1"]
+    assert row.status is E
+    assert "NET-001 judges the name" in row.message
+    bare = load("debian12-converged")
+    del bare["peers"]
+    assert judge("NET-002", ("h1", bare))["h1"].status is S
+    many = node("h1", "h2")
+    many["peers"].update(skipped="40 peers, more than 32: not tested", hosts={})
+    row = judge("NET-002", ("h1", many))["h1"]
+    assert row.status is S
+    assert "more than 32" in row.message
+    # Its own connects not made, the other's to it made: judged on those, the gap named.
+    row = judge("NET-002", ("h1", bare), ("h2", node("h2", "h1")))["h1"]
+    assert row.status is P, row.message
+    assert "h2 -> h1" in row.message
+    assert "not tested: h1's probe did not test its peers" in row.message
+    alone = node("h1", "h2")
+    alone["peers"]["hosts"] = {}
+    assert "no other host in cluster lab" in judge("NET-002", ("h1", alone))["h1"].message
+
+
+def test_one_008_converged_hops_pass_with_the_front_end() -> None:
+    rows = judge(
+        "ONE-008",
+        ("fe", front_end("h1", "h2")),
+        ("h1", node("h1", "h2")),
+        ("h2", node("h2", "h1")),
+    )
+    for name in ("fe", "h1", "h2"):
+        assert rows[name].status is P, (name, rows[name].message)
+    # Every hop a machine is either end of.
+    assert rows["h1"].message == (
+        "4 hop(s) work as oneadmin in BatchMode: h1 -> h2, h1 -> fe, h2 -> h1, fe -> h1"
+    )
+    assert rows["fe"].message.endswith("h1 -> fe, h2 -> fe, fe -> h1, fe -> h2")
+
+
+def test_one_008_a_failing_hop_is_named_with_its_fix() -> None:
+    h1 = node("h1", "h2")
+    h1["peers"]["hosts"]["h2"]["ssh"] = {
+        "ok": False,
+        "rc": 255,
+        "message": "Host key verification failed.",
+    }
+    denied = {"ok": False, "rc": 255, "message": "oneadmin@h2.lab: Permission denied (publickey)."}
+    rows = judge(
+        "ONE-008",
+        ("fe", front_end("h1", "h2", h2=denied)),
+        ("h1", h1),
+        ("h2", node("h2", "h1")),
+    )
+    assert rows["h1"].status is F
+    assert "h1 -> h2 (h2.lab): Host key verification failed." in rows["h1"].message
+    assert "h2.lab's host key in oneadmin's known_hosts on h1" in rows["h1"].fix
+    assert "kvmprep apply with the frontend group" in rows["h1"].fix
+    # The hop h1 -> h2 is on h2's row too: the fix may be its authorized_keys.
+    assert "h1 -> h2 (h2.lab): Host key verification failed." in rows["h2"].message
+    assert "h1 -> h2" not in rows["fe"].message
+    # The front-end's hop to h2 fails: on the front-end's row and h2's.
+    for name in ("fe", "h2"):
+        assert rows[name].status is F, rows[name].message
+        assert "fe -> h2 (h2.lab): oneadmin@h2.lab: Permission denied" in rows[name].message
+        assert "fe's oneadmin key in oneadmin's authorized_keys on h2" in rows[name].fix
+
+
+def test_one_008_what_stops_the_hops() -> None:
+    missing = node("h1", "h2")
+    missing["peers"]["ssh_skipped"] = {"kind": "ssh", "message": "ssh is not installed"}
+    row = judge("ONE-008", ("h1", missing))["h1"]
+    assert row.status is F
+    assert "every hop from h1 fails" in row.message
+    assert "openssh-client" in row.fix
+    root = load("debian12-unprivileged")
+    row = judge("ONE-008", ("h1", root))["h1"]
+    assert row.status is E
+    assert "needs root (or oneadmin)" in row.message
+    nouser = node("h1", "h2")
+    nouser["peers"]["ssh_skipped"] = {"kind": "user", "message": "no user oneadmin"}
+    row = judge("ONE-008", ("h1", nouser))["h1"]
+    assert row.status is S
+    assert "USR-001" in row.message
+    bare = load("debian12-converged")
+    del bare["peers"]
+    assert judge("ONE-008", ("h1", bare))["h1"].status is S
+    # A front-end that could not be probed: no PASS for the hosts.
+    rows = evaluate_fleet(
+        [
+            HostInput("fe", None, role=Role.FRONTEND, error="unreachable"),
+            HostInput("h1", node("h1", "h2"), Expect()),
+        ],
+        controls=(by_id("ONE-008"),),
+    )
+    assert {r.name: r.results[0].status for r in rows} == {"fe": E, "h1": E}
+
+
+def test_the_judges_read_hosts_facts_only() -> None:
+    # A front-end's facts never count as a host's connects.
+    fe = HostFacts("fe", front_end("h1"), Expect(), role=Role.FRONTEND)
+    h1 = HostFacts("h1", node("h1", "h2"), Expect())
+    assert set(peers.reachability([fe, h1])) == {"h1"}
+
+
+# --- audit.yml (check's facts): each host's peers, computed once, grouped as the judges do ---
+
+INVENTORY = {
+    "a": {"one_frontend_cluster": "c1", "one_frontend_host_name": "a.lab"},
+    "b": {"one_frontend_cluster": "c1"},
+    "c": {"one_frontend_cluster": 100},  # a cluster id
+    "d": {},  # one_frontend's default cluster
+    "e": {"one_frontend_cluster": "default"},
+}
+
+
+@pytest.mark.ansible
+def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) -> None:
+    plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
+    (named,) = [t for t in plays[0]["tasks"] if "ansible.builtin.set_fact" in t]
+    assert named["run_once"] is True  # once per run, not once per host
+    host_task = plays[1]["tasks"][0]
+    fe_task = plays[2]["tasks"][0]["kvmprep.kvm.one_frontend_probe"]
+    playbook = [
+        {"hosts": "all", "gather_facts": False, "tasks": [named]},
+        {
+            "hosts": "kvm_hosts",
+            "gather_facts": False,
+            "tasks": [
+                {"ansible.builtin.debug": {"msg": host_task["vars"]["__kvm_host_audit_peers"]}}
+            ],
+        },
+        {
+            "hosts": "frontend",
+            "gather_facts": False,
+            "tasks": [{"ansible.builtin.debug": {"msg": fe_task["peers"]}}],
+        },
+    ]
+    (tmp_path / "check-peers.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
+    inventory = {
+        "all": {
+            "vars": {"ansible_connection": "local"},
+            "children": {
+                "frontend": {"hosts": {"fe": {}}},
+                "kvm_hosts": {"hosts": INVENTORY},
+            },
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    playbook_cmd = Path(sys.executable).with_name("ansible-playbook")
+    proc = subprocess.run(
+        [str(playbook_cmd), "-i", "hosts.yml", "check-peers.yml"],
+        cwd=tmp_path,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    got = {
+        host: [p["name"] for p in found["msg"]]
+        for host, found in result["plays"][1]["tasks"][0]["hosts"].items()
+    }
+    # What the fleet judges compare: migration.by_cluster over the same inventory values.
+    facts = [HostFacts(h, {}, Expect.from_vars(v)) for h, v in INVENTORY.items()]
+    want = {
+        h.name: [m.name for m in group if m is not h]
+        for group in by_cluster(facts).values()
+        for h in group
+    }
+    assert got == want
+    assert got == {"a": ["b"], "b": ["a"], "c": [], "d": ["e"], "e": ["d"]}
+    # The address is the name OpenNebula knows the host by.
+    assert result["plays"][1]["tasks"][0]["hosts"]["b"]["msg"] == [
+        {"name": "a", "address": "a.lab"}
+    ]
+    fe = result["plays"][2]["tasks"][0]["hosts"]["fe"]["msg"]
+    assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
