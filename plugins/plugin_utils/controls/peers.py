@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import HostFacts, Result
-from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import frontend_of, kvm_hosts
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
+    frontend_of,
+    kvm_hosts,
+)
 
 #: The migration listener's ports (libvirt's tcp and tls); the other port tested is the first
 #: of QEMU's migration range, where nothing listens between migrations.
