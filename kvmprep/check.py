@@ -6,14 +6,16 @@ a KVM domain for real (``kvmprep.smoke``); the results become the SMOKE-* contro
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kvmprep import content, runner, smoke
 
@@ -21,23 +23,47 @@ from kvmprep import content, runner, smoke
 # ansible_collections directory is on sys.path (kvmprep depends on the collection).
 content.import_collection()
 
-from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_inputs
-from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
-    CATALOG,
-    smoke_controls,
-)
-from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
-    HostInput,
-    HostReport,
-    evaluate_fleet,
-)
-from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Role
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_tasks
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
-#: The tasks of playbooks/audit.yml whose results hold the facts (check_inputs names them).
-PROBE_TASK = check_inputs.PROBE_TASK
-FRONTEND_TASK = check_inputs.FRONTEND_TASK
-API_TASK = check_inputs.API_TASK
+if TYPE_CHECKING:
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+        HostInput,
+        HostReport,
+    )
+
+#: The tasks of playbooks/audit.yml whose results hold the facts (check_tasks names them).
+PROBE_TASK = check_tasks.PROBE_TASK
+FRONTEND_TASK = check_tasks.FRONTEND_TASK
+API_TASK = check_tasks.API_TASK
+#: The judges and the reports the run needs once it ends. Imported while ansible-playbook
+#: starts, in a thread (about 0.2 s, the controls' catalog and the judge, which no longer
+#: delays the playbook: the check at one host is measured against a bare ansible-playbook).
+_AFTER_THE_RUN = (
+    "ansible_collections.kvmprep.kvm.plugins.plugin_utils.check_inputs",
+    "ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog",
+    "ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate",
+    "kvmprep.report.table",
+)
+
+
+def _import_judges() -> None:
+    for name in _AFTER_THE_RUN:
+        try:
+            importlib.import_module(name)
+        # Any failure: the same import after the run raises it where it can be reported.
+        except Exception:
+            return
+
+
+def import_judges_meanwhile() -> threading.Thread:
+    """Start importing what judging needs; the imports after the run wait for it (Python's
+    import lock), and raise there if it failed."""
+    thread = threading.Thread(target=_import_judges, name="kvmprep-import-judges", daemon=True)
+    thread.start()
+    return thread
+
+
 LOCAL_HOST = "localhost"
 
 
@@ -132,12 +158,22 @@ def _run(
     notify: Callable[[str], None] | None,
 ) -> CheckRun:
     playbook = content.playbook("audit")
+    import_judges_meanwhile()
     result = runner.run_playbook(
         playbook,
         inventories,
         capture=(PROBE_TASK, FRONTEND_TASK, API_TASK),
         **kwargs,
     )
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (
+        CATALOG,
+        smoke_controls,
+    )
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+        evaluate_fleet,
+    )
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Role
+
     inputs = host_inputs(result)
     if not smoke_test or result.interrupted or result.input_error:
         return CheckRun(reports=evaluate_fleet(inputs), run=result)
@@ -186,12 +222,18 @@ def _run(
 
 def reports_from_run(result: runner.RunResult) -> tuple[HostReport, ...]:
     """Judge every host of the run together: fleet controls compare them."""
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
+        evaluate_fleet,
+    )
+
     return evaluate_fleet(host_inputs(result))
 
 
 def host_inputs(result: runner.RunResult) -> list[HostInput]:
     """The facts (or why there are none) of every machine of the static run, sorted by name
     (the collection's check_inputs: the action plugin kvmprep.kvm.check reads the same)."""
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_inputs
+
     return check_inputs.host_inputs(
         {h.name: result.task_results.get(h.name) or {} for h in result.hosts},
         unreachable={h.name for h in result.hosts if h.unreachable},
@@ -201,4 +243,6 @@ def host_inputs(result: runner.RunResult) -> list[HostInput]:
 
 def exit_status(reports: Sequence[HostReport], *, strict: bool = False) -> ExitStatus:
     """2 on any FAIL (WARN too with strict), else 3 on any ERROR or unevaluated host, else 0."""
+    from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_inputs
+
     return ExitStatus(check_inputs.exit_status(reports, strict=strict))

@@ -488,7 +488,6 @@ def _check(args: argparse.Namespace) -> int:
 
     from kvmprep import check, runner
     from kvmprep.progress import Progress, use_color
-    from kvmprep.report import table
 
     color = use_color(sys.stderr)
     progress = None if args.verbose else Progress.for_stream(sys.stderr)
@@ -543,6 +542,8 @@ def _check(args: argparse.Namespace) -> int:
         raise KvmprepError(f"nothing was run: {run.error}", ExitStatus.USAGE)
     reports = outcome.reports
     status = check.exit_status(reports, strict=args.strict)
+    # After the run: imported meanwhile (check.import_judges_meanwhile).
+    from kvmprep.report import table
 
     if args.output is not None:
         path = args.output.expanduser()

@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import check_tasks
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls import opennebula
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.evaluate import (
     HostInput,
@@ -27,18 +28,11 @@ from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import 
     VmmDefaults,
 )
 
-#: The tasks of playbooks/audit.yml whose results hold the facts: a KVM host's, the
-#: front-end's, and what oned's host pool said (read from the controller for the front-end).
-#: The CLI finds their results by these names; audit.yml registers them under REGISTERED too.
-PROBE_TASK = "kvmprep check facts"
-FRONTEND_TASK = "kvmprep check front-end facts"
-API_TASK = "kvmprep check OpenNebula hosts"
-#: Task name -> the variable audit.yml registers its result in (the action plugin reads those).
-REGISTERED = {
-    PROBE_TASK: "kvm_host_audit_facts",  # in the role's tasks/audit.yml: the role's prefix
-    FRONTEND_TASK: "kvmprep_check_frontend_facts",
-    API_TASK: "kvmprep_check_one_hosts",
-}
+#: The tasks of playbooks/audit.yml and their registered variables (check_tasks: the names).
+PROBE_TASK = check_tasks.PROBE_TASK
+FRONTEND_TASK = check_tasks.FRONTEND_TASK
+API_TASK = check_tasks.API_TASK
+REGISTERED = check_tasks.REGISTERED
 
 #: kvmprep's exit-code contract (kvmprep/exitcodes.py, ExitStatus: a test compares them), the
 #: values check gives: every host compliant; a control non-compliant; a host not evaluated.

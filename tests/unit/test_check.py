@@ -262,3 +262,23 @@ def test_check_unreachable_host(capsys: pytest.CaptureFixture[str]) -> None:
     assert local["verdict"] == "non-compliant"
     assert local["controls"]["USR-001"]["message"] == "user kvmprep-absent does not exist"
     assert status == ExitStatus.FAILED
+
+
+def test_the_judges_are_imported_while_ansible_playbook_runs_not_before() -> None:
+    """kvmprep check starts ansible-playbook without first importing the controls (about 0.2 s
+    of a one-host check's wall time), then imports them in a thread during the run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kvmprep.check as c\n"
+        "before = sorted(n for n in c._AFTER_THE_RUN if n in sys.modules)\n"
+        "c.import_judges_meanwhile().join(60)\n"
+        "after = sorted(n for n in c._AFTER_THE_RUN if n in sys.modules)\n"
+        "print(before, after == sorted(c._AFTER_THE_RUN))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] True", proc.stdout + proc.stderr
