@@ -694,14 +694,6 @@ def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
 # installed from its tarball into a directory of its own, ansible-playbook from a venv of
 # ansible-core and pyone alone (tests/collection-venv.sh, which tests/run-all.sh runs before
 # molecule), in an environment with no PYTHONPATH, no checkout path and a HOME of its own.
-#
-# The lab's machines are podman containers, reached with the podman connection (molecule's
-# podman driver gives every instance ansible_connection: podman, which ansible-core redirects to
-# containers.podman.podman). That plugin ships in the `ansible` package, not in ansible-core, and
-# the containers have no SSH login for the controller: installing `ansible` into the clean venv
-# would bring ~100 collections it must not lean on, so containers.podman alone is copied from
-# the test venv's `ansible` into the same collections directory. It is the lab's transport, no
-# dependency of kvmprep.kvm (a real fleet is reached over SSH, which ansible-core has).
 
 # Where the clean venv is when KVMPREP_COLLECTION_VENV does not say (tests/collection-venv.sh's
 # default).
@@ -767,6 +759,18 @@ def podman_collection() -> Path:
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> Collection:
+    """The collection built from the checkout and installed from its tarball, for the clean
+    venv, into a directory that is all of ANSIBLE_COLLECTIONS_PATH.
+
+    The connection: the lab's machines are podman containers, which molecule's podman driver
+    reaches with ansible_connection: podman (ansible-core redirects it to
+    containers.podman.podman). That plugin ships in the `ansible` package, not in ansible-core,
+    and the containers have no SSH login for the controller (ssh, which ansible-core has, is out).
+    Installing `ansible` into the clean venv would bring some hundred collections kvmprep.kvm
+    must not lean on unseen, so containers.podman alone is copied from the test venv's `ansible`
+    into the same directory: the lab's transport, no dependency of kvmprep.kvm (a real fleet is
+    reached over SSH). ansible-core has no json stdout callback either (it is ansible.posix's):
+    the tests read the default callback's output."""
     root = tmp_path_factory.mktemp("collection")
     installed = Collection(collection_venv(), root)
     dist = root / "dist"
