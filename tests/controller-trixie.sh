@@ -84,9 +84,11 @@ in_ctl 'apt-get update -qq
   python3 --version'
 
 step "python packages (pip install .[test])"
-# The source is copied: the tests write caches next to it, /src stays read-only.
+# The source is copied: the tests write caches next to it, /src stays read-only. Not the venvs
+# of this machine (.venv-collection: tests/collection-venv.sh, for the lab).
 in_ctl 'mkdir /root/kvmprep
-  tar -C /src --exclude=.git --exclude=.venv --exclude=.ansible --exclude=__pycache__ --exclude=.pytest_cache \
+  tar -C /src --exclude=.git --exclude=.venv --exclude=.venv-collection --exclude=.ansible \
+    --exclude=__pycache__ --exclude=.pytest_cache \
     -cf - . | tar -C /root/kvmprep -xf -
   python3 -m venv /root/venv
   /root/venv/bin/python -m pip install -q --upgrade pip

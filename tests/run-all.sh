@@ -27,6 +27,13 @@ step "python packages (venv $venv)"
 "$venv/bin/python" -m pip install -q "$project[test]"
 export PATH=$venv/bin:$PATH
 
+step "the collection's own venv: ansible-core and pyone, no kvmprep"
+# The lab (molecule/frontend) installs the built collection for it and runs kvmprep.kvm.check and
+# .apply by FQCN from it, as an Ansible user without the CLI does. Needs PyPI, so made here; kept
+# in .venv-collection and reused while the test venv's ansible-core and pyone stay the same.
+KVMPREP_COLLECTION_VENV=$(tests/collection-venv.sh "$venv/bin/python")
+export KVMPREP_COLLECTION_VENV
+
 step "the checkout as the collection kvmprep.kvm"
 # The venv holds a wheel (its own copy of the collection); ansible-lint and molecule take the
 # checkout's, through the link kvmprep makes from a source checkout (kvmprep/content.py,

@@ -179,7 +179,10 @@ def test_galaxy_build_makes_the_collection_only(tmp_path: Path) -> None:
     ):
         assert wanted in names, wanted
     tops = {name.split("/")[0] for name in names}
-    for unwanted in ("tests", "kvmprep", "molecule", "bench", "lab", ".venv", ".ansible"):
+    for unwanted in (
+        *("tests", "kvmprep", "molecule", "bench", "lab"),
+        *(".venv", ".venv-collection", ".ansible"),
+    ):
         assert unwanted not in tops, unwanted
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert "pyproject.toml" not in names

@@ -11,6 +11,7 @@ import fnmatch
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -627,12 +628,11 @@ def test_the_inventory_plugin_lists_the_registered_hosts_in_their_cluster(endpoi
         assert hostvars[name]["ansible_host"] == name
 
 
-def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
-    # No hand-written list of hosts: the nodes come from oned through the plugin, the
-    # front-end from a one-host inventory. How each machine is reached (the podman connection)
-    # is copied from molecule's inventory; the kvm hosts' settings are not (check then judges
-    # them against the defaults): ONE-002 is what shows that the plugin's one_frontend_cluster
-    # and one_frontend_host_name are the ones kvmprep reads.
+def plugin_inventories(tmp_path: Path) -> tuple[Path, Path]:
+    """(the front-end's one-host inventory, an opennebula_hosts source) for the lab: the nodes
+    come from oned through the plugin, not from a hand-written list. How each machine is
+    reached (the podman connection) is copied from molecule's inventory; the kvm hosts'
+    settings are not (check then judges them against the defaults)."""
     molecule = os.environ["MOLECULE_INVENTORY_FILE"]
     machines = {
         name: ansible_inventory(tmp_path, "-i", molecule, "--host", name)
@@ -659,6 +659,13 @@ def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
         json.dumps({"plugin": "kvmprep.kvm.opennebula_hosts", "compose": compose}),
         encoding="utf-8",
     )
+    return frontend, source
+
+
+def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
+    # ONE-002 is what shows that the plugin's one_frontend_cluster and one_frontend_host_name
+    # are the ones kvmprep reads.
+    frontend, source = plugin_inventories(tmp_path)
     result = kvmprep(
         "check",
         "-i",
@@ -680,6 +687,233 @@ def test_kvmprep_check_audits_the_hosts_the_plugin_finds(endpoint, tmp_path):
         assert "MONITORED" in one_002["message"], one_002
     assert "kvmprep-lab" in report["hosts"][NODES[1]]["controls"]["ONE-002"]["message"]
     assert "kvmprep-lab-only" not in result.stdout + result.stderr
+
+
+# --- the collection alone, by FQCN (issue 18, "Done when") -----------------------------------
+# What an Ansible user without kvmprep's CLI runs: the collection built from the checkout and
+# installed from its tarball into a directory of its own, ansible-playbook from a venv of
+# ansible-core and pyone alone (tests/collection-venv.sh, which tests/run-all.sh runs before
+# molecule), in an environment with no PYTHONPATH, no checkout path and a HOME of its own.
+
+# Where the clean venv is when KVMPREP_COLLECTION_VENV does not say (tests/collection-venv.sh's
+# default).
+COLLECTION_VENV = PROJECT / ".venv-collection"
+
+
+class Collection:
+    """The installed collection and the clean venv that runs it."""
+
+    def __init__(self, venv: Path, root: Path) -> None:
+        self.venv = venv
+        self.home = root / "home"
+        self.home.mkdir()
+        self.path = root / "collections"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "PATH": f"{self.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "ANSIBLE_COLLECTIONS_PATH": str(self.path),
+            "ANSIBLE_NOCOLOR": "1",
+        }
+        # podman's own settings (tests/run-all.sh's lab/containers.conf): the connection runs
+        # the podman CLI, which must find the containers molecule made.
+        for key in ("CONTAINERS_CONF", "XDG_RUNTIME_DIR"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        return {**env, **extra}
+
+    def run(self, *cmd: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.venv / "bin" / cmd[0]), *cmd[1:]],
+            cwd=cwd,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+
+
+def collection_venv() -> Path:
+    venv = Path(os.environ.get("KVMPREP_COLLECTION_VENV") or COLLECTION_VENV)
+    if not (venv / "kvmprep-pins").is_file():
+        pytest.fail(
+            f"no collection venv at {venv} (ansible-core and pyone without kvmprep): "
+            "tests/run-all.sh makes it before molecule; by hand: "
+            f"tests/collection-venv.sh {sys.executable}",
+            pytrace=False,
+        )
+    return venv
+
+
+def podman_collection() -> Path:
+    """containers.podman as the test venv's `ansible` package installed it."""
+    for entry in map(Path, sys.path):
+        found = entry / "ansible_collections" / "containers" / "podman"
+        if (found / "MANIFEST.json").is_file():
+            return found
+    raise AssertionError(f"containers.podman is not installed for {sys.executable}")
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Collection:
+    """The collection built from the checkout and installed from its tarball, for the clean
+    venv, into a directory that is all of ANSIBLE_COLLECTIONS_PATH.
+
+    The connection: the lab's machines are podman containers, which molecule's podman driver
+    reaches with ansible_connection: podman (ansible-core redirects it to
+    containers.podman.podman). That plugin ships in the `ansible` package, not in ansible-core,
+    and the containers have no SSH login for the controller (ssh, which ansible-core has, is out).
+    Installing `ansible` into the clean venv would bring some hundred collections kvmprep.kvm
+    must not lean on unseen, so containers.podman alone is copied from the test venv's `ansible`
+    into the same directory: the lab's transport, no dependency of kvmprep.kvm (a real fleet is
+    reached over SSH). ansible-core has no json stdout callback either (it is ansible.posix's):
+    the tests read the default callback's output."""
+    root = tmp_path_factory.mktemp("collection")
+    installed = Collection(collection_venv(), root)
+    dist = root / "dist"
+    built = installed.run(
+        "ansible-galaxy", "collection", "build", "--output-path", str(dist), str(PROJECT),
+        cwd=root,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (tarball,) = dist.glob("kvmprep-kvm-*.tar.gz")
+    install = installed.run(
+        "ansible-galaxy", "collection", "install", "--offline", str(tarball),
+        "-p", str(installed.path),
+        cwd=root,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    shutil.copytree(
+        podman_collection(),
+        installed.path / "ansible_collections" / "containers" / "podman",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return installed
+
+
+def test_the_clean_venv_runs_the_installed_collection_alone(collection):
+    # From the venv's own home: a working directory in the checkout would put kvmprep on
+    # sys.path (python -c).
+    probe = collection.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m, importlib.util as u, json; print(json.dumps("
+        "[{n: u.find_spec(n) is not None for n in ('kvmprep', 'ansible_collections', 'pyone')},"
+        " m.version('ansible-core')]))",
+        cwd=collection.home,
+    )
+    assert probe.returncode == 0, probe.stderr
+    found, core = json.loads(probe.stdout)
+    assert found == {"kvmprep": False, "ansible_collections": False, "pyone": True}, found
+    from importlib.metadata import version
+
+    assert core == version("ansible-core"), f"re-run tests/collection-venv.sh {sys.executable}"
+    listed = collection.run(
+        "ansible-galaxy", "collection", "list", "--format", "json", cwd=collection.home
+    )
+    assert listed.returncode == 0, listed.stderr
+    where = str(collection.path / "ansible_collections")
+    # Besides ansible-core's own (ansible.*, inside its package): ours, from the install dir.
+    seen = {
+        name: path
+        for path, names in json.loads(listed.stdout).items()
+        for name in names
+        if not name.startswith("ansible.")
+    }
+    assert seen == dict.fromkeys(("containers.podman", "kvmprep.kvm"), where), listed.stdout
+
+
+# ansible-core has no json stdout callback (ansible.builtin.json is redirected to ansible.posix,
+# which the clean venv lacks): what happened is read from the default callback's output.
+RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.MULTILINE)
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP's counts per host: {"host": {"ok": 4, "changed": 0, "failed": 1, ...}}."""
+    recap = stdout[stdout.rindex("PLAY RECAP") :] if "PLAY RECAP" in stdout else ""
+    return {
+        host: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
+        for host, counts in RECAP.findall(recap)
+    }
+
+
+def changed_tasks(stdout: str) -> list[str]:
+    """Each change the default callback printed, as 'TASK [name]: changed: [host]'."""
+    task, found = "", []
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            task = line.split(" *", 1)[0]
+        elif line.startswith("changed: ["):
+            found.append(f"{task}: {line}")
+    return found
+
+
+def test_the_collection_alone_checks_the_hosts_the_plugin_finds_as_the_cli_does(
+    endpoint, one, collection, tmp_path
+):
+    frontend, source = plugin_inventories(tmp_path)
+    env = {"ONE_XMLRPC": endpoint, "ONE_AUTH": str(one_auth_file(tmp_path))}
+    inventories = ("-i", str(frontend), "-i", str(source))
+    report = tmp_path / "playbook.json"
+    ran = collection.run(
+        "ansible-playbook", *inventories, "kvmprep.kvm.check",
+        "-e", f"kvmprep_check_report={report}",
+        cwd=tmp_path, **env,
+    )  # fmt: skip
+    output = ran.stdout[-3000:] + ran.stderr[-3000:]
+    cli = kvmprep("check", *inventories, "--format", "json", env=env)
+    assert cli.stdout.strip(), cli.stderr
+    assert report.is_file(), output
+    assert report.read_text() == cli.stdout, output
+    doc = json.loads(cli.stdout)
+    # The hosts the plugin listed in the clean run are oned's, and all of them were judged.
+    registered = {host.NAME for host in one.hostpool.info().HOST}
+    assert set(registered) == set(NODES), registered
+    counts = recap(ran.stdout)
+    assert set(counts) == registered | {FRONTEND}, output
+    assert set(doc["hosts"]) == registered | {FRONTEND}, doc["hosts"]
+    for name in NODES:
+        host = doc["hosts"][name]
+        assert host["error"] is None, (name, host["error"])
+        one_002 = host["controls"]["ONE-002"]
+        assert one_002["status"] == "PASS", (name, one_002)
+        assert "MONITORED" in one_002["message"], one_002
+    assert "kvmprep-lab" in doc["hosts"][NODES[1]]["controls"]["ONE-002"]["message"]
+    assert doc["hosts"][FRONTEND]["error"] is None, doc["hosts"][FRONTEND]["error"]
+    # Both exit as the verdicts say: every host reached, so 0 when all are compliant, else 2
+    # (the CLI's non-compliant; ansible-playbook's failed hosts), and the hosts that failed
+    # in the play are exactly the non-compliant ones.
+    compliant = {name for name, host in doc["hosts"].items() if host["verdict"] == "compliant"}
+    assert cli.returncode == doc["exit_status"] == (0 if compliant == set(doc["hosts"]) else 2)
+    assert ran.returncode == doc["exit_status"], output
+    failed = {name for name, host in counts.items() if host["failed"]}
+    assert failed == set(doc["hosts"]) - compliant, (failed, compliant)
+    assert all(not host["unreachable"] for host in counts.values()), counts
+    assert "kvmprep-lab-only" not in ran.stdout + ran.stderr + report.read_text()
+
+
+def test_the_collection_alone_applies_the_converged_lab_without_a_change(
+    endpoint, collection, tmp_path
+):
+    # molecule's inventory, as the scenario's converge and the CLI's re-apply use it: the
+    # hosts' settings (classic libvirtd, TLS) are there, and the front-end's.
+    ran = collection.run(
+        "ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "kvmprep.kvm.apply",
+        cwd=tmp_path, ONE_XMLRPC=endpoint,
+    )  # fmt: skip
+    output = ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert ran.returncode == 0, output
+    assert not changed_tasks(ran.stdout), changed_tasks(ran.stdout)
+    counts = recap(ran.stdout)
+    assert set(counts) == {FRONTEND, *NODES}, output
+    for host, count in counts.items():
+        assert (count["changed"], count["failed"], count["unreachable"]) == (0, 0, 0), (
+            host,
+            count,
+        )
 
 
 def test_kvmprep_check_names_a_broken_ssh_direction(endpoint):
