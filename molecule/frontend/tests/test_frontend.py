@@ -474,7 +474,11 @@ def domain_machine(node, vm_id: int) -> str:
 def test_a_vm_made_by_opennebula_live_migrates_to_the_other_host_and_back(one, born, other):
     name = f"kvmprep-born-on-{born}"
     template = VM_TEMPLATE.format(name=name)
-    made = on_front_end(f"printf '{template}' > /tmp/{name}.tpl && onevm create /tmp/{name}.tpl")
+    # On hold: a pending VM is the scheduler's, which may start deploying it before the test
+    # does ("Deploy action is not available for state PROLOG", seen in CI); deploy takes HOLD.
+    made = on_front_end(
+        f"printf '{template}' > /tmp/{name}.tpl && onevm create --hold /tmp/{name}.tpl"
+    )
     assert made.rc == 0, made.stderr
     vm_id = int(made.stdout.split("ID:")[1].split()[0])
     try:
