@@ -1352,3 +1352,45 @@ def test_check_names_a_host_to_host_hop_without_the_host_key(endpoint):
     finally:
         node.run(f"cp -p /tmp/known_hosts.net-one-008 {known}")
     assert _node_control(endpoint, NODES[0], "ONE-008")["status"] == "PASS"
+
+
+# --- issue 19: NET-001, the names the machines reach each other by -----------------------------
+# The lab's machines resolve each other through the podman network's DNS. A line in /etc/hosts
+# ahead of it is what a copied hosts file, or Debian's `127.0.1.1 <hostname>`, does.
+
+
+def test_the_names_resolve_both_ways_on_the_converged_lab(endpoint):
+    code, report, stderr = check_report(endpoint)
+    assert code == 0, stderr
+    for name in (FRONTEND, *NODES):
+        result = report["hosts"][name]["controls"]["NET-001"]
+        assert result["status"] == "PASS", (name, result)
+    # A node's name is looked up on the front-end and on the other node of its cluster.
+    message = report["hosts"][NODES[1]]["controls"]["NET-001"]["message"]
+    assert f"{NODES[1]} resolves to an address of {NODES[1]} on {FRONTEND}, {NODES[0]}" in message
+    # The front-end's name, on both nodes.
+    message = report["hosts"][FRONTEND]["controls"]["NET-001"]["message"]
+    assert f"on {NODES[0]}, {NODES[1]}" in message, message
+
+
+def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endpoint):
+    front = machine(FRONTEND)
+    kept = "/tmp/hosts.net-001"
+    front.check_output(f"cp -p /etc/hosts {kept}")
+    try:
+        # podman bind-mounts /etc/hosts: rewritten in place (sed -i would replace the file).
+        front.check_output(f"{{ echo '127.0.1.1 {NODES[1]}'; cat {kept}; }} > /etc/hosts")
+        assert front.check_output(f"getent ahostsv4 {NODES[1]}").split()[0] == "127.0.1.1"
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        result = report["hosts"][NODES[1]]["controls"]["NET-001"]
+        assert result["status"] == "FAIL", result
+        assert f"{NODES[1]} resolves to loopback on {FRONTEND} (127.0.1.1" in result["message"]
+        assert f"make {NODES[1]} resolve to " in result["remediation"], result
+        assert f" on {FRONTEND}: DNS, or the same /etc/hosts entries" in result["remediation"]
+        # The other node resolves it as before: only the front-end is named.
+        assert f"on {NODES[0]}" not in result["message"], result
+        assert report["hosts"][NODES[0]]["controls"]["NET-001"]["status"] == "PASS"
+    finally:
+        front.run(f"cat {kept} > /etc/hosts")
+    assert _node_control(endpoint, NODES[1], "NET-001")["status"] == "PASS"
