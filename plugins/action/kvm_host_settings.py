@@ -7,7 +7,13 @@ judges it with module_utils/kvm_host_settings.py. No round trip to the host.
 
 Arguments: ``roles`` (list: kvm_host, one_frontend) for the task's own host, or ``hosts`` (host
 name -> its roles) to judge every host of a play in one call (run_once, from hostvars); ``apply``
-(bool, default true: also what apply needs together, such as the SASL password for tcp).
+(bool, default true: also what apply needs together, such as the SASL password for tcp);
+``fleet`` (bool, default false): also return what every machine's probe of a check run needs
+from the inventory, read in the same pass over hostvars (run_once: registered, it reaches every
+host of the run): ``one_names``, the name OpenNebula knows each kvm host by
+(``one_frontend_host_name``, else the inventory name), and ``peers``, the kvm hosts per cluster
+(``one_frontend_cluster``, else one_frontend's default "default"), each cluster's ``names``
+(inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name).
 
 Result: on a problem, ``failed`` with ``msg`` (the lines joined) and ``kvmprep_invalid_settings``
 (one line per problem, "VARIABLE: value REPR: problem"); ``warnings`` for allowed but weaker
@@ -20,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
@@ -30,6 +37,9 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_settin
 # sits two levels below the collection's root).
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 KNOWN_ROLES = ("kvm_host", "one_frontend")
+# libyaml when PyYAML has it: the specs are the collection's own plain YAML (no vault, no
+# templates), and the DataLoader's tagging and deep copy cost ten times the parse.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class ActionModule(ActionBase):
@@ -39,11 +49,34 @@ class ActionModule(ActionBase):
     def _specs(self, roles: list[str]) -> dict[str, dict[str, Any]]:
         specs: dict[str, dict[str, Any]] = {}
         for role in roles:
-            document = self._loader.load_from_file(
-                str(ROLES_DIR / role / "meta" / "argument_specs.yml")
-            )
+            path = ROLES_DIR / role / "meta" / "argument_specs.yml"
+            document = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
             specs.update(document["argument_specs"]["main"]["options"])
         return specs
+
+    def _fleet(self, task_vars: Mapping[str, Any]) -> dict[str, Any]:
+        """``one_names`` and ``peers`` of every kvm host of the inventory (not only the play's:
+        a --limit run still probes the names and ports of the hosts it leaves out)."""
+        names: list[str] = []
+        clusters: dict[str, dict[str, list[Any]]] = {}
+        for host in task_vars.get("groups", {}).get("kvm_hosts", []):
+            variables = task_vars["hostvars"][host]
+            one_name = self._value(variables, "one_frontend_host_name") or host
+            cluster = self._value(variables, "one_frontend_cluster")
+            key = "default" if cluster is None else str(cluster)
+            entry = clusters.setdefault(key, {"names": [], "peers": []})
+            entry["names"].append(str(host))
+            entry["peers"].append({"name": str(host), "address": str(one_name)})
+            names.append(str(one_name))
+        return {"one_names": names, "peers": clusters}
+
+    def _value(self, variables: Mapping[str, Any], name: str) -> Any:
+        if name not in variables:
+            return None
+        try:
+            return self._templar.template(variables[name])
+        except AnsibleError as exc:
+            raise AnsibleActionFail(f"{name}: cannot be templated: {type(exc).__name__}") from None
 
     def _judge(
         self,
@@ -116,6 +149,8 @@ class ActionModule(ActionBase):
             return result
         if warnings:
             result["warnings"] = warnings
+        if boolean(self._task.args.get("fleet", False)):
+            result.update(self._fleet(task_vars))
         return result
 
 

@@ -28,6 +28,12 @@ options:
         tls).
     type: bool
     default: true
+  fleet:
+    description:
+      - Also return RV(one_names) and RV(peers) of every kvm host of the inventory, for the
+        probes of a check run (run_once and registered: every host gets them).
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -59,6 +65,19 @@ kvmprep_invalid_settings:
   type: list
   elements: str
   returned: failure
+one_names:
+  description: >-
+    The name OpenNebula knows each kvm host by (one_frontend_host_name, else the inventory
+    name), in inventory order.
+  type: list
+  elements: str
+  returned: success, with fleet
+peers:
+  description: >-
+    The kvm hosts per cluster (one_frontend_cluster, else "default"): the cluster's inventory
+    names, and its peers as {name, address} (address: the OpenNebula name).
+  type: dict
+  returned: success, with fleet
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -75,6 +94,7 @@ def main():
             },
             "hosts": {"type": "dict"},
             "apply": {"type": "bool", "default": True},
+            "fleet": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )

@@ -123,24 +123,22 @@ def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
         "tasks_from": "audit",
     }
     assert audit["vars"]["__kvm_host_audit_names"].startswith(
-        "{{ (__kvmprep_one_names + [__kvmprep_frontend])"
+        "{{ (__kvmprep_fleet.one_names + [__kvmprep_frontend])"
     )
     tasks = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
     hosts_probe = tasks[0]["kvmprep.kvm.kvm_host_probe"]
     assert "names" in hosts_probe["gather"]
     assert hosts_probe["names"] == "{{ __kvm_host_audit_names }}"
     fe_task = plays[1]["tasks"][0]
-    assert fe_task["kvmprep.kvm.one_frontend_probe"]["names"] == "{{ __kvmprep_one_names }}"
-    # Both plays take the OpenNebula names the first play computed once, for every host
-    # (run_once), from each kvm host's one_frontend_host_name; neither computes its own.
-    (named,) = [t for t in first["tasks"] if "ansible.builtin.set_fact" in t]
+    assert fe_task["kvmprep.kvm.one_frontend_probe"]["names"] == "{{ __kvmprep_fleet.one_names }}"
+    # Both plays take the OpenNebula names the first play's settings task computed once, for
+    # every host (run_once, registered); neither computes its own.
+    (named,) = [t for t in first["tasks"] if t.get("register") == "__kvmprep_fleet"]
     assert named["run_once"] is True
-    names = named["ansible.builtin.set_fact"]["__kvmprep_one_names"]
-    assert "hostvars[h].one_frontend_host_name" in names
-    assert "groups['kvm_hosts']" in names
+    assert named["kvmprep.kvm.kvm_host_settings"]["fleet"] is True
     for play in plays:
-        assert "__kvmprep_one_names" not in play.get("vars", {})
-        assert all("__kvmprep_one_names" not in t.get("vars", {}) for t in play["tasks"])
+        assert not any(k.startswith("__kvmprep_fleet") for k in play.get("vars", {}))
+        assert all("__kvmprep_fleet" not in t.get("vars", {}) for t in play["tasks"])
 
 
 # --- NET-001 -----------------------------------------------------------------------------------

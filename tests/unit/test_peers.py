@@ -517,7 +517,7 @@ def test_the_judges_read_hosts_facts_only() -> None:
 INVENTORY = {
     "a": {"one_frontend_cluster": "c1", "one_frontend_host_name": "a.lab"},
     "b": {"one_frontend_cluster": "c1"},
-    "c": {"one_frontend_cluster": 100},  # a cluster id
+    "c": {"one_frontend_cluster": "100"},  # a cluster id (the settings want a string)
     "d": {},  # one_frontend's default cluster
     "e": {"one_frontend_cluster": "default"},
 }
@@ -526,12 +526,15 @@ INVENTORY = {
 @pytest.mark.ansible
 def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) -> None:
     plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
-    (named,) = [t for t in plays[0]["tasks"] if "ansible.builtin.set_fact" in t]
+    # The settings task computes them in its pass over the hosts' variables, once per run.
+    (named,) = [t for t in plays[0]["tasks"] if "kvmprep.kvm.kvm_host_settings" in t]
     assert named["run_once"] is True  # once per run, not once per host
+    assert named["kvmprep.kvm.kvm_host_settings"]["fleet"] is True
     host_task = plays[1]["tasks"][0]
     fe_task = plays[2]["tasks"][0]["kvmprep.kvm.one_frontend_probe"]
     playbook = [
-        {"hosts": "all", "gather_facts": False, "tasks": [named]},
+        # audit.yml's own first play: its hosts, the settings task as it is.
+        {**plays[0], "tasks": [named]},
         {
             "hosts": "kvm_hosts",
             "gather_facts": False,
@@ -542,7 +545,10 @@ def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) ->
         {
             "hosts": "frontend",
             "gather_facts": False,
-            "tasks": [{"ansible.builtin.debug": {"msg": fe_task["peers"]}}],
+            "tasks": [
+                {"ansible.builtin.debug": {"msg": fe_task["peers"]}},
+                {"ansible.builtin.debug": {"msg": fe_task["names"]}},
+            ],
         },
     ]
     (tmp_path / "check-peers.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
@@ -587,3 +593,5 @@ def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) ->
     ]
     fe = result["plays"][2]["tasks"][0]["hosts"]["fe"]["msg"]
     assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
+    # NET-001: the names OpenNebula knows the kvm hosts by, one_frontend_host_name first.
+    assert result["plays"][2]["tasks"][1]["hosts"]["fe"]["msg"] == ["a.lab", "b", "c", "d", "e"]
