@@ -1824,3 +1824,52 @@ def test_ansible_end_to_end_system_group(tmp_path):
     assert found["clock"]["source"] in ("timedatectl", "chrony", "ntpd", "kernel", None)
     assert found["cgroup"]["version"] in (1, 2)
     assert found["kernel"]["release"] == os.uname().release
+
+
+# --- ONE-004's Ruby: without RubyGems first, with them when that fails ------------------------
+
+
+def _ruby_as_me(tmp_path, monkeypatch, script):
+    """A fake ruby on PATH, run as the current user (no runuser), logging its arguments."""
+    dirs = _fake_ruby(tmp_path, f'echo "$*" >> {tmp_path}/calls\n{script}')
+    monkeypatch.setattr(probe_one, "search_dirs", lambda _path: dirs)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return me, lambda: (tmp_path / "calls").read_text().splitlines()
+
+
+def test_ruby_loads_without_rubygems_in_one_run(tmp_path, monkeypatch):
+    me, calls = _ruby_as_me(tmp_path, monkeypatch, "exit 0\n")
+    assert probe_one.finish_ruby_probe(me, probe_one.start_ruby_probe(me)) is None
+    assert calls() == [f"--disable-gems -e {probe_one.ONE_RUBY_PROBE}"]
+
+
+def test_ruby_is_asked_again_with_rubygems_when_the_fast_run_fails(tmp_path, monkeypatch):
+    # sqlite3 installed as a gem only: found with RubyGems, not without.
+    me, calls = _ruby_as_me(
+        tmp_path,
+        monkeypatch,
+        'case "$1" in --disable-gems) echo "cannot load such file -- sqlite3 (LoadError)" >&2;'
+        " exit 1;; esac\nexit 0\n",
+    )
+    assert probe_one.finish_ruby_probe(me, probe_one.start_ruby_probe(me)) is None
+    assert calls() == [
+        f"--disable-gems -e {probe_one.ONE_RUBY_PROBE}",
+        f"-e {probe_one.ONE_RUBY_PROBE}",
+    ]
+
+
+def test_ruby_failing_both_ways_says_why_the_drivers_way(tmp_path, monkeypatch):
+    me, calls = _ruby_as_me(
+        tmp_path,
+        monkeypatch,
+        'echo "<internal:x>:85:in \\`require\': cannot load such file -- sqlite3 (LoadError)"'
+        " >&2; exit 1\n",
+    )
+    why = probe_one.finish_ruby_probe(me, probe_one.start_ruby_probe(me))
+    assert why == "cannot load such file -- sqlite3 (LoadError)"
+    assert len(calls()) == 2
+    # Not installed: nothing is run, and it says so.
+    monkeypatch.setattr(probe_one, "search_dirs", lambda _path: [str(tmp_path / "none")])
+    assert probe_one.finish_ruby_probe(me, probe_one.start_ruby_probe(me)) == (
+        "ruby is not installed"
+    )
