@@ -1380,7 +1380,7 @@ def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endp
     try:
         # podman bind-mounts /etc/hosts: rewritten in place (sed -i would replace the file).
         front.check_output(f"{{ echo '127.0.1.1 {NODES[1]}'; cat {kept}; }} > /etc/hosts")
-        assert front.check_output(f"getent ahostsv4 {NODES[1]}").split()[0] == "127.0.1.1"
+        assert front.check_output(f"getent hosts {NODES[1]}").split()[0] == "127.0.1.1"
         code, report, stderr = check_report(endpoint)
         assert code == 2, stderr
         result = report["hosts"][NODES[1]]["controls"]["NET-001"]
