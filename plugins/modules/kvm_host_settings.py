@@ -31,7 +31,7 @@ options:
   fleet:
     description:
       - Also return RV(one_names) and RV(peers) of every kvm host of the inventory, for the
-        probes of a check run (run_once and registered: every host gets them).
+        probes of a check run (with run_once and register, every host of the run gets them).
     type: bool
     default: false
 extends_documentation_fragment:
