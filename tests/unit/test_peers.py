@@ -595,3 +595,39 @@ def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) ->
     assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
     # NET-001: the names OpenNebula knows the kvm hosts by, one_frontend_host_name first.
     assert result["plays"][2]["tasks"][1]["hosts"]["fe"]["msg"] == ["a.lab", "b", "c", "d", "e"]
+
+
+def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> None:
+    # h2's own probe shows libvirt listening on :: 16509 (the converged fixture), yet h1's
+    # connect there is refused: a REJECT rule (or a listener bound elsewhere) blocks migration.
+    h1 = node("h1", "h2")
+    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
+        "state": "refused",
+        "address": "10.89.0.12",
+        "error": "Connection refused",
+    }
+    h2 = node("h2", "h1")
+    assert h2["listen"]["sockets"] == [{"address": "::", "family": "ipv6", "port": 16509}]
+    rows = judge("NET-002", ("h1", h1), ("h2", h2))
+    for name in ("h1", "h2"):
+        row = rows[name]
+        assert row.status is F, row.message
+        assert (
+            "h1 -> h2 (h2.lab) port 16509 refused at 10.89.0.12 although h2 listens on :: port "
+            "16509: rejected on the way" in row.message
+        )
+        assert "TCP 16509 to h2" in row.fix
+        assert "kvm_host_libvirt_listen_addr" in row.fix
+    # Listening on loopback only is not listening for the others: LV-005's, noted.
+    h2["listen"]["sockets"] = [{"address": "127.0.0.1", "family": "ipv4", "port": 16509}]
+    row = judge("NET-002", ("h1", h1), ("h2", h2))["h1"]
+    assert row.status is P, row.message
+    assert "h2's libvirt listener does not listen" in row.message
+    # A refused QEMU port is a closed port (nothing listens there between migrations).
+    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {"state": "open", "address": "10.89.0.12"}
+    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
+        "state": "refused",
+        "address": "10.89.0.12",
+        "error": "Connection refused",
+    }
+    assert judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))["h1"].status is P

@@ -1319,6 +1319,33 @@ def test_check_names_a_migration_port_a_firewall_drops(endpoint):
     assert _node_control(endpoint, NODES[1], "NET-002")["status"] == "PASS"
 
 
+def test_check_names_a_listener_a_firewall_rejects(endpoint):
+    # REJECT answers as a closed port does; node13's own probe shows its TLS listener up, so a
+    # refused 16514 from node12 is something on the way, not a libvirt that does not listen.
+    node = machine(NODES[1])
+    try:
+        added = node.run(
+            f"nft add table {NFT_TABLE} && nft add chain {NFT_TABLE} input "
+            "'{ type filter hook input priority -10; policy accept; }' && "
+            f"nft add rule {NFT_TABLE} input tcp dport 16514 reject with tcp reset"
+        )
+        assert added.rc == 0, added.stderr
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        for name in NODES:
+            result = report["hosts"][name]["controls"]["NET-002"]
+            assert result["status"] == "FAIL", (name, result)
+            assert f"{NODES[0]} -> {NODES[1]} port 16514 refused at " in result["message"]
+            assert f"although {NODES[1]} listens on " in result["message"], result
+            assert f"TCP 16514 to {NODES[1]}" in result["remediation"], result
+        # The listener itself is up: LV-005 passes on node13.
+        lv = report["hosts"][NODES[1]]["controls"]["LV-005"]
+        assert lv["status"] == "PASS", lv
+    finally:
+        node.run(f"nft delete table {NFT_TABLE}")
+    assert _node_control(endpoint, NODES[1], "NET-002")["status"] == "PASS"
+
+
 def test_check_names_a_host_to_host_hop_without_the_host_key(endpoint):
     node = machine(NODES[0])
     known = "/var/lib/one/.ssh/known_hosts"

@@ -591,7 +591,10 @@ CATALOG: tuple[Control, ...] = (
         "each peer in its own thread, 1 s per port, 3 s for all; skipped above 32 peers. Open "
         "or refused (the peer's kernel answered) pass; a timeout (filtered) or an unreachable "
         "network FAIL on both hosts' rows, naming the pair and the port. A listener's port "
-        "refused is noted: LV-005 judges the listener on the peer",
+        "refused FAILs too when the peer's own probe shows its listener on that port on a "
+        "non-loopback address (rejected on the way, or bound to another address); otherwise "
+        "it is noted: LV-005 judges the listener on the peer. A REJECT on QEMU's port answers "
+        "as a closed port does and cannot be told apart",
         remediation="open the listener's port and 49152-49215 between the hosts of the "
         "cluster in the host firewalls (nft, iptables, firewalld) and the network's",
         fleet_judge=peers.reachability,

@@ -8,8 +8,12 @@ and tests from there, in the same single call (kvm_host_probe's ``peers`` group)
   and on the first port of QEMU's migration range (49152). ``open`` and ``refused`` both mean
   the network lets the connection through; ``timeout`` (a firewall dropping it) and
   ``unreachable`` (ICMP unreachable, no route, a local rule) mean a live migration to that
-  peer cannot connect. A listener's port refused means the peer's libvirt does not listen:
-  LV-005 judges that on the peer, not NET-002.
+  peer cannot connect. A listener's port refused means the peer's libvirt does not listen
+  (LV-005 judges that on the peer), unless the peer's own probe shows it listening on that port
+  on a non-loopback address: then something between them rejects the connection (a firewall's
+  REJECT, or a listener bound to another address than the one the name resolves to), and the
+  migration fails as with a timeout. A REJECT on QEMU's port, where nothing listens between
+  migrations, answers as a closed port does: no connect can tell them apart.
 - ONE-008: ``ssh <peer> true`` as oneadmin in BatchMode to each peer and to the front-end;
   the front-end's probe makes the hop front-end -> host to every host.
 
@@ -59,6 +63,7 @@ class _Probe:
     port: str
     state: str
     error: str
+    ip: str = ""  # the address connected to
 
     def pair(self) -> str:
         at = f" ({self.address})" if self.address and self.address != self.dst else ""
@@ -79,10 +84,44 @@ def _connects(src: str, peers: Mapping[str, Any], dst: str | None = None) -> Ite
                 str(port),
                 str(result.get("state") or "unknown"),
                 str(result.get("error") or ""),
+                str(result.get("address") or ""),
             )
 
 
-def _connect_line(probe: _Probe) -> str:
+def _listening(host: HostFacts) -> dict[str, list[str]]:
+    """Port -> the non-loopback addresses host's libvirt listens on (its own probe's listen
+    group); {} when it was not gathered."""
+    listen = host.facts.get("listen")
+    sockets = listen.get("sockets") if isinstance(listen, Mapping) else None
+    found: dict[str, list[str]] = {}
+    for sock in sockets if isinstance(sockets, list) else ():
+        if not isinstance(sock, Mapping):
+            continue
+        address = str(sock.get("address") or "")
+        if address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1"):
+            continue
+        found.setdefault(str(sock.get("port")), []).append(address)
+    return found
+
+
+def _rejected(probe: _Probe, listening: Mapping[str, Mapping[str, list[str]]]) -> bool:
+    """A listener's port refused while the peer's own probe shows it listening there."""
+    return (
+        probe.state == "refused"
+        and probe.port in LISTENER_PORTS
+        and bool(listening.get(probe.dst, {}).get(probe.port))
+    )
+
+
+def _connect_line(probe: _Probe, listening: Mapping[str, Mapping[str, list[str]]]) -> str:
+    if _rejected(probe, listening):
+        bound = ", ".join(listening[probe.dst][probe.port])
+        at = f" at {probe.ip}" if probe.ip else ""
+        return (
+            f"{probe.pair()} refused{at} although {probe.dst} listens on {bound} port "
+            f"{probe.port}: rejected on the way (a firewall's REJECT), or the listener is bound "
+            "to another address than the one the name resolves to"
+        )
     if probe.state == "timeout":
         return f"{probe.pair()} timed out: filtered ({probe.error or 'no answer'})"
     return f"{probe.pair()} {probe.state}: {probe.error or 'no route'}"
@@ -108,6 +147,7 @@ def reachability(hosts: Sequence[HostFacts]) -> dict[str, Result]:
     port and the first migration port are reachable (open or refused, not filtered)."""
     nodes = kvm_hosts(hosts)
     probes = {h.name: _peers(h) for h in nodes}
+    listening = {h.name: _listening(h) for h in nodes}
     results: dict[str, Result] = {}
     for host in nodes:
         mine = probes[host.name]
@@ -123,16 +163,21 @@ def reachability(hosts: Sequence[HostFacts]) -> dict[str, Result]:
             theirs = probes[other.name]
             if other is not host and theirs is not None:
                 found.extend(_connects(other.name, theirs, host.name))
-        results[host.name] = _net_verdict(host, found, skipped)
+        results[host.name] = _net_verdict(host, found, skipped, listening)
     return results
 
 
-def _net_verdict(host: HostFacts, found: list[_Probe], skipped: list[str]) -> Result:
+def _net_verdict(
+    host: HostFacts,
+    found: list[_Probe],
+    skipped: list[str],
+    listening: Mapping[str, Mapping[str, list[str]]],
+) -> Result:
     if not found:
         if skipped:
             return Result.skip("; ".join(skipped))
         return Result.skip(f"no other host in cluster {host.expect.cluster} to connect to or from")
-    fails = [p for p in found if p.state in FILTERED]
+    fails = [p for p in found if p.state in FILTERED or _rejected(p, listening)]
     unsure = [
         f"{p.pair()}: {p.state} ({p.error})"
         + (" - NET-001 judges the name" if p.state == "unresolved" else "")
@@ -143,13 +188,19 @@ def _net_verdict(host: HostFacts, found: list[_Probe], skipped: list[str]) -> Re
         f"{p.pair()} refused: {p.dst}'s libvirt listener does not listen (LV-005 judges it on "
         f"{p.dst}; the network lets it through)"
         for p in found
-        if p.state == "refused" and p.port in LISTENER_PORTS
+        if p.state == "refused" and p.port in LISTENER_PORTS and not _rejected(p, listening)
     ]
     if fails:
         return Result.fail(
-            f"{len(fails)} connection(s) filtered: "
-            + "; ".join([_connect_line(p) for p in fails] + unsure + down),
-            _net_fix(fails),
+            f"{len(fails)} connection(s) blocked: "
+            + "; ".join([_connect_line(p, listening) for p in fails] + unsure + down),
+            _net_fix(fails)
+            + (
+                "; a listener bound to one address (kvm_host_libvirt_listen_addr) must listen "
+                "on the address the host's name resolves to on the others (NET-001)"
+                if any(_rejected(p, listening) for p in fails)
+                else ""
+            ),
         )
     if unsure:
         return Result.error("; ".join(unsure + down + skipped))
