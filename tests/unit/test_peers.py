@@ -631,3 +631,26 @@ def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> Non
         "error": "Connection refused",
     }
     assert judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))["h1"].status is P
+
+
+def test_one_008_without_a_front_end_failing_hops_warn() -> None:
+    # No frontend group: apply exchanges no keys (ONE-006 SKIPs), so check must not call the
+    # hosts non-compliant for it; it still says which hops fail and how to fix them.
+    h1 = node("h1", "h2")
+    h1["peers"]["frontend"] = None
+    h1["peers"]["hosts"]["h2"]["ssh"] = {
+        "ok": False,
+        "rc": 255,
+        "message": "Host key verification failed.",
+    }
+    h2 = node("h2", "h1")
+    h2["peers"]["frontend"] = None
+    expect = Expect.from_vars({"one_frontend_cluster": "lab"})
+    inputs = [HostInput(n, f, expect) for n, f in (("h1", h1), ("h2", h2))]
+    rows = {r.name: r.results[0] for r in evaluate_fleet(inputs, controls=(by_id("ONE-008"),))}
+    for name in ("h1", "h2"):
+        row = rows[name]
+        assert row.status is W, row.message
+        assert "h1 -> h2 (h2.lab): Host key verification failed." in row.message
+        assert "no frontend group" in row.message
+        assert "h2.lab's host key in oneadmin's known_hosts on h1" in row.fix

@@ -613,7 +613,9 @@ CATALOG: tuple[Control, ...] = (
         "agent, no connection sharing, known_hosts never written) to every other host of its "
         "one_frontend_cluster and to the front-end, and the front-end's probe to every host, "
         "all at once, 6 s at most. Each failing hop FAILs as 'host -> peer: <ssh's last "
-        "line>' on the rows of both machines; no ssh client FAILs; not root: ERROR. A hop "
+        "line>' on the rows of both machines (without a frontend group, where kvmprep "
+        "exchanges no keys and ONE-006 SKIPs, they WARN); no ssh client FAILs; not root: "
+        "ERROR. A hop "
         "is made without an agent: where only the front-end's agent holds oneadmin's key "
         "(OpenNebula's ssh-agent service, forwarded to the hosts), a host's own hops fail "
         "here although the drivers' forwarded ones work",

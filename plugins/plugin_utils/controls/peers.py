@@ -289,9 +289,19 @@ def _ssh_fix(fails: Sequence[_Hop]) -> str:
     return f"{SSH_FIX}; needed: " + "; ".join(dict.fromkeys(fixes))
 
 
-def _ssh_verdict(side: _Side, none: str) -> Result:
+def _ssh_verdict(side: _Side, none: str, *, managed: bool = True) -> Result:
+    """``managed``: kvmprep sets the hops up (a frontend group); without it, failing hops
+    between hosts WARN: apply would leave the hosts as they are (ONE-006 SKIPs then)."""
     fails = [h for h in side.hops if h.ok is False]
     unknown = side.unknown + [h.line() for h in side.hops if h.ok is None]
+    if fails and not managed and not side.broken:
+        return Result.warn(
+            f"{len(fails)} hop(s) between the hosts fail as oneadmin: "
+            + "; ".join([h.line() for h in fails] + unknown)
+            + " (no frontend group: kvmprep exchanges the keys only with a front-end)",
+            "add the front-end to the inventory (frontend group) and run kvmprep apply: "
+            + _ssh_fix(fails),
+        )
     if fails or side.broken:
         return Result.fail(
             f"{len(fails) + len(side.broken)} hop(s) fail as oneadmin: "
@@ -337,7 +347,9 @@ def ssh_hops(hosts: Sequence[HostFacts]) -> dict[str, Result]:
             row.unknown += front.unknown
             row.broken += front.broken
         results[host.name] = _ssh_verdict(
-            row, f"no other host in cluster {host.expect.cluster} and no front-end: no hop to test"
+            row,
+            f"no other host in cluster {host.expect.cluster} and no front-end: no hop to test",
+            managed=fe is not None,
         )
     if fe is not None:
         row = _Side(
