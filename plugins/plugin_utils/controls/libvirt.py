@@ -164,7 +164,8 @@ def daemon_layout(facts: Mapping[str, Any], expect: Expect) -> Result:
     )
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
+    """A loopback address, IPv4-mapped ones included (what a listener there serves no peer)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -256,7 +257,7 @@ def unauthenticated_tcp(facts: Mapping[str, Any], expect: Expect) -> Result:
     exposed = [
         _endpoint(s)
         for s in sockets
-        if s.get("port") == port and not _is_loopback(str(s.get("address")))
+        if s.get("port") == port and not is_loopback(str(s.get("address")))
     ]
     if not exposed:
         return Result.passed(f"no TCP listener on a non-loopback address (port {port})")

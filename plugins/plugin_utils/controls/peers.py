@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.libvirt import is_loopback
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import HostFacts, Result
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
     frontend_of,
@@ -98,7 +99,7 @@ def _listening(host: HostFacts) -> dict[str, list[str]]:
         if not isinstance(sock, Mapping):
             continue
         address = str(sock.get("address") or "")
-        if address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1"):
+        if is_loopback(address):
             continue
         found.setdefault(str(sock.get("port")), []).append(address)
     return found
