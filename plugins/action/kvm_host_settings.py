@@ -10,7 +10,8 @@ name -> its roles) to judge every host of a play in one call (run_once, from hos
 (bool, default true: also what apply needs together, such as the SASL password for tcp);
 ``fleet`` (bool, default false): also return what every machine's probe of a check run needs
 from the inventory, read from hostvars in the same task, one loop over the kvm hosts
-(run_once: registered, it reaches every host of the run): ``one_names``, the name OpenNebula knows each kvm host by
+(run_once: registered, it reaches every host of the run): ``one_names``, the name OpenNebula
+knows each kvm host by
 (``one_frontend_host_name``, else the inventory name), and ``peers``, the kvm hosts per cluster
 (``one_frontend_cluster``, else one_frontend's default "default"), each cluster's ``names``
 (inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name).
