@@ -654,3 +654,32 @@ def test_one_008_without_a_front_end_failing_hops_warn() -> None:
         assert "h1 -> h2 (h2.lab): Host key verification failed." in row.message
         assert "no frontend group" in row.message
         assert "h2.lab's host key in oneadmin's known_hosts on h1" in row.fix
+
+
+def test_net_002_a_peer_name_resolving_to_loopback_is_not_a_pass() -> None:
+    # h1's /etc/hosts maps h2 to 127.0.1.1: the connects reach h1's own listener (open) and a
+    # closed port of its own (refused), which would read as reachable.
+    h1 = node("h1", "h2")
+    for port, state in (("16509", "open"), ("49152", "refused")):
+        h1["peers"]["hosts"]["h2"]["ports"][port] = {
+            "state": state,
+            "address": "127.0.1.1",
+            "error": "" if state == "open" else "Connection refused",
+        }
+    rows = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))
+    for name in ("h1", "h2"):
+        row = rows[name]
+        assert row.status is E, row.message
+        assert (
+            "h1 -> h2 (h2.lab) port 16509 went to 127.0.1.1, a loopback address of h1 itself, "
+            "not h2 - NET-001 judges the name" in row.message
+        )
+    # A firewall on the way still FAILs, and says the loopback connects too.
+    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
+        "state": "timeout",
+        "address": "10.89.0.12",
+        "error": "no answer within 1 s",
+    }
+    row = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))["h1"]
+    assert row.status is F, row.message
+    assert "went to 127.0.1.1" in row.message

@@ -594,7 +594,9 @@ CATALOG: tuple[Control, ...] = (
         "refused FAILs too when the peer's own probe shows its listener on that port on a "
         "non-loopback address (rejected on the way, or bound to another address); otherwise "
         "it is noted: LV-005 judges the listener on the peer. A REJECT on QEMU's port answers "
-        "as a closed port does and cannot be told apart",
+        "as a closed port does and cannot be told apart. A connect that went to a loopback "
+        "address (the peer's name resolves to the host itself) is not a pass: ERROR, NET-001 "
+        "judges the name",
         remediation="open the listener's port and 49152-49215 between the hosts of the "
         "cluster in the host firewalls (nft, iptables, firewalld) and the network's",
         fleet_judge=peers.reachability,

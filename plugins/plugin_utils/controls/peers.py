@@ -89,6 +89,11 @@ def _connects(src: str, peers: Mapping[str, Any], dst: str | None = None) -> Ite
             )
 
 
+def _loopback(probe: _Probe) -> bool:
+    """The connect went to a loopback address: the peer's name resolves to the host itself."""
+    return is_loopback(probe.ip.split("%", maxsplit=1)[0])
+
+
 def _listening(host: HostFacts) -> dict[str, list[str]]:
     """Port -> the non-loopback addresses host's libvirt listens on (its own probe's listen
     group); {} when it was not gathered."""
@@ -178,12 +183,19 @@ def _net_verdict(
         if skipped:
             return Result.skip("; ".join(skipped))
         return Result.skip(f"no other host in cluster {host.expect.cluster} to connect to or from")
+    # A name resolving to loopback reaches the host itself, whatever answers: not the peer.
+    looped = [p for p in found if _loopback(p)]
+    found = [p for p in found if not _loopback(p)]
     fails = [p for p in found if p.state in FILTERED or _rejected(p, listening)]
     unsure = [
         f"{p.pair()}: {p.state} ({p.error})"
         + (" - NET-001 judges the name" if p.state == "unresolved" else "")
         for p in found
         if p.state not in (*FILTERED, "open", "refused")
+    ] + [
+        f"{p.pair()} went to {p.ip}, a loopback address of {p.src} itself, not {p.dst} - "
+        "NET-001 judges the name"
+        for p in looped
     ]
     down = [
         f"{p.pair()} refused: {p.dst}'s libvirt listener does not listen (LV-005 judges it on "
