@@ -1421,3 +1421,26 @@ def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endp
     finally:
         front.run(f"cat {kept} > /etc/hosts")
     assert _node_control(endpoint, NODES[1], "NET-001")["status"] == "PASS"
+
+
+def test_check_names_a_peer_name_that_resolves_to_loopback_on_a_node(endpoint):
+    # node12 reaches node13 by name: mapped to 127.0.1.1, its connects would reach node12's own
+    # listener and ssh, which must not read as a working path to node13.
+    node = machine(NODES[0])
+    kept = "/tmp/hosts.net-001-node"
+    node.check_output(f"cp -p /etc/hosts {kept}")
+    try:
+        node.check_output(f"{{ echo '127.0.1.1 {NODES[1]}'; cat {kept}; }} > /etc/hosts")
+        code, report, stderr = check_report(endpoint)
+        assert code == 2, stderr
+        names = report["hosts"][NODES[1]]["controls"]["NET-001"]
+        assert names["status"] == "FAIL", names
+        assert f"{NODES[1]} resolves to loopback on {NODES[0]} (127.0.1.1" in names["message"]
+        net = report["hosts"][NODES[0]]["controls"]["NET-002"]
+        assert net["status"] == "ERROR", net
+        assert f"{NODES[0]} -> {NODES[1]} port 16514 went to 127.0.1.1" in net["message"], net
+        assert "NET-001 judges the name" in net["message"], net
+    finally:
+        node.run(f"cat {kept} > /etc/hosts")
+    assert _node_control(endpoint, NODES[1], "NET-001")["status"] == "PASS"
+    assert _node_control(endpoint, NODES[0], "NET-002")["status"] == "PASS"
