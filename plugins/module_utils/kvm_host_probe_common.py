@@ -9,11 +9,25 @@ import grp
 import os
 import pwd
 import stat
+import time
 
 BIN_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 QEMU_DIRS = ("/usr/libexec",)  # RHEL's qemu-kvm lives there
 # "not asked yet", as opposed to None, "asked and not installed"
 UNSET = object()
+#: Seconds given to reading a child that has ended, whatever its deadline.
+ENDED_GRACE = 1.0
+
+
+def communicate_by(proc, deadline):
+    """proc.communicate() until deadline (a time.monotonic() value), raising TimeoutExpired as it
+    does. A child that has ended is read even after its deadline: the probe collects its
+    children after gathering the rest, and on a busy machine that can be later than a deadline
+    the child met (communicate with no time left raises before reading what is there)."""
+    left = deadline - time.monotonic()
+    if proc.poll() is not None:
+        left = max(left, ENDED_GRACE)
+    return proc.communicate(timeout=max(0.0, left))
 
 
 def read_text(path):

@@ -17,6 +17,7 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_oneadmin impo
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
     BIN_DIRS,
+    communicate_by,
     errtext,
     find_program,
     read_text_why,
@@ -95,7 +96,7 @@ def _ruby_error(proc, deadline):
     if not isinstance(proc, subprocess.Popen):
         return proc or "ruby is not installed"
     try:
-        _out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        _out, err = communicate_by(proc, deadline)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -122,7 +123,7 @@ def finish_sudo_list(started):
     if not isinstance(proc, subprocess.Popen):
         return {"ok": None, "error": proc}
     try:
-        out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        out, err = communicate_by(proc, deadline)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()

@@ -10,10 +10,19 @@ to the other machines of its OpenNebula cluster (controls NET-002 and ONE-008).
 - SSH: ``ssh ... <peer> true`` as oneadmin, in BatchMode (a prompt fails instead of waiting),
   as the drivers hop host -> host, host -> front-end and front-end -> host.
 
-Both start at once, when the probe starts (start_peers), and run while the rest of the probe
-gathers; finish_peers waits for them until their deadlines. Every peer has its own thread (the
-ports) and its own ssh process, so a cluster of dead peers costs the deadline once, not once
-per peer. Above PEERS_LIMIT peers nothing is tried (the reason is reported instead).
+Both start when the probe starts (start_peers) and run while the rest of the probe gathers;
+finish_peers waits for them until their deadlines. Every peer has its own thread (the ports),
+so a cluster of dead peers costs the ports' deadline once, not once per peer. The hops run
+SSH_PARALLEL at a time: every machine of a cluster hops to every other at the same moment, so
+without a bound each sshd would be asked by the whole cluster at once (above sshd's
+MaxStartups, 10 by default, it drops connections at random: hops that fail only because they
+were tested) and the key exchanges would starve the rest of the probe (sudo, Ruby, which have
+deadlines of their own). Above PEERS_LIMIT peers nothing is tried (the reason is reported).
+
+The key exchange: where the configured list (``ssh -G``, as the user: its config, the system's
+and crypto policies) begins with sntrup761x25519 (OpenSSH 9.0-9.8's default, about ten times
+the CPU of curve25519 on both ends), curve25519-sha256 is moved first. The same algorithms are
+allowed, in another order: a hop tests oneadmin's trust, which the key exchange does not change.
 
 Read-only: ssh is run with StrictHostKeyChecking=yes and UpdateHostKeys=no, so that it never
 writes oneadmin's known_hosts (accept-new, or OpenNebula's "no", would record a key the check
@@ -35,6 +44,8 @@ import time
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
     BIN_DIRS,
+    UNSET,
+    communicate_by,
     errtext,
     find_program,
     search_dirs,
@@ -50,16 +61,28 @@ PORTS_DEADLINE = 3.0
 #: start_peers: key exchange and authentication come after the connection.
 SSH_CONNECT_TIMEOUT = 3
 SSH_DEADLINE = 6.0
+#: Hops in flight at once, and the seconds all of them together may take from start_peers (a
+#: hop not started by then is not tried: the control says so).
+SSH_PARALLEL = 4
+SSH_BUDGET = 12.0
+#: Seconds ``ssh -G`` may take to say the configured key exchanges.
+KEX_TIMEOUT = 2.0
+#: Seconds the hops wait at most for the probe's other children (``hold``) to end.
+HOLD = 2.0
+#: The key exchanges a hop prefers to a configured list that begins with sntrup761x25519.
+FAST_KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org")
 #: The errors of a connect that mean the network did not let it through (a router's ICMP
 #: unreachable, no route, a local rule refusing to send).
 UNREACHABLE = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM)
 SSH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def ssh_args(ssh, address):
-    """The command line of one hop: BatchMode as the drivers, read-only, no sharing."""
+def ssh_args(ssh, address, kex=None):
+    """The command line of one hop: BatchMode as the drivers, read-only, no sharing; ``kex``:
+    the key exchange list to ask for (None: the configured one)."""
     return [
         ssh,
+        *(["-o", "KexAlgorithms=" + kex] if kex else []),
         "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=%d" % SSH_CONNECT_TIMEOUT,
         "-o", "StrictHostKeyChecking=yes",
@@ -72,6 +95,21 @@ def ssh_args(ssh, address):
         address,
         "true",
     ]  # fmt: skip
+
+
+def preferred_kex(configured):
+    """The kex list of ``ssh -G``'s output with curve25519 first when it begins with sntrup761
+    (None: keep the configured one)."""
+    for line in configured.splitlines():
+        key, _sep, value = line.strip().partition(" ")
+        if key.lower() != "kexalgorithms":
+            continue
+        names = [n for n in value.strip().split(",") if n]
+        fast = [n for n in names if n in FAST_KEX]
+        if not names or not fast or not names[0].startswith("sntrup761"):
+            return None
+        return ",".join(fast + [n for n in names if n not in fast])
+    return None
 
 
 def resolve(address, getaddrinfo=socket.getaddrinfo):
@@ -140,7 +178,14 @@ class Peers(object):
         self.started = time.monotonic()
         self.hosts = {}  # name -> the peer's entry
         self.frontend = None
-        self.procs = []  # (entry, Popen or why it could not start)
+        self.hops = []  # the entries whose hop no worker has started yet
+        self.running = {}  # id(entry) -> (entry, Popen) of the hops in flight
+        self.workers = []
+        self.hop_with = None  # (user, home, ssh, start, deadline) of every hop
+        self.kex = UNSET
+        self.hops_closed = False
+        self.kex_lock = threading.Lock()
+        self.hold = []
         self.threads = []
         self.resolved = set()  # id() of the entries whose name has been looked up
         self.closed = False
@@ -169,7 +214,77 @@ class Peers(object):
         thread.start()
         self.threads.append((entry, thread))
 
-    def finish(self, ports_deadline=PORTS_DEADLINE, ssh_deadline=SSH_DEADLINE):
+    def start_hops(self, targets, hop_with, parallel=SSH_PARALLEL, hold=()):
+        self.hops = list(targets)
+        self.hop_with = hop_with
+        self.hold = [p for p in hold if isinstance(p, subprocess.Popen)]
+        for _n in range(min(parallel, len(self.hops))):
+            worker = threading.Thread(target=self._hop_worker)
+            worker.daemon = True
+            worker.start()
+            self.workers.append(worker)
+
+    def _kex(self):
+        """The key exchange list of every hop, asked once (``ssh -G`` of the first target)."""
+        user, home, ssh, start, _deadline = self.hop_with
+        with self.kex_lock:
+            if self.kex is UNSET:
+                _wait_for(self.hold, HOLD)
+                first = next(
+                    (e["address"] for e in self.hops if not e["address"].startswith("-")), ""
+                )
+                self.kex = None
+                proc = (
+                    start(user, home, [ssh, "-G", first], stdout=subprocess.PIPE) if first else None
+                )
+                if isinstance(proc, subprocess.Popen):
+                    try:
+                        out, _err = proc.communicate(timeout=KEX_TIMEOUT)
+                        self.kex = preferred_kex(out.decode("utf-8", "replace"))
+                    except subprocess.TimeoutExpired:
+                        _stop(proc)
+            return self.kex
+
+    def _hop_worker(self):
+        user, home, ssh, start, deadline = self.hop_with
+        kex = self._kex()
+        while True:
+            with self.lock:
+                if self.hops_closed or not self.hops:
+                    return
+                entry = self.hops.pop(0)
+                if entry["address"].startswith("-"):
+                    proc = "%r is not a host name" % entry["address"]  # not an ssh option
+                else:
+                    proc = start(user, home, ssh_args(ssh, entry["address"], kex))
+                if isinstance(proc, subprocess.Popen):
+                    self.running[id(entry)] = (entry, proc)
+            result = _finish_ssh(proc, time.monotonic() + deadline, deadline)
+            with self.lock:
+                self.running.pop(id(entry), None)
+                if not self.hops_closed:
+                    entry["ssh"] = result
+
+    def _close_hops(self, ssh_budget):
+        for worker in self.workers:
+            worker.join(max(0.0, self.started + ssh_budget - time.monotonic()))
+        with self.lock:
+            self.hops_closed = True  # no hop starts any more, none writes its result
+            late = list(self.running.values())
+        for entry, proc in late:
+            entry["ssh"] = {
+                "ok": False,
+                "rc": None,
+                "message": "no answer within the %g s of all hops" % ssh_budget,
+            }
+            proc.terminate()  # the worker waiting on it collects it
+        for worker in self.workers:
+            worker.join(1.0)
+        for _entry, proc in late:
+            if proc.poll() is None:
+                proc.kill()
+
+    def finish(self, ports_deadline=PORTS_DEADLINE, ssh_budget=SSH_BUDGET):
         for _entry, thread in self.threads:
             thread.join(max(0.0, self.started + ports_deadline - time.monotonic()))
         with self.lock:
@@ -182,8 +297,7 @@ class Peers(object):
                     str(p): done.get(str(p)) or {"state": state, "address": None, "error": late}
                     for p in self.ports
                 }
-        for entry, proc in self.procs:
-            entry["ssh"] = _finish_ssh(proc, self.started + ssh_deadline, ssh_deadline)
+        self._close_hops(ssh_budget)
         return {
             "ports": self.ports,
             "skipped": self.skipped,
@@ -191,6 +305,13 @@ class Peers(object):
             "hosts": self.hosts,
             "frontend": self.frontend,
         }
+
+
+def _wait_for(procs, limit):
+    """Until every process of procs has ended, or limit seconds have passed."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end and any(p.poll() is None for p in procs):
+        time.sleep(0.01)
 
 
 def _stop(proc):
@@ -210,12 +331,12 @@ def _finish_ssh(proc, deadline, limit):
     if not isinstance(proc, subprocess.Popen):
         return {"ok": False, "rc": None, "message": proc}
     try:
-        _out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        _out, err = communicate_by(proc, deadline)
     except subprocess.TimeoutExpired:
         if proc.poll() is None:
             _stop(proc)
             return {"ok": False, "rc": None, "message": "no answer within %g s" % limit}
-        # It ended in time, and is collected after another hop used up the deadline.
+        # It ended as its deadline passed.
         try:
             _out, err = proc.communicate(timeout=1.0)
         except subprocess.TimeoutExpired:
@@ -244,7 +365,7 @@ def ssh_skip(user, dirs=None, euid=None):
     return None, ssh, entry.pw_dir
 
 
-def start_ssh(user, home, args, euid=None):
+def start_ssh(user, home, args, euid=None, stdout=subprocess.DEVNULL):
     """ssh started as user with a minimal environment: a Popen, or why it could not start."""
     euid = os.geteuid() if euid is None else euid
     try:
@@ -264,7 +385,7 @@ def start_ssh(user, home, args, euid=None):
             args,
             cwd="/",
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=subprocess.PIPE,
             env=env,
             close_fds=True,
@@ -283,10 +404,15 @@ def start_peers(
     resolve_fn=resolve,
     skip=ssh_skip,
     start=start_ssh,
+    ssh_deadline=SSH_DEADLINE,
+    parallel=SSH_PARALLEL,
+    hold=(),
 ):
     """Start the port tests and the SSH hops to ``peers`` (``{name, address}``: the address is
     the name OpenNebula uses, which the drivers and libvirt connect to) and the SSH hop to
-    ``frontend`` ("": none); finish_peers gives the results."""
+    ``frontend`` ("": none); finish_peers gives the results. The hops begin once the processes
+    of ``hold`` have ended (HOLD seconds at most): the probe's other children, which have
+    deadlines of their own, are not slowed by the key exchanges of the whole cluster."""
     peers = [p for p in peers or [] if p.get("name")]
     if len(peers) > limit:
         why = "%d peers, more than %d: not tested" % (len(peers), limit)
@@ -305,18 +431,13 @@ def start_peers(
         started.frontend = {"name": frontend, "address": frontend, "ssh": None}
         targets.append(started.frontend)
     if skipped is None:
-        for entry in targets:
-            if entry["address"].startswith("-"):
-                proc = "%r is not a host name" % entry["address"]  # not an ssh option
-            else:
-                proc = start(user, home, ssh_args(ssh, entry["address"]))
-            started.procs.append((entry, proc))
+        started.start_hops(targets, (user, home, ssh, start, ssh_deadline), parallel, hold)
     return started
 
 
-def finish_peers(started, ports_deadline=PORTS_DEADLINE, ssh_deadline=SSH_DEADLINE):
+def finish_peers(started, ports_deadline=PORTS_DEADLINE, ssh_budget=SSH_BUDGET):
     """The peers fact: C(ports), C(skipped) (why nothing was tried), C(ssh_skipped) (why no
     hop was: C(kind) and C(message)), C(hosts) (per peer name, C(address), C(ports) (per port,
     C(state), C(address) tried last, C(error)) and C(ssh) (C(ok), C(rc), C(message): ssh's
     last line on stderr)) and C(frontend) (C(name), C(address), C(ssh)) or null."""
-    return started.finish(ports_deadline, ssh_deadline)
+    return started.finish(ports_deadline, ssh_budget)

@@ -11,6 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    communicate_by,
     errtext,
     read_text,
     read_text_why,
@@ -226,7 +227,7 @@ def _collect(proc, deadline, timeout):
     if not isinstance(proc, subprocess.Popen):
         return None, "", proc
     try:
-        out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        out, err = communicate_by(proc, deadline)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    communicate_by,
     find_program,
     read_text_why,
     search_dirs,
@@ -136,13 +137,14 @@ def start_clock(dirs=None, systemd=None):
 
     def finish():
         try:
-            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            out, err = communicate_by(proc, deadline)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
             return None, "", "no answer within %g s" % CLOCK_TIMEOUT
         return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
+    finish.proc = proc  # for what waits on it ending (the peers' hops)
     return finish
 
 

@@ -19,8 +19,9 @@ description:
     C(vmm_exec_kvm.conf) last changed. oned reads them at start only, so a file changed after
     that is not what oned uses.
   - With I(peers), tests oneadmin's SSH hop front-end -> host to each of them, as the drivers
-    make it (control ONE-008) - C(ssh <peer> true) as I(user), in BatchMode, all at once while
-    the rest is gathered (6 s at most), as kvm_host_probe's C(peers) group does host -> host.
+    make it (control ONE-008) - C(ssh <peer> true) as I(user), in BatchMode, four at a time
+    while the rest is gathered (each 6 s at most, all 12 s), as kvm_host_probe's C(peers)
+    group does host -> host.
   - Never changes anything; C(changed) is always false. What cannot be read is reported with
     the reason, never as a failure.
 author:

@@ -1779,6 +1779,15 @@ def test_sudo_list_answers_and_failures(monkeypatch):
         "ok": False,
         "error": f"no answer within {probe_one.ONE_SUDO_TIMEOUT:g} s",
     }
+    # Answered in time, collected after its deadline (the probe was busy gathering the rest,
+    # as on a loaded host): an answer, not a hang.
+    answered = started("echo 'User oneadmin may run'")
+    answered[0].wait()
+    time.sleep(0.05)
+    assert probe_one.finish_sudo_list((answered[0], time.monotonic() - 1)) == {
+        "ok": True,
+        "error": None,
+    }
     assert probe_one.finish_sudo_list(("needs root", 0)) == {"ok": None, "error": "needs root"}
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(probe_one, "search_dirs", lambda _path: ["/nonexistent"])

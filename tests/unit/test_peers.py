@@ -203,12 +203,20 @@ def test_why_no_hop_can_be_tried() -> None:
 
 FAKE_SSH = """#!/bin/sh
 # The test's ssh: records how it was run, answers per destination (the argument before "true").
+if [ "$1" = -G ]; then
+  printf '%s\\n' "$*" >> "{log}.G"
+  echo "user $USER"
+  echo "kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,ecdh-sha2-nistp256"
+  exit 0
+fi
 prev=; dest=
 for arg; do dest=$prev; prev=$arg; done
 printf '%s\\n' "$*" >> "{log}"
 env >> "{log}.env"
 case "$dest" in
   good) exit 0 ;;
+  nap) echo "start $(date +%s.%N)" >> "{log}.nap"; sleep 0.3
+       echo "end $(date +%s.%N)" >> "{log}.nap"; exit 0 ;;
   badkey) echo "debug1: something first" >&2
           echo "Host key verification failed." >&2; exit 255 ;;
   nokey) echo "oneadmin@nokey: Permission denied (publickey)." >&2; exit 255 ;;
@@ -243,9 +251,10 @@ def test_each_hop_reports_ssh_s_last_line(fake_ssh: Path) -> None:
         ],
         frontend="good",
         user=ME,
+        ssh_deadline=1.0,
     )
     begun = time.monotonic()
-    fact = probe_peers.finish_peers(started, ssh_deadline=1.0)
+    fact = probe_peers.finish_peers(started)
     assert time.monotonic() - begun < 5  # the slow hop is killed at the deadline
     hosts = fact["hosts"]
     assert hosts["h-good"]["ssh"] == {"ok": True, "rc": 0, "message": ""}
@@ -271,9 +280,67 @@ def test_each_hop_reports_ssh_s_last_line(fake_ssh: Path) -> None:
         "ControlPath=none",
     ):
         assert all(f"-o {option}" in call for call in calls), (option, calls)
+    # Debian 12's default key exchange list begins with sntrup761: curve25519 is asked first,
+    # from the list ssh -G says is configured (asked once, as the user, for the first target).
+    assert Path(f"{fake_ssh}.G").read_text().splitlines() == ["-G good"]
+    kex = "KexAlgorithms=curve25519-sha256,sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256"
+    assert all(f"-o {kex}" in call for call in calls), calls
     env = Path(f"{fake_ssh}.env").read_text()
     assert "SSH_AUTH_SOCK" not in env
     assert f"USER={ME}" in env
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (
+            "kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,"
+            "curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
+            "curve25519-sha256,curve25519-sha256@libssh.org,"
+            "sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256",
+        ),
+        # OpenSSH 10's ML-KEM hybrid first, or a list without curve25519 (FIPS): as configured.
+        ("kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512,curve25519-sha256", None),
+        ("kexalgorithms sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256", None),
+        ("user oneadmin\nhostname peer", None),
+    ],
+)
+def test_the_hops_key_exchange_prefers_curve25519_to_sntrup(
+    configured: str, expected: str | None
+) -> None:
+    assert probe_peers.preferred_kex(f"user oneadmin\n{configured}\nport 22\n") == expected
+
+
+def test_hops_run_a_few_at_a_time_within_their_budget(fake_ssh: Path) -> None:
+    # A cluster hops to every peer at once from every host: each sshd would be asked by all of
+    # them together (sshd drops connections above MaxStartups, 10 by default).
+    started = probe_peers.start_peers(
+        [{"name": f"h{i}", "address": "nap"} for i in range(6)], user=ME, parallel=2
+    )
+    fact = probe_peers.finish_peers(started)
+    assert all(h["ssh"]["ok"] for h in fact["hosts"].values()), fact
+    events = sorted(
+        (float(stamp), 1 if kind == "start" else -1)
+        for kind, stamp in (
+            line.split() for line in Path(f"{fake_ssh}.nap").read_text().splitlines()
+        )
+    )
+    assert len(events) == 12
+    in_flight, most = 0, 0
+    for _stamp, step in events:
+        in_flight += step
+        most = max(most, in_flight)
+    assert most == 2
+    # What the budget leaves unstarted is not tried; what runs at its end is stopped.
+    started = probe_peers.start_peers(
+        [{"name": f"s{i}", "address": "slow"} for i in range(3)], user=ME, parallel=1
+    )
+    begun = time.monotonic()
+    fact = probe_peers.finish_peers(started, ssh_budget=0.5)
+    assert time.monotonic() - begun < 3
+    hops = [fact["hosts"][f"s{i}"]["ssh"] for i in range(3)]
+    assert hops[0] == {"ok": False, "rc": None, "message": "no answer within the 0.5 s of all hops"}
+    assert hops[1:] == [None, None]
 
 
 @pytest.mark.ansible
