@@ -10,7 +10,6 @@ import importlib
 import json
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,9 +35,10 @@ if TYPE_CHECKING:
 PROBE_TASK = check_tasks.PROBE_TASK
 FRONTEND_TASK = check_tasks.FRONTEND_TASK
 API_TASK = check_tasks.API_TASK
-#: The judges and the reports the run needs once it ends. Imported while ansible-playbook
-#: starts, in a thread (about 0.2 s, the controls' catalog and the judge, which no longer
-#: delays the playbook: the check at one host is measured against a bare ansible-playbook).
+#: The judges and the reports the run needs once it ends. Imported in a thread once
+#: ansible-playbook is being started (about 0.2 s, the controls' catalog and the judge): begun
+#: earlier, the thread would hold the interpreter while ansible_runner is imported and the
+#: runner prepared, and delay the playbook's start by as much.
 _AFTER_THE_RUN = (
     "ansible_collections.kvmprep.kvm.plugins.plugin_utils.check_inputs",
     "ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog",
@@ -47,21 +47,14 @@ _AFTER_THE_RUN = (
 )
 
 
-def _import_judges() -> None:
+def import_judges() -> None:
+    """Import what judging needs (run_playbook's ``meanwhile``); a failure is left to the same
+    import after the run, which raises it where it can be reported."""
     for name in _AFTER_THE_RUN:
         try:
             importlib.import_module(name)
-        # Any failure: the same import after the run raises it where it can be reported.
         except Exception:
             return
-
-
-def import_judges_meanwhile() -> threading.Thread:
-    """Start importing what judging needs; the imports after the run wait for it (Python's
-    import lock), and raise there if it failed."""
-    thread = threading.Thread(target=_import_judges, name="kvmprep-import-judges", daemon=True)
-    thread.start()
-    return thread
 
 
 LOCAL_HOST = "localhost"
@@ -158,11 +151,11 @@ def _run(
     notify: Callable[[str], None] | None,
 ) -> CheckRun:
     playbook = content.playbook("audit")
-    import_judges_meanwhile()
     result = runner.run_playbook(
         playbook,
         inventories,
         capture=(PROBE_TASK, FRONTEND_TASK, API_TASK),
+        meanwhile=import_judges,
         **kwargs,
     )
     from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.catalog import (

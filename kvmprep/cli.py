@@ -542,7 +542,7 @@ def _check(args: argparse.Namespace) -> int:
         raise KvmprepError(f"nothing was run: {run.error}", ExitStatus.USAGE)
     reports = outcome.reports
     status = check.exit_status(reports, strict=args.strict)
-    # After the run: imported meanwhile (check.import_judges_meanwhile).
+    # After the run: imported during it (check.import_judges).
     from kvmprep.report import table
 
     if args.output is not None:

@@ -75,6 +75,8 @@ ACTIVE_RUN_SECONDS = 3600
 # ansible-runner only checks the cancel callback when its pexpect loop wakes up; the default
 # (5 s) makes Ctrl-C feel ignored.
 _PEXPECT_TIMEOUT_S = 0.5
+# Seconds run_playbook waits after the run for its ``meanwhile`` work (pruning, imports).
+WHILE_RUNNING_JOIN_S = 30.0
 
 # Without counting hosts (which needs an inventory parse, i.e. another Ansible start-up),
 # 20 is the fork count: Ansible never starts more workers than there are hosts anyway.
@@ -562,6 +564,7 @@ def run_playbook(
     collections_path: Sequence[Path] | None = None,
     inventory_plugin_path: Sequence[Path] | None = None,
     capture: Sequence[str] = (),
+    meanwhile: Callable[[], object] | None = None,
 ) -> RunResult:
     """Run ``playbook`` against ``inventories`` and return what happened to each host.
 
@@ -575,7 +578,8 @@ def run_playbook(
     results of the tasks named in ``capture`` are returned per host in ``task_results``.
     ``inventory_plugin_path`` (default: kvmprep's own, ``content.inventory_plugin_paths()``,
     for every playbook takes an inventory that may be one of them) holds inventory plugins that
-    are enabled for the run.
+    are enabled for the run. ``meanwhile`` is called in a thread once ansible-playbook starts
+    (with the pruning of old artifacts): work the caller needs after the run only.
     """
     from ansible_runner.interface import init_runner
 
@@ -587,7 +591,6 @@ def run_playbook(
         raise KvmprepError(
             f"cannot create the artifact dir {artifact_root}: {exc.strerror}"
         ) from exc
-    prune_artifacts(artifact_root)
     ident = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{playbook.stem}-{uuid.uuid4().hex[:8]}"
     cmdline = " ".join(flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted)
     cwd = Path.cwd()
@@ -618,6 +621,7 @@ def run_playbook(
         if extravars:
             _write_private(private_data_dir / "env" / "extravars", json.dumps(dict(extravars)))
         launcher = _launcher(private_data_dir, secret_env) if secret_env else None
+        while_running = _WhileRunning(lambda: _meanwhile(artifact_root, meanwhile))
         runner = init_runner(
             private_data_dir=str(private_data_dir),
             # Run where the operator is, as ansible-playbook would: ./ansible.cfg and relative
@@ -641,6 +645,7 @@ def run_playbook(
             fact_cache_type="memory",
             event_handler=state,
             cancel_callback=stop,
+            status_handler=while_running,
         )
         _restrict_environment(runner.config, allowed=env, secret=secret_env)
         if launcher:
@@ -649,6 +654,9 @@ def run_playbook(
         # ansible-runner prints Ansible's output on sys.stdout; stdout is for machine output.
         with contextlib.redirect_stdout(output) if output else contextlib.nullcontext():
             runner_status, rc = runner.run()
+        if while_running.thread is not None:
+            # Done long before the run ends; not cut short by this process's exit.
+            while_running.thread.join(WHILE_RUNNING_JOIN_S)
     finally:
         shutil.rmtree(private_data_dir, ignore_errors=True)
     artifact_dir = Path(runner.config.artifact_dir)
@@ -671,6 +679,32 @@ def run_playbook(
         signal_name=_signal_name(cancel),
         killed=tuple(stop.killed),
     )
+
+
+class _WhileRunning:
+    """ansible-runner's status handler: ``work`` in a thread once the status is ``running``
+    (ansible-playbook is being started). Work done before would delay the playbook's start; on
+    two cores it overlaps with it."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.work = work
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, status: Mapping[str, Any], **_context: Any) -> None:
+        if status.get("status") == "running" and self.thread is None:
+            self.thread = threading.Thread(
+                target=self.work, name="kvmprep-while-running", daemon=True
+            )
+            self.thread.start()
+
+
+def _meanwhile(artifact_root: Path, also: Callable[[], object] | None) -> None:
+    # A failure is not this run's: the next prune tries again, and what ``also`` imports is
+    # imported again (raising where it can be reported) when it is needed.
+    with contextlib.suppress(OSError):
+        prune_artifacts(artifact_root)
+    if also is not None:
+        also()
 
 
 class _Stop:

@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from kvmprep.exitcodes import ExitStatus
 from kvmprep.runner import (
+    KEEP_ARTIFACTS,
     HostStatus,
     RunResult,
     RunState,
@@ -61,6 +64,33 @@ def test_all_ok_counts_changes(ok_run: RunResult) -> None:
         assert host.status is HostStatus.CHANGED
     assert ok_run.artifact_dir.is_dir()
     assert "-ok-" in ok_run.artifact_dir.name  # <UTC time>-<playbook>-<random>: sortable
+
+
+@ansible
+def test_meanwhile_and_the_pruning_run_while_the_playbook_runs(
+    run_fixture: Run, tmp_path: Path
+) -> None:
+    # Work done before ansible-playbook starts delays it (one host's check is measured against
+    # a bare ansible-playbook): it runs in a thread once ansible-runner starts the playbook.
+    artifacts = tmp_path / "artifacts"
+    old = time.time() - 7200
+    for n in range(KEEP_ARTIFACTS + 3):
+        run = artifacts / f"old-{n:02d}"
+        run.mkdir(parents=True)
+        os.utime(run, (old + n, old + n))
+    calls: list[str] = []
+    result = run_fixture(
+        "ok.yml",
+        environ={"KVMPREP_ARTIFACT_DIR": str(artifacts)},
+        meanwhile=lambda: calls.append(threading.current_thread().name),
+    )
+    assert result.exit_status is ExitStatus.OK
+    assert calls == ["kvmprep-while-running"]
+    kept = sorted(p.name for p in artifacts.iterdir())
+    assert len(kept) == KEEP_ARTIFACTS, kept
+    assert result.artifact_dir.name in kept
+    assert "old-00" not in kept
+    assert f"old-{KEEP_ARTIFACTS + 2}" in kept
 
 
 @ansible
