@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyone
@@ -1400,13 +1401,22 @@ def test_the_names_resolve_both_ways_on_the_converged_lab(endpoint):
     assert f"on {NODES[0]}, {NODES[1]}" in message, message
 
 
-def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endpoint):
-    front = machine(FRONTEND)
-    kept = "/tmp/hosts.net-001"
-    front.check_output(f"cp -p /etc/hosts {kept}")
+@contextmanager
+def hosts_line_first(host, line):
+    """/etc/hosts on host with line ahead of its entries, restored after."""
+    kept = "/tmp/hosts.kvmprep-test"
+    host.check_output(f"cp -p /etc/hosts {kept}")
     try:
         # podman bind-mounts /etc/hosts: rewritten in place (sed -i would replace the file).
-        front.check_output(f"{{ echo '127.0.1.1 {NODES[1]}'; cat {kept}; }} > /etc/hosts")
+        host.check_output(f"{{ echo '{line}'; cat {kept}; }} > /etc/hosts")
+        yield
+    finally:
+        host.run(f"cat {kept} > /etc/hosts")
+
+
+def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endpoint):
+    front = machine(FRONTEND)
+    with hosts_line_first(front, f"127.0.1.1 {NODES[1]}"):
         assert front.check_output(f"getent hosts {NODES[1]}").split()[0] == "127.0.1.1"
         code, report, stderr = check_report(endpoint)
         assert code == 2, stderr
@@ -1418,19 +1428,13 @@ def test_check_names_a_host_name_that_resolves_to_loopback_on_the_front_end(endp
         # The other node resolves it as before: only the front-end is named.
         assert f"on {NODES[0]}" not in result["message"], result
         assert report["hosts"][NODES[0]]["controls"]["NET-001"]["status"] == "PASS"
-    finally:
-        front.run(f"cat {kept} > /etc/hosts")
     assert _node_control(endpoint, NODES[1], "NET-001")["status"] == "PASS"
 
 
 def test_check_names_a_peer_name_that_resolves_to_loopback_on_a_node(endpoint):
     # node12 reaches node13 by name: mapped to 127.0.1.1, its connects would reach node12's own
     # listener and ssh, which must not read as a working path to node13.
-    node = machine(NODES[0])
-    kept = "/tmp/hosts.net-001-node"
-    node.check_output(f"cp -p /etc/hosts {kept}")
-    try:
-        node.check_output(f"{{ echo '127.0.1.1 {NODES[1]}'; cat {kept}; }} > /etc/hosts")
+    with hosts_line_first(machine(NODES[0]), f"127.0.1.1 {NODES[1]}"):
         code, report, stderr = check_report(endpoint)
         assert code == 2, stderr
         names = report["hosts"][NODES[1]]["controls"]["NET-001"]
@@ -1440,7 +1444,5 @@ def test_check_names_a_peer_name_that_resolves_to_loopback_on_a_node(endpoint):
         assert net["status"] == "ERROR", net
         assert f"{NODES[0]} -> {NODES[1]} port 16514 went to 127.0.1.1" in net["message"], net
         assert "NET-001 judges the name" in net["message"], net
-    finally:
-        node.run(f"cat {kept} > /etc/hosts")
     assert _node_control(endpoint, NODES[1], "NET-001")["status"] == "PASS"
     assert _node_control(endpoint, NODES[0], "NET-002")["status"] == "PASS"
