@@ -33,6 +33,7 @@ ONE_SUDOERS_PACKAGE = "/etc/sudoers.d/opennebula-node-kvm"
 ONE_RUBY_PROBE = "require 'sqlite3'; require 'load_opennebula_paths'"
 ONE_RUNTIME_TOOLS = ("lspci", "rsync", "xmllint")
 ONE_RUBY_TIMEOUT = 10.0
+ONE_RUBY_LATE = "no answer within %g s" % ONE_RUBY_TIMEOUT
 # Ruby without RubyGems starts in a fifth of the time (0.05 s against 0.25 s as oneadmin on
 # Debian 12, the probe's longest wait): what loads without it is the same file RubyGems' own
 # require finds first on $LOAD_PATH, so only a failure is asked again the drivers' way.
@@ -82,12 +83,14 @@ def start_ruby_probe(user):
 
 
 def finish_ruby_probe(user, started):
-    """None when Ruby loads what the remotes require, else why (start_ruby_probe's run; on a
-    failure without RubyGems, once more with them, within the same deadline)."""
+    """None when Ruby loads what the remotes require, else why (start_ruby_probe's run; when
+    that fails without RubyGems, once more with them, with a deadline of its own: the probe
+    may collect the first run late, and a run that did not answer is not asked again)."""
     ruby, proc, deadline = started
     why = _ruby_error(proc, deadline)
-    if why is not None and ruby and isinstance(proc, subprocess.Popen):
-        why = _ruby_error(_start_as(user, [ruby, "-e", ONE_RUBY_PROBE]), deadline)
+    if why is not None and why != ONE_RUBY_LATE and ruby and isinstance(proc, subprocess.Popen):
+        again = _start_as(user, [ruby, "-e", ONE_RUBY_PROBE])
+        why = _ruby_error(again, time.monotonic() + ONE_RUBY_TIMEOUT)
     return why
 
 
@@ -100,7 +103,7 @@ def _ruby_error(proc, deadline):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return "no answer within %g s" % ONE_RUBY_TIMEOUT
+        return ONE_RUBY_LATE
     if proc.returncode == 0:
         return None
     lines = [line.strip() for line in err.decode("utf-8", "replace").splitlines() if line.strip()]

@@ -1865,6 +1865,18 @@ def test_ruby_is_asked_again_with_rubygems_when_the_fast_run_fails(tmp_path, mon
         f"--disable-gems -e {probe_one.ONE_RUBY_PROBE}",
         f"-e {probe_one.ONE_RUBY_PROBE}",
     ]
+    # Collected after the first run's deadline (a busy probe): the second run has its own.
+    ruby, proc, _deadline = probe_one.start_ruby_probe(me)
+    proc.wait()
+    assert probe_one.finish_ruby_probe(me, (ruby, proc, time.monotonic() - 1)) is None
+
+
+def test_ruby_that_did_not_answer_is_not_asked_again(tmp_path, monkeypatch):
+    me, calls = _ruby_as_me(tmp_path, monkeypatch, "exec sleep 30\n")
+    ruby, proc, _deadline = probe_one.start_ruby_probe(me)
+    why = probe_one.finish_ruby_probe(me, (ruby, proc, time.monotonic() + 0.3))
+    assert why == f"no answer within {probe_one.ONE_RUBY_TIMEOUT:g} s"
+    assert len(calls()) == 1
 
 
 def test_ruby_failing_both_ways_says_why_the_drivers_way(tmp_path, monkeypatch):
