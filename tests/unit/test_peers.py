@@ -418,8 +418,25 @@ def front_end(*hosts: str, **ssh: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def judge(control: str, *machines: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    expect = Expect.from_vars({"one_frontend_cluster": "lab", "kvmprep_frontend": "fe"})
+def set_port(
+    facts: dict[str, Any], peer: str, port: str, state: str, address: Any, error: str
+) -> None:
+    """What facts' probe says of its connect to peer's port."""
+    facts["peers"]["hosts"][peer]["ports"][port] = {
+        "state": state,
+        "address": address,
+        "error": error,
+    }
+
+
+def judge(
+    control: str, *machines: tuple[str, dict[str, Any]], frontend: str = "fe"
+) -> dict[str, Any]:
+    """control's results per machine, all of cluster lab (``frontend`` "": no frontend group)."""
+    settings = {"one_frontend_cluster": "lab"}
+    if frontend:
+        settings["kvmprep_frontend"] = frontend
+    expect = Expect.from_vars(settings)
     inputs = [
         HostInput(name, facts, expect, role=Role.FRONTEND if name == "fe" else Role.KVM_HOST)
         for name, facts in machines
@@ -438,11 +455,7 @@ def test_net_002_converged_pair_passes_and_names_what_it_tested() -> None:
 
 def test_net_002_a_filtered_port_fails_on_both_hosts_naming_the_pair() -> None:
     h1 = node("h1", "h2")
-    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
-        "state": "timeout",
-        "address": "10.89.0.12",
-        "error": "no answer within 1 s",
-    }
+    set_port(h1, "h2", "49152", "timeout", "10.89.0.12", "no answer within 1 s")
     rows = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))
     for name in ("h1", "h2"):
         row = rows[name]
@@ -454,17 +467,9 @@ def test_net_002_a_filtered_port_fails_on_both_hosts_naming_the_pair() -> None:
 
 def test_net_002_unreachable_fails_refused_listener_is_lv_005s() -> None:
     h1 = node("h1", "h2")
-    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
-        "state": "unreachable",
-        "address": "10.89.0.12",
-        "error": "No route to host",
-    }
+    set_port(h1, "h2", "16509", "unreachable", "10.89.0.12", "No route to host")
     assert judge("NET-002", ("h1", h1))["h1"].status is F
-    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
-        "state": "refused",
-        "address": "10.89.0.12",
-        "error": "Connection refused",
-    }
+    set_port(h1, "h2", "16509", "refused", "10.89.0.12", "Connection refused")
     row = judge("NET-002", ("h1", h1))["h1"]
     assert row.status is P, row.message
     assert "h2's libvirt listener does not listen (LV-005 judges it on h2" in row.message
@@ -472,11 +477,7 @@ def test_net_002_unreachable_fails_refused_listener_is_lv_005s() -> None:
 
 def test_net_002_unknowns_and_skips() -> None:
     h1 = node("h1", "h2")
-    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
-        "state": "unresolved",
-        "address": None,
-        "error": "Name or service not known",
-    }
+    set_port(h1, "h2", "49152", "unresolved", None, "Name or service not known")
     row = judge("NET-002", ("h1", h1))["h1"]
     assert row.status is E
     assert "NET-001 judges the name" in row.message
@@ -668,11 +669,7 @@ def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> Non
     # h2's own probe shows libvirt listening on :: 16509 (the converged fixture), yet h1's
     # connect there is refused: a REJECT rule (or a listener bound elsewhere) blocks migration.
     h1 = node("h1", "h2")
-    h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {
-        "state": "refused",
-        "address": "10.89.0.12",
-        "error": "Connection refused",
-    }
+    set_port(h1, "h2", "16509", "refused", "10.89.0.12", "Connection refused")
     h2 = node("h2", "h1")
     assert h2["listen"]["sockets"] == [{"address": "::", "family": "ipv6", "port": 16509}]
     rows = judge("NET-002", ("h1", h1), ("h2", h2))
@@ -692,11 +689,7 @@ def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> Non
     assert "h2's libvirt listener does not listen" in row.message
     # A refused QEMU port is a closed port (nothing listens there between migrations).
     h1["peers"]["hosts"]["h2"]["ports"]["16509"] = {"state": "open", "address": "10.89.0.12"}
-    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
-        "state": "refused",
-        "address": "10.89.0.12",
-        "error": "Connection refused",
-    }
+    set_port(h1, "h2", "49152", "refused", "10.89.0.12", "Connection refused")
     assert judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))["h1"].status is P
 
 
@@ -712,9 +705,7 @@ def test_one_008_without_a_front_end_failing_hops_warn() -> None:
     }
     h2 = node("h2", "h1")
     h2["peers"]["frontend"] = None
-    expect = Expect.from_vars({"one_frontend_cluster": "lab"})
-    inputs = [HostInput(n, f, expect) for n, f in (("h1", h1), ("h2", h2))]
-    rows = {r.name: r.results[0] for r in evaluate_fleet(inputs, controls=(by_id("ONE-008"),))}
+    rows = judge("ONE-008", ("h1", h1), ("h2", h2), frontend="")
     for name in ("h1", "h2"):
         row = rows[name]
         assert row.status is W, row.message
@@ -728,11 +719,9 @@ def test_net_002_a_peer_name_resolving_to_loopback_is_not_a_pass() -> None:
     # closed port of its own (refused), which would read as reachable.
     h1 = node("h1", "h2")
     for port, state in (("16509", "open"), ("49152", "refused")):
-        h1["peers"]["hosts"]["h2"]["ports"][port] = {
-            "state": state,
-            "address": "127.0.1.1",
-            "error": "" if state == "open" else "Connection refused",
-        }
+        set_port(
+            h1, "h2", port, state, "127.0.1.1", "" if state == "open" else "Connection refused"
+        )
     rows = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))
     for name in ("h1", "h2"):
         row = rows[name]
@@ -742,11 +731,7 @@ def test_net_002_a_peer_name_resolving_to_loopback_is_not_a_pass() -> None:
             "not h2 - NET-001 judges the name" in row.message
         )
     # A firewall on the way still FAILs, and says the loopback connects too.
-    h1["peers"]["hosts"]["h2"]["ports"]["49152"] = {
-        "state": "timeout",
-        "address": "10.89.0.12",
-        "error": "no answer within 1 s",
-    }
+    set_port(h1, "h2", "49152", "timeout", "10.89.0.12", "no answer within 1 s")
     row = judge("NET-002", ("h1", h1), ("h2", node("h2", "h1")))["h1"]
     assert row.status is F, row.message
     assert "went to 127.0.1.1" in row.message
