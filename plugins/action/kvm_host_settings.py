@@ -14,7 +14,13 @@ from the inventory, read from hostvars in the same task, one loop over the kvm h
 knows each kvm host by
 (``one_frontend_host_name``, else the inventory name), and ``peers``, the kvm hosts per cluster
 (``one_frontend_cluster``, else one_frontend's default "default"), each cluster's ``names``
-(inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name).
+(inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name);
+``probe_names``, the names every host's probe resolves (``one_names`` and the front-end's: the
+first host of the frontend group); and ``probes``, for each kvm host of ``hosts``, its probe's
+``peers`` (the other hosts of its cluster) and ``expect`` (every variable the controls judge
+against: the model's Expect, as this task templated it). Computed here, in one process, rather
+than in each host's worker: ansible-core compiles a task argument's templates again in every
+fork, which made the probe's arguments cost each host tens of milliseconds of the controller.
 
 Result: on a problem, ``failed`` with ``msg`` (the lines joined) and ``kvmprep_invalid_settings``
 (one line per problem, "VARIABLE: value REPR: problem"); ``warnings`` for allowed but weaker
@@ -24,6 +30,7 @@ settings (TLS without tls_allowed_dn_list).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_settings
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect
 
 # The collection's roles, whose meta/argument_specs.yml name the settings (plugins/action/X.py
 # sits two levels below the collection's root).
@@ -55,12 +63,19 @@ class ActionModule(ActionBase):
             specs.update(document["argument_specs"]["main"]["options"])
         return specs
 
-    def _fleet(self, task_vars: Mapping[str, Any]) -> dict[str, Any]:
-        """``one_names`` and ``peers`` of every kvm host of the inventory (not only the play's:
-        a --limit run still probes the names and ports of the hosts it leaves out)."""
+    def _fleet(
+        self, task_vars: Mapping[str, Any], judged: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """``one_names``, ``peers``, ``probe_names`` and ``probes`` (the module's docstring) of
+        every kvm host of the inventory (not only the play's: a --limit run still probes the
+        names and ports of the hosts it leaves out); ``judged``: the settings of each host of
+        the play, as _judge templated them."""
+        groups = task_vars.get("groups", {})
+        frontend = str((groups.get("frontend") or [""])[0])
         names: list[str] = []
         clusters: dict[str, dict[str, list[Any]]] = {}
-        for host in task_vars.get("groups", {}).get("kvm_hosts", []):
+        cluster_of: dict[str, str] = {}
+        for host in groups.get("kvm_hosts", []):
             variables = task_vars["hostvars"][host]
             one_name = self._value(variables, "one_frontend_host_name") or host
             cluster = self._value(variables, "one_frontend_cluster")
@@ -69,7 +84,39 @@ class ActionModule(ActionBase):
             entry["names"].append(str(host))
             entry["peers"].append({"name": str(host), "address": str(one_name)})
             names.append(str(one_name))
-        return {"one_names": names, "peers": clusters}
+            cluster_of[str(host)] = key
+        probes = {}
+        for host, values in judged.items():
+            if host not in cluster_of:
+                continue  # the front-end: its probe takes the fleet's names and peers
+            probes[host] = {
+                "peers": [p for p in clusters[cluster_of[host]]["peers"] if p["name"] != host],
+                "expect": self._expect(values, task_vars["hostvars"][host], frontend),
+            }
+        return {
+            "one_names": names,
+            "peers": clusters,
+            "probe_names": list(dict.fromkeys(n for n in [*names, frontend] if n)),
+            "probes": probes,
+        }
+
+    def _expect(
+        self, values: Mapping[str, Any], variables: Mapping[str, Any], frontend: str
+    ) -> dict[str, Any]:
+        """The variables the controls judge against (Expect's), as this host's probe sends
+        them: the roles' settings as judged (argument_specs' default when unset), the
+        front-end role's per-host ones as the inventory gives them (None when unset: Expect's
+        own default applies) and the run's front-end."""
+        expect: dict[str, Any] = {}
+        for f in fields(Expect):
+            name = Expect.var_name(f)
+            if name == "kvmprep_frontend":
+                expect[name] = frontend
+            elif name.startswith("kvm_host_"):
+                expect[name] = values[name]
+            else:
+                expect[name] = self._value(variables, name)
+        return expect
 
     def _value(self, variables: Mapping[str, Any], name: str) -> Any:
         if name not in variables:
@@ -85,9 +132,9 @@ class ActionModule(ActionBase):
         variables: Mapping[str, Any],
         apply: bool,
         specs: dict[str, dict[str, Any]] | None = None,
-    ) -> tuple[list[str], list[str]]:
-        """(problems, warnings) of one host, whose variables are ``variables``; ``specs``: these
-        roles' specs, when the caller has them already."""
+    ) -> tuple[list[str], list[str], dict[str, Any]]:
+        """(problems, warnings, the settings as templated) of one host, whose variables are
+        ``variables``; ``specs``: these roles' specs, when the caller has them already."""
         if specs is None:
             specs = self._specs(roles)
         values: dict[str, Any] = {}
@@ -105,10 +152,14 @@ class ActionModule(ActionBase):
         warnings = (
             kvm_host_settings.warnings(values) if "kvm_host" in roles and not problems else []
         )
-        return problems, warnings
+        return problems, warnings, values
 
     def _judge_hosts(
-        self, hosts: Mapping[str, list[str]], task_vars: dict[str, Any], apply: bool
+        self,
+        hosts: Mapping[str, list[str]],
+        task_vars: dict[str, Any],
+        apply: bool,
+        judged: dict[str, dict[str, Any]],
     ) -> tuple[list[str], list[str]]:
         # Once for every host of the play: the same problem on every host is said once, one
         # that only some hosts have names them.
@@ -123,7 +174,7 @@ class ActionModule(ActionBase):
             key = tuple(checked)
             if key not in specs:
                 specs[key] = self._specs(checked)
-            problems, warnings = self._judge(
+            problems, warnings, judged[str(host)] = self._judge(
                 checked, task_vars["hostvars"][host], apply, specs[key]
             )
             for line in problems:
@@ -137,11 +188,12 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         apply = boolean(self._task.args.get("apply", True))
         hosts = self._task.args.get("hosts")
+        judged: dict[str, dict[str, Any]] = {}
         if hosts is None:
             roles = _roles(self._task.args.get("roles", ["kvm_host"]))
-            problems, warnings = self._judge(roles, task_vars, apply)
+            problems, warnings, _values = self._judge(roles, task_vars, apply)
         elif isinstance(hosts, Mapping):
-            problems, warnings = self._judge_hosts(hosts, task_vars, apply)
+            problems, warnings = self._judge_hosts(hosts, task_vars, apply, judged)
         else:
             raise AnsibleActionFail("hosts: expected a mapping of host name to roles")
         result["changed"] = False
@@ -151,7 +203,7 @@ class ActionModule(ActionBase):
         if warnings:
             result["warnings"] = warnings
         if boolean(self._task.args.get("fleet", False)):
-            result.update(self._fleet(task_vars))
+            result.update(self._fleet(task_vars, judged))
         return result
 
 

@@ -122,9 +122,7 @@ def test_check_sends_every_kvm_host_name_and_the_front_ends() -> None:
         "name": "kvmprep.kvm.kvm_host",
         "tasks_from": "audit",
     }
-    assert audit["vars"]["__kvm_host_audit_names"].startswith(
-        "{{ (__kvmprep_fleet.one_names + [__kvmprep_frontend])"
-    )
+    assert audit["vars"]["__kvm_host_audit_names"] == "{{ __kvmprep_fleet.probe_names }}"
     tasks = yaml.safe_load((REPO_ROOT / "roles/kvm_host/tasks/audit.yml").read_text())
     hosts_probe = tasks[0]["kvmprep.kvm.kvm_host_probe"]
     assert "names" in hosts_probe["gather"]

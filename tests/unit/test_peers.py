@@ -8,6 +8,7 @@ an ssh of the test's own ahead in PATH for the hops' outcomes."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -584,7 +585,8 @@ def test_the_judges_read_hosts_facts_only() -> None:
 
 INVENTORY = {
     "a": {"one_frontend_cluster": "c1", "one_frontend_host_name": "a.lab"},
-    "b": {"one_frontend_cluster": "c1"},
+    # A setting of the role's, templated as the role would see it.
+    "b": {"one_frontend_cluster": "c1", "kvm_host_oneadmin_home": "/srv/{{ 'one' }}"},
     "c": {"one_frontend_cluster": "100"},  # a cluster id (the settings want a string)
     "d": {},  # one_frontend's default cluster
     "e": {"one_frontend_cluster": "default"},
@@ -592,7 +594,7 @@ INVENTORY = {
 
 
 @pytest.mark.ansible
-def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) -> None:
+def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> None:
     plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
     # The settings task computes them in its pass over the hosts' variables, once per run.
     (named,) = [t for t in plays[0]["tasks"] if "kvmprep.kvm.kvm_host_settings" in t]
@@ -607,8 +609,10 @@ def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) ->
             "hosts": "kvm_hosts",
             "gather_facts": False,
             "tasks": [
-                {"ansible.builtin.debug": {"msg": host_task["vars"]["__kvm_host_audit_peers"]}}
+                {"ansible.builtin.debug": {"msg": host_task["vars"][f"__kvm_host_audit_{arg}"]}}
+                for arg in ("peers", "names", "expect")
             ],
+            "vars": plays[1]["vars"],
         },
         {
             "hosts": "frontend",
@@ -663,6 +667,26 @@ def test_check_gives_each_host_the_other_hosts_of_its_cluster(tmp_path: Path) ->
     assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
     # NET-001: the names OpenNebula knows the kvm hosts by, one_frontend_host_name first.
     assert result["plays"][2]["tasks"][1]["hosts"]["fe"]["msg"] == ["a.lab", "b", "c", "d", "e"]
+    # Each host's probe resolves the same names, the front-end's among them.
+    names = result["plays"][1]["tasks"][1]["hosts"]
+    for host in INVENTORY:
+        assert names[host]["msg"] == ["a.lab", "b", "c", "d", "e", "fe"], host
+    assert set(names) == set(INVENTORY)
+    # The settings the controls judge each host against: every variable of the model's Expect,
+    # the role's default where the inventory sets none, the inventory's value templated, the
+    # front-end role's per-host values as given (None: unset), the run's front-end.
+    expect = {h: found["msg"] for h, found in result["plays"][1]["tasks"][2]["hosts"].items()}
+    defaults = yaml.safe_load((REPO_ROOT / "roles/kvm_host/defaults/main.yml").read_text())
+    for host, values in INVENTORY.items():
+        want = {
+            Expect.var_name(f): defaults.get(Expect.var_name(f)) for f in dataclasses.fields(Expect)
+        }
+        want.update(values, kvmprep_frontend="fe")
+        if host == "b":
+            want["kvm_host_oneadmin_home"] = "/srv/one"
+        assert expect[host] == want, host
+        assert Expect.from_vars(expect[host]).oneadmin_uid == defaults["kvm_host_oneadmin_uid"]
+    assert expect["d"]["one_frontend_cluster"] is None
 
 
 def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> None:

@@ -119,9 +119,10 @@ def _inventory(name: str, default: Any | None = None) -> Any:
 @dataclass(frozen=True)
 class Expect:
     """What a compliant host looks like: the roles' defaults (read from their defaults/main.yml,
-    never repeated here), overridden by inventory values. check's playbook sends every value
-    templated as the role sees it (tasks/audit.yml); the defaults serve tests and callers that
-    give only some.
+    never repeated here), overridden by inventory values. check's playbook sends every value,
+    the roles' argument_specs defaults applied, templated (playbooks/audit.yml's settings task,
+    plugins/action/kvm_host_settings.py); the defaults serve tests and callers that give only
+    some.
 
     Each field ``f`` is the role variable ``kvm_host_<f>``; the last ones are the front-end
     role's variables for this host (``var_name`` says which).
