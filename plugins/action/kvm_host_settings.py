@@ -15,12 +15,14 @@ knows each kvm host by
 (``one_frontend_host_name``, else the inventory name), and ``peers``, the kvm hosts per cluster
 (``one_frontend_cluster``, else one_frontend's default "default"), each cluster's ``names``
 (inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name);
-``probe_names``, the names every host's probe resolves (``one_names`` and the front-end's: the
-first host of the frontend group); and ``probes``, for each kvm host of ``hosts``, its probe's
-``peers`` (the other hosts of its cluster) and ``expect`` (every variable the controls judge
-against: the model's Expect, as this task templated it). Computed here, in one process, rather
-than in each host's worker: ansible-core compiles a task argument's templates again in every
-fork, which made the probe's arguments cost each host tens of milliseconds of the controller.
+``frontend``, the run's front-end (the first host of the frontend group, '' without one);
+``probe_names``, the names every host's probe resolves (``one_names`` and the front-end's); and
+``probes``, for each kvm host of ``hosts``, every argument of its probe call but ``gather``
+(plugins/plugin_utils/audit_args.py: its peers, the other hosts of its cluster, and ``expect``,
+every variable the controls judge against: the model's Expect, as this task templated it).
+Computed here, in one process, rather than in each host's worker: ansible-core compiles a task
+argument's templates again in every fork, which made the probe's arguments cost each host tens
+of milliseconds of the controller.
 
 Result: on a problem, ``failed`` with ``msg`` (the lines joined) and ``kvmprep_invalid_settings``
 (one line per problem, "VARIABLE: value REPR: problem"); ``warnings`` for allowed but weaker
@@ -40,6 +42,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_settings
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import audit_args
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect
 
 # The collection's roles, whose meta/argument_specs.yml name the settings (plugins/action/X.py
@@ -49,6 +52,10 @@ KNOWN_ROLES = ("kvm_host", "one_frontend")
 # libyaml when PyYAML has it: the specs are the collection's own plain YAML (no vault, no
 # templates), and the DataLoader's tagging and deep copy cost ten times the parse.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Expect's per-host variables of the front-end role (one_frontend_host_name, ..._cluster, ...).
+_FRONT_END_VARS = tuple(
+    Expect.var_name(f) for f in fields(Expect) if Expect.var_name(f).startswith("one_frontend_")
+)
 
 
 class ActionModule(ActionBase):
@@ -66,57 +73,48 @@ class ActionModule(ActionBase):
     def _fleet(
         self, task_vars: Mapping[str, Any], judged: Mapping[str, Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """``one_names``, ``peers``, ``probe_names`` and ``probes`` (the module's docstring) of
-        every kvm host of the inventory (not only the play's: a --limit run still probes the
-        names and ports of the hosts it leaves out); ``judged``: the settings of each host of
-        the play, as _judge templated them."""
+        """``one_names``, ``peers``, ``frontend``, ``probe_names`` and ``probes`` (the module's
+        docstring) of every kvm host of the inventory (not only the play's: a --limit run still
+        probes the names and ports of the hosts it leaves out); ``judged``: the settings of
+        each host of the play, as _judge templated them."""
         groups = task_vars.get("groups", {})
         frontend = str((groups.get("frontend") or [""])[0])
         names: list[str] = []
         clusters: dict[str, dict[str, list[Any]]] = {}
         cluster_of: dict[str, str] = {}
+        # Expect's variables of the front-end role, per kvm host, as the inventory gives them
+        # (None when unset: Expect's own default applies), each templated once.
+        given: dict[str, dict[str, Any]] = {}
         for host in groups.get("kvm_hosts", []):
             variables = task_vars["hostvars"][host]
-            one_name = self._value(variables, "one_frontend_host_name") or host
-            cluster = self._value(variables, "one_frontend_cluster")
+            given[str(host)] = {n: self._value(variables, n) for n in _FRONT_END_VARS}
+            one_name = given[str(host)]["one_frontend_host_name"] or host
+            cluster = given[str(host)]["one_frontend_cluster"]
             key = "default" if cluster is None else str(cluster)
             entry = clusters.setdefault(key, {"names": [], "peers": []})
             entry["names"].append(str(host))
             entry["peers"].append({"name": str(host), "address": str(one_name)})
             names.append(str(one_name))
             cluster_of[str(host)] = key
+        probe_names = list(dict.fromkeys(n for n in [*names, frontend] if n))
         probes = {}
         for host, values in judged.items():
             if host not in cluster_of:
                 continue  # the front-end: its probe takes the fleet's names and peers
-            probes[host] = {
-                "peers": [p for p in clusters[cluster_of[host]]["peers"] if p["name"] != host],
-                "expect": self._expect(values, task_vars["hostvars"][host], frontend),
-            }
+            probes[host] = audit_args.probe_arguments(
+                values,
+                frontend=frontend,
+                names=probe_names,
+                peers=[p for p in clusters[cluster_of[host]]["peers"] if p["name"] != host],
+                expect=_expect(values, given[host], frontend),
+            )
         return {
             "one_names": names,
             "peers": clusters,
-            "probe_names": list(dict.fromkeys(n for n in [*names, frontend] if n)),
+            "frontend": frontend,
+            "probe_names": probe_names,
             "probes": probes,
         }
-
-    def _expect(
-        self, values: Mapping[str, Any], variables: Mapping[str, Any], frontend: str
-    ) -> dict[str, Any]:
-        """The variables the controls judge against (Expect's), as this host's probe sends
-        them: the roles' settings as judged (argument_specs' default when unset), the
-        front-end role's per-host ones as the inventory gives them (None when unset: Expect's
-        own default applies) and the run's front-end."""
-        expect: dict[str, Any] = {}
-        for f in fields(Expect):
-            name = Expect.var_name(f)
-            if name == "kvmprep_frontend":
-                expect[name] = frontend
-            elif name.startswith("kvm_host_"):
-                expect[name] = values[name]
-            else:
-                expect[name] = self._value(variables, name)
-        return expect
 
     def _value(self, variables: Mapping[str, Any], name: str) -> Any:
         if name not in variables:
@@ -159,8 +157,8 @@ class ActionModule(ActionBase):
         hosts: Mapping[str, list[str]],
         task_vars: dict[str, Any],
         apply: bool,
-        judged: dict[str, dict[str, Any]],
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
+        """(problems, warnings) over the hosts, and each host's settings as templated."""
         # Once for every host of the play: the same problem on every host is said once, one
         # that only some hosts have names them.
         found: dict[str, list[str]] = {}
@@ -169,6 +167,7 @@ class ActionModule(ActionBase):
         # argument_specs.yml on every load (0.1 s each), which made this task grow with the
         # fleet. validate() only reads the specs, so the hosts can share them.
         specs: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+        judged: dict[str, dict[str, Any]] = {}
         for host, roles in hosts.items():
             checked = _roles(roles)
             key = tuple(checked)
@@ -181,7 +180,7 @@ class ActionModule(ActionBase):
                 found.setdefault(line, []).append(str(host))
             for line in warnings:
                 warned.setdefault(line, []).append(str(host))
-        return _named(found, len(hosts)), _named(warned, len(hosts))
+        return _named(found, len(hosts)), _named(warned, len(hosts)), judged
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
@@ -193,7 +192,7 @@ class ActionModule(ActionBase):
             roles = _roles(self._task.args.get("roles", ["kvm_host"]))
             problems, warnings, _values = self._judge(roles, task_vars, apply)
         elif isinstance(hosts, Mapping):
-            problems, warnings = self._judge_hosts(hosts, task_vars, apply, judged)
+            problems, warnings, judged = self._judge_hosts(hosts, task_vars, apply)
         else:
             raise AnsibleActionFail("hosts: expected a mapping of host name to roles")
         result["changed"] = False
@@ -205,6 +204,22 @@ class ActionModule(ActionBase):
         if boolean(self._task.args.get("fleet", False)):
             result.update(self._fleet(task_vars, judged))
         return result
+
+
+def _expect(values: Mapping[str, Any], given: Mapping[str, Any], frontend: str) -> dict[str, Any]:
+    """The variables the controls judge against (Expect's), as the host's probe sends them:
+    the roles' settings as judged (argument_specs' default when unset), the front-end role's
+    per-host ones as the inventory gives them (``given``) and the run's front-end."""
+    expect: dict[str, Any] = {}
+    for f in fields(Expect):
+        name = Expect.var_name(f)
+        if name == "kvmprep_frontend":
+            expect[name] = frontend
+        elif name.startswith("kvm_host_"):
+            expect[name] = values[name]
+        else:
+            expect[name] = given[name]
+    return expect
 
 
 def _roles(roles: Any) -> list[str]:

@@ -8,7 +8,7 @@ short_description: Judge the hosts playbooks/audit.yml gathered and write the kv
 description:
   - Runs on the controller only (an action plugin), once for every host of the play
     (C(run_once)). Reads the results playbooks/audit.yml registered on each host
-    (C(kvm_host_audit_facts), C(kvmprep_check_frontend_facts), C(kvmprep_check_one_hosts)),
+    (C(kvmprep_check_host_facts), C(kvmprep_check_frontend_facts), C(kvmprep_check_one_hosts)),
     judges them with the controls of C(kvmprep check), and returns the C(kvmprep.check/1) report
     the CLI's C(kvmprep check --format json) prints for the same hosts (the same bytes when
     written to O(report)).

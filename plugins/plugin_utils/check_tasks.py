@@ -15,7 +15,7 @@ FRONTEND_TASK = "kvmprep check front-end facts"
 API_TASK = "kvmprep check OpenNebula hosts"
 #: Task name -> the variable audit.yml registers its result in (the action plugin reads those).
 REGISTERED = {
-    PROBE_TASK: "kvm_host_audit_facts",  # in the role's tasks/audit.yml: the role's prefix
+    PROBE_TASK: "kvmprep_check_host_facts",
     FRONTEND_TASK: "kvmprep_check_frontend_facts",
     API_TASK: "kvmprep_check_one_hosts",
 }

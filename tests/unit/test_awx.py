@@ -44,7 +44,7 @@ DEMO_ARTIFACT = "kvmprep_check"
 # The task whose result proves the collection ran, where it lives in the collection, and the key
 # its result must hold (kvmprep/check.py reads the facts from it).
 DEMO_TASK = check.PROBE_TASK
-DEMO_TASK_FILE = "roles/kvm_host/tasks/audit.yml"
+DEMO_TASK_FILE = "playbooks/audit.yml"
 DEMO_RESULT_KEY = "probe"
 # ==== end of the demo's settings ====
 
@@ -326,5 +326,7 @@ def test_ansible_runner_runs_the_collection_from_a_project(tarball: Path, tmp_pa
 def _line_of(task: str) -> int:
     """The line of the task named ``task`` in DEMO_TASK_FILE (Ansible's task_path)."""
     lines = (REPO_ROOT / DEMO_TASK_FILE).read_text().splitlines()
-    (number,) = [n for n, line in enumerate(lines, 1) if line.startswith(f"- name: {task}")]
+    (number,) = [
+        n for n, line in enumerate(lines, 1) if line.lstrip().startswith(f"- name: {task}")
+    ]
     return number

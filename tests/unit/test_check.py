@@ -176,9 +176,10 @@ def test_the_playbooks_name_the_collections_content_by_fqcn() -> None:
     plays = yaml.safe_load(content.playbook("audit").read_text())
     tasks = [task for play in plays for task in play["tasks"]]
     modules = {key for task in tasks for key in task if "." in key}
+    modules |= {key for task in tasks for key in task.get("module_defaults", {})}
     roles = {task[key]["name"] for task in tasks for key in task if key.endswith(("_role",))}
-    assert "kvmprep.kvm.one_frontend_probe" in modules
-    assert roles == {"kvmprep.kvm.kvm_host", "kvmprep.kvm.one_frontend"}
+    assert {"kvmprep.kvm.one_frontend_probe", "kvmprep.kvm.kvm_host_probe"} <= modules
+    assert roles == {"kvmprep.kvm.one_frontend"}
     assert all(m.startswith(("ansible.builtin.", "kvmprep.kvm.")) for m in modules), modules
     # The probe's controller-side neighbours (plan, settings, warn) are the collection's
     # action plugins, with check's judge (playbooks/check.yml); the probe has none: it runs

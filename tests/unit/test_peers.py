@@ -584,23 +584,39 @@ def test_the_judges_read_hosts_facts_only() -> None:
 # --- audit.yml (check's facts): each host's peers, computed once, grouped as the judges do ---
 
 INVENTORY = {
-    "a": {"one_frontend_cluster": "c1", "one_frontend_host_name": "a.lab"},
+    "a": {
+        "one_frontend_cluster": "c1",
+        "one_frontend_host_name": "a.lab",
+        "kvm_host_apparmor_datastore_path": "/srv/datastores",
+    },
     # A setting of the role's, templated as the role would see it.
     "b": {"one_frontend_cluster": "c1", "kvm_host_oneadmin_home": "/srv/{{ 'one' }}"},
-    "c": {"one_frontend_cluster": "100"},  # a cluster id (the settings want a string)
-    "d": {},  # one_frontend's default cluster
-    "e": {"one_frontend_cluster": "default"},
+    # A cluster id (the settings want a string); the TLS listener.
+    "c": {"one_frontend_cluster": "100", "kvm_host_migration_transport": "tls"},
+    "d": {"kvm_host_migration_transport": "ssh"},  # one_frontend's default cluster; no listener
+    "e": {
+        "one_frontend_cluster": "default",
+        "kvm_host_qemu_conf_extra": {"migration_port_min": 50000},
+        "kvm_host_kvm_device_group": "kvm-dev",
+        "kvm_host_oneadmin_user": "one",
+    },
 }
+# Every argument of the probe call but gather: the settings task makes them for each host.
+PROBE_ARGS = {
+    "blocks", "user", "emulator", "remotes_dir", "frontend", "names", "peers", "ports", "groups",
+    "expect",
+}  # fmt: skip
 
 
 @pytest.mark.ansible
-def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> None:
+def test_check_gives_each_host_its_probe_arguments(tmp_path: Path) -> None:
     plays = yaml.safe_load((REPO_ROOT / "playbooks" / "audit.yml").read_text())
     # The settings task computes them in its pass over the hosts' variables, once per run.
     (named,) = [t for t in plays[0]["tasks"] if "kvmprep.kvm.kvm_host_settings" in t]
     assert named["run_once"] is True  # once per run, not once per host
     assert named["kvmprep.kvm.kvm_host_settings"]["fleet"] is True
-    host_task = plays[1]["tasks"][0]
+    (host_task,) = plays[1]["tasks"]
+    assert set(host_task["kvmprep.kvm.kvm_host_probe"]) == {"gather"}
     fe_task = plays[2]["tasks"][0]["kvmprep.kvm.one_frontend_probe"]
     playbook = [
         # audit.yml's own first play: its hosts, the settings task as it is.
@@ -609,10 +625,33 @@ def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> N
             "hosts": "kvm_hosts",
             "gather_facts": False,
             "tasks": [
-                {"ansible.builtin.debug": {"msg": host_task["vars"][f"__kvm_host_audit_{arg}"]}}
-                for arg in ("peers", "names", "expect")
+                # What the probe call gets: audit.yml's own expression.
+                {
+                    "ansible.builtin.debug": {
+                        "msg": host_task["module_defaults"]["kvmprep.kvm.kvm_host_probe"]
+                    }
+                },
+                # What the role's own variables say, for apply's probe and AppArmor task and
+                # its restart check (static import: the role's variables, no task run).
+                {
+                    "ansible.builtin.import_role": {
+                        "name": "kvmprep.kvm.kvm_host",
+                        "tasks_from": "set_vars",
+                    },
+                    "when": False,
+                },
+                {
+                    "ansible.builtin.debug": {
+                        "msg": {
+                            "blocks": "{{ __kvm_host_probe_blocks }}",
+                            "port": "{{ __kvm_host_listener_port | int }}",
+                            "user": "{{ kvm_host_oneadmin_user }}",
+                            "emulator": "{{ kvm_host_emulator_link }}",
+                            "remotes_dir": "{{ kvm_host_remotes_dir }}",
+                        }
+                    }
+                },
             ],
-            "vars": plays[1]["vars"],
         },
         {
             "hosts": "frontend",
@@ -646,10 +685,12 @@ def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
-    got = {
-        host: [p["name"] for p in found["msg"]]
-        for host, found in result["plays"][1]["tasks"][0]["hosts"].items()
-    }
+    tasks = result["plays"][1]["tasks"]
+    args = {host: found["msg"] for host, found in tasks[0]["hosts"].items()}
+    assert set(args) == set(INVENTORY)
+    for host in INVENTORY:
+        assert set(args[host]) == PROBE_ARGS, host
+    got = {host: [p["name"] for p in args[host]["peers"]] for host in INVENTORY}
     # What the fleet judges compare: migration.by_cluster over the same inventory values.
     facts = [HostFacts(h, {}, Expect.from_vars(v)) for h, v in INVENTORY.items()]
     want = {
@@ -660,22 +701,42 @@ def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> N
     assert got == want
     assert got == {"a": ["b"], "b": ["a"], "c": [], "d": ["e"], "e": ["d"]}
     # The address is the name OpenNebula knows the host by.
-    assert result["plays"][1]["tasks"][0]["hosts"]["b"]["msg"] == [
-        {"name": "a", "address": "a.lab"}
-    ]
+    assert args["b"]["peers"] == [{"name": "a", "address": "a.lab"}]
     fe = result["plays"][2]["tasks"][0]["hosts"]["fe"]["msg"]
     assert sorted(p["name"] for p in fe) == sorted(INVENTORY)
     # NET-001: the names OpenNebula knows the kvm hosts by, one_frontend_host_name first.
     assert result["plays"][2]["tasks"][1]["hosts"]["fe"]["msg"] == ["a.lab", "b", "c", "d", "e"]
     # Each host's probe resolves the same names, the front-end's among them.
-    names = result["plays"][1]["tasks"][1]["hosts"]
     for host in INVENTORY:
-        assert names[host]["msg"] == ["a.lab", "b", "c", "d", "e", "fe"], host
-    assert set(names) == set(INVENTORY)
+        assert args[host]["names"] == ["a.lab", "b", "c", "d", "e", "fe"], host
+        assert args[host]["frontend"] == "fe", host
+    # The role's own variables, as Ansible templates them for the host, say the same: the
+    # AppArmor blocks apply writes and its probe looks for, the listener's port, oneadmin, the
+    # emulator link and the remotes dir.
+    role = {host: found["msg"] for host, found in tasks[-1]["hosts"].items()}
+    for host in INVENTORY:
+        assert args[host]["blocks"] == role[host]["blocks"], host
+        assert args[host]["user"] == role[host]["user"], host
+        assert args[host]["emulator"] == role[host]["emulator"], host
+        assert args[host]["remotes_dir"] == role[host]["remotes_dir"], host
+        listener = [int(role[host]["port"])] if int(role[host]["port"]) else []
+        assert args[host]["ports"][:-1] == listener, host
+    assert "  owner /srv/datastores/** rwk," in {b["block"] for b in args["a"]["blocks"]}
+    assert args["e"]["user"] == "one"
+    # NET-002's ports: the listener's (tcp 16509, tls 16514, none for ssh), QEMU's first.
+    assert {h: args[h]["ports"] for h in INVENTORY} == {
+        "a": [16509, 49152],
+        "b": [16509, 49152],
+        "c": [16514, 49152],
+        "d": [49152],
+        "e": [16509, 50000],
+    }
+    # The groups whose members the probe reads: libvirt's candidates, the settings' own.
+    assert args["a"]["groups"] == ["kvm", "libvirt", "libvirtd", "oneadmin"]
+    assert args["e"]["groups"] == ["kvm", "libvirt", "libvirtd", "kvm-dev", "oneadmin"]
     # The settings the controls judge each host against: every variable of the model's Expect,
     # the role's default where the inventory sets none, the inventory's value templated, the
     # front-end role's per-host values as given (None: unset), the run's front-end.
-    expect = {h: found["msg"] for h, found in result["plays"][1]["tasks"][2]["hosts"].items()}
     defaults = yaml.safe_load((REPO_ROOT / "roles/kvm_host/defaults/main.yml").read_text())
     for host, values in INVENTORY.items():
         want = {
@@ -684,9 +745,10 @@ def test_check_gives_each_host_its_peers_names_and_settings(tmp_path: Path) -> N
         want.update(values, kvmprep_frontend="fe")
         if host == "b":
             want["kvm_host_oneadmin_home"] = "/srv/one"
-        assert expect[host] == want, host
-        assert Expect.from_vars(expect[host]).oneadmin_uid == defaults["kvm_host_oneadmin_uid"]
-    assert expect["d"]["one_frontend_cluster"] is None
+        assert args[host]["expect"] == want, host
+        expect = Expect.from_vars(args[host]["expect"])
+        assert expect.oneadmin_uid == defaults["kvm_host_oneadmin_uid"]
+    assert args["d"]["expect"]["one_frontend_cluster"] is None
 
 
 def test_net_002_a_refused_listener_that_listens_is_rejected_on_the_way() -> None:
