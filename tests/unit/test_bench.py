@@ -53,3 +53,14 @@ def test_a_check_of_more_than_one_round_trip_per_host_is_missed() -> None:
     assert bench.missed_targets(_results(), trips) == [
         "kvmprep check with 16 host(s): [1, 2] SSH commands per host, not one round trip"
     ]
+
+
+def test_cpu_scaling_compares_each_added_host_with_the_floors() -> None:
+    cpu = {("floor", "1"): 1.0, ("floor", "16"): 2.5, ("check", "1"): 2.0, ("check", "16"): 5.0}
+    lines = bench.cpu_scaling(cpu)
+    assert "| seconds per added host | 0.100 | 0.200 |" in lines
+    assert "| 16 hosts / 1 host | 2.50 | 2.50 |" in lines
+    # 2.0 s for one host, then the floor's 0.1 s for each of the 15 others: 3.5 / 2.0.
+    assert lines[-1].endswith(": 1.75")
+    del cpu[("floor", "16")]
+    assert bench.cpu_scaling(cpu) == []
