@@ -601,16 +601,22 @@ def test_end_tree_terms_then_kills_processes_in_their_own_sessions() -> None:
     from kvmprep import processes
 
     # A parent with two children that left its session, as Ansible's workers do; one of them
-    # ignores SIGTERM.
+    # ignores SIGTERM. The parent says ready once both children have said theirs (the one
+    # that ignores SIGTERM, only after it does: killed before that, SIGTERM ends it).
     code = (
         "import os, signal, sys, time\n"
+        "r, w = os.pipe()\n"
         "for ignore in (False, True):\n"
         "    if os.fork() == 0:\n"
         "        os.setsid()\n"
         "        if ignore:\n"
         "            signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "        os.write(w, b'c')\n"
         "        time.sleep(60)\n"
         "        os._exit(0)\n"
+        "got = b''\n"
+        "while len(got) < 2:\n"
+        "    got += os.read(r, 2)\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
