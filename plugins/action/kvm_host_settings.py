@@ -15,11 +15,11 @@ knows each kvm host by
 (``one_frontend_host_name``, else the inventory name), and ``peers``, the kvm hosts per cluster
 (``one_frontend_cluster``, else one_frontend's default "default"), each cluster's ``names``
 (inventory names) and ``peers`` (``{name, address}``: the address is the OpenNebula name);
-``frontend``, the run's front-end (the first host of the frontend group, '' without one);
-``probe_names``, the names every host's probe resolves (``one_names`` and the front-end's); and
-``probes``, for each kvm host of ``hosts``, every argument of its probe call but ``gather``
-(plugins/plugin_utils/audit_args.py: its peers, the other hosts of its cluster, and ``expect``,
-every variable the controls judge against: the model's Expect, as this task templated it).
+and ``probes``, for each kvm host of ``hosts``, every argument of its probe call but ``gather``
+(plugins/plugin_utils/audit_args.py: among them the run's front-end, the first host of the
+frontend group; the names to resolve, ``one_names`` and the front-end's; its peers, the other
+hosts of its cluster; and ``expect``, every variable the controls judge against: the model's
+Expect, as this task templated it).
 Computed here, in one process, rather than in each host's worker: ansible-core compiles a task
 argument's templates again in every fork, which made the probe's arguments cost each host tens
 of milliseconds of the controller.
@@ -73,10 +73,10 @@ class ActionModule(ActionBase):
     def _fleet(
         self, task_vars: Mapping[str, Any], judged: Mapping[str, Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """``one_names``, ``peers``, ``frontend``, ``probe_names`` and ``probes`` (the module's
-        docstring) of every kvm host of the inventory (not only the play's: a --limit run still
-        probes the names and ports of the hosts it leaves out); ``judged``: the settings of
-        each host of the play, as _judge templated them."""
+        """``one_names``, ``peers`` and ``probes`` (the module's docstring) of every kvm host
+        of the inventory (not only the play's: a --limit run still probes the names and ports
+        of the hosts it leaves out); ``judged``: the settings of each host of the play, as
+        _judge templated them."""
         groups = task_vars.get("groups", {})
         frontend = str((groups.get("frontend") or [""])[0])
         names: list[str] = []
@@ -111,8 +111,6 @@ class ActionModule(ActionBase):
         return {
             "one_names": names,
             "peers": clusters,
-            "frontend": frontend,
-            "probe_names": probe_names,
             "probes": probes,
         }
 

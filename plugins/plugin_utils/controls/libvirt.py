@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_judge
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import audit_args
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import Expect, Result, fact
 
-PORTS = {"tcp": 16509, "tls": 16514}
+PORTS = audit_args.LISTENER_PORTS
 # libvirt's built-in default when auth_tcp is not set (libvirtd.conf documents it).
 DEFAULT_AUTH_TCP = "sasl"
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.kvmprep.kvm.plugins.plugin_utils import audit_args
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.libvirt import is_loopback
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.model import HostFacts, Result
 from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula import (
@@ -36,7 +37,7 @@ from ansible_collections.kvmprep.kvm.plugins.plugin_utils.controls.opennebula im
 
 #: The migration listener's ports (libvirt's tcp and tls); the other port tested is the first
 #: of QEMU's migration range, where nothing listens between migrations.
-LISTENER_PORTS = ("16509", "16514")
+LISTENER_PORTS = tuple(str(p) for p in audit_args.LISTENER_PORTS.values())
 FILTERED = ("timeout", "unreachable")
 SSH_FIX = (
     "kvmprep apply with the frontend group exchanges oneadmin's keys and the host keys among "
