@@ -56,7 +56,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from kvmprep import content, processes
+from kvmprep import content, processes, ptyclose
 from kvmprep.exitcodes import ExitStatus, KvmprepError
 
 # A failed task's message is the collection's wording (plugins/plugin_utils/task_result.py): the
@@ -652,7 +652,10 @@ def run_playbook(
             # ansible-runner appends the playbook only when it runs ansible-playbook itself.
             runner.config.command.append(str(playbook.resolve()))
         # ansible-runner prints Ansible's output on sys.stdout; stdout is for machine output.
-        with contextlib.redirect_stdout(output) if output else contextlib.nullcontext():
+        with (
+            contextlib.redirect_stdout(output) if output else contextlib.nullcontext(),
+            ptyclose.prompt_close(),
+        ):
             runner_status, rc = runner.run()
         if while_running.thread is not None:
             # Done long before the run ends; not cut short by this process's exit.
