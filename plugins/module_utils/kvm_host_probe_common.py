@@ -9,6 +9,7 @@ import grp
 import os
 import pwd
 import stat
+import subprocess
 import time
 
 BIN_DIRS = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
@@ -17,6 +18,8 @@ QEMU_DIRS = ("/usr/libexec",)  # RHEL's qemu-kvm lives there
 UNSET = object()
 #: Seconds given to reading a child that has ended, whatever its deadline.
 ENDED_GRACE = 1.0
+#: Seconds a command started early (start()) may take before it counts as not answering.
+STARTED_TIMEOUT = 60.0
 
 
 def communicate_by(proc, deadline):
@@ -100,6 +103,72 @@ def run(module, args):
     except Exception:
         return None, ""
     return rc, out or ""
+
+
+class Started(object):
+    """A command running while the probe gathers the rest: result() gives what run() would,
+    (rc, stdout), or (None, "") when it could not run or did not end in time."""
+
+    def __init__(self, proc, deadline):
+        self.proc = proc
+        self.deadline = deadline
+        self.answer = None
+
+    def result(self):
+        if self.answer is None:
+            self.answer = self._read()
+        return self.answer
+
+    def _read(self):
+        if self.proc is None:
+            return None, ""
+        try:
+            out, _err = communicate_by(self.proc, self.deadline)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None, ""
+        return self.proc.returncode, (out or b"").decode("utf-8", "replace")
+
+
+def start(args, timeout=STARTED_TIMEOUT):
+    """Start a command given as an argument list now (C locale, no stdin), to read its result
+    later: the probe's slow commands (a daemon's --version, systemctl) run side by side and
+    while the probe reads files, instead of one after the other."""
+    # Not AnsibleModule.run_command, which waits for the process.
+    try:
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, LC_ALL="C"),
+            cwd="/",
+            close_fds=True,
+        )
+    except OSError:
+        return Started(None, 0.0)
+    return Started(proc, time.monotonic() + timeout)
+
+
+class _Deferred(object):
+    """start()'s stand-in that runs the command through the module when its result is read."""
+
+    def __init__(self, module, args):
+        self.module = module
+        self.args = args
+        self.answer = None
+
+    def result(self):
+        if self.answer is None:
+            self.answer = run(self.module, self.args)
+        return self.answer
+
+
+def deferred(module):
+    """A start function that runs each command with module.run_command when its result is
+    read (one at a time, in the order read)."""
+    return lambda args: _Deferred(module, args)
 
 
 def search_dirs(path_env):

@@ -20,6 +20,7 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_apparmo
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
     BIN_DIRS,
     UNSET,
+    deferred,
     read_text,
     run,
 )
@@ -143,9 +144,10 @@ def parse_daemon_version(text):
     return m.group(1) if m else None
 
 
-def _systemctl_states(module, systemctl, verb, units):
-    """States printed by one 'systemctl VERB unit...' call (one call per unit if misaligned)."""
-    _rc, out = run(module, [systemctl, verb, *units])
+def _systemctl_states(module, systemctl, verb, units, first=None):
+    """States printed by one 'systemctl VERB unit...' call (one call per unit if misaligned).
+    ``first`` is that call's (rc, stdout) when it was started earlier."""
+    _rc, out = first if first is not None else run(module, [systemctl, verb, *units])
     states = parse_systemctl_states(units, out)
     if states is not None:
         return states
@@ -157,8 +159,10 @@ def _systemctl_states(module, systemctl, verb, units):
     return states
 
 
-def gather_unit_states(module, systemd, dirs=UNIT_DIRS):
-    """present/enabled/active of every libvirt unit."""
+def start_unit_states(module, systemd, dirs=UNIT_DIRS, start=None):
+    """Which libvirt units exist, and systemctl asked for the state of those (started with
+    ``start``, default: run when read): finish_unit_states reads the answers."""
+    start = start or deferred(module)
     units = {}
     for unit in UNITS:
         present = unit_present(unit, dirs)
@@ -167,31 +171,84 @@ def gather_unit_states(module, systemd, dirs=UNIT_DIRS):
     queried = [u for u in UNITS if units[u]["present"]]
     systemctl = module.get_bin_path("systemctl", opt_dirs=BIN_DIRS) if systemd else None
     if not queried or systemctl is None:
+        return units, None
+    calls = {verb: start([systemctl, verb, *queried]) for verb in ("is-enabled", "is-active")}
+    return units, (systemctl, queried, calls)
+
+
+def finish_unit_states(module, started):
+    """present/enabled/active of every libvirt unit, from start_unit_states'."""
+    units, asked = started
+    if asked is None:
         return units
-    enabled = _systemctl_states(module, systemctl, "is-enabled", queried)
-    active = _systemctl_states(module, systemctl, "is-active", queried)
+    systemctl, queried, calls = asked
+    states = {
+        verb: _systemctl_states(module, systemctl, verb, queried, first=call.result())
+        for verb, call in calls.items()
+    }
     for unit in queried:
-        units[unit]["enabled"] = enabled.get(unit, "unknown")
-        units[unit]["active"] = active.get(unit, "unknown")
+        units[unit]["enabled"] = states["is-enabled"].get(unit, "unknown")
+        units[unit]["active"] = states["is-active"].get(unit, "unknown")
     return units
+
+
+def gather_unit_states(module, systemd, dirs=UNIT_DIRS):
+    """present/enabled/active of every libvirt unit."""
+    return finish_unit_states(module, start_unit_states(module, systemd, dirs))
+
+
+DAEMONS = ("libvirtd", "virtqemud")
+
+
+def start_daemon_version(module, start=None, names=DAEMONS):
+    """'libvirtd --version' (else virtqemud's: the first installed) started with ``start``
+    (default: run when read), for finish_daemon_version; None when neither is installed."""
+    start = start or deferred(module)
+    for index, name in enumerate(names):
+        path = module.get_bin_path(name, opt_dirs=BIN_DIRS)
+        if path is not None:
+            return start([path, "--version"]), names[index + 1 :]
+    return None
+
+
+def finish_daemon_version(module, started):
+    """The version start_daemon_version's command printed, else the next daemon's."""
+    while started is not None:
+        call, others = started
+        rc, out = call.result()
+        version = parse_daemon_version(out) if rc == 0 else None
+        if version:
+            return version
+        started = start_daemon_version(module, names=others) if others else None
+    return None
 
 
 def daemon_version(module):
     """Version printed by 'libvirtd --version', else 'virtqemud --version', else None."""
-    for name in ("libvirtd", "virtqemud"):
-        path = module.get_bin_path(name, opt_dirs=BIN_DIRS)
-        if path is None:
-            continue
-        rc, out = run(module, [path, "--version"])
-        version = parse_daemon_version(out) if rc == 0 else None
-        if version:
-            return version
-    return None
+    return finish_daemon_version(module, start_daemon_version(module))
 
 
-def gather_libvirt(module, version=UNSET, errors=None):
+def start_libvirt(module, start=None):
+    """The libvirt group's commands started early (start_unit_states), for gather_libvirt."""
+    return start_unit_states(module, os.path.isdir("/run/systemd/system"), start=start)
+
+
+def started_procs(version, libvirt):
+    """The processes start_daemon_version and start_libvirt started (for the peers' hops to
+    wait on)."""
+    calls = []
+    if isinstance(version, tuple):
+        calls.append(version[0])
+    if libvirt is not None and libvirt[1] is not None:
+        calls.extend(libvirt[1][2].values())
+    return [call.proc for call in calls if getattr(call, "proc", None) is not None]
+
+
+def gather_libvirt(module, version=UNSET, errors=None, started=None):
     systemd = os.path.isdir("/run/systemd/system")
-    units = gather_unit_states(module, systemd)
+    units = finish_unit_states(
+        module, started if started is not None else start_unit_states(module, systemd)
+    )
     libvirtd_binary = any(os.path.exists(os.path.join(d, "libvirtd")) for d in LIBVIRTD_DIRS)
     defaults_file, defaults_args = find_defaults()
     return {

@@ -557,6 +557,9 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_apply i
     start_ruby_dir,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import UNSET
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
+    start as start_command,
+)
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_config import gather_config
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_domains import (
     gather_domains,
@@ -569,8 +572,11 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_kvm imp
     gather_kvm,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_libvirt import (
-    daemon_version,
+    finish_daemon_version,
     gather_libvirt,
+    start_daemon_version,
+    start_libvirt,
+    started_procs,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_listen import gather_listen
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_one import (
@@ -667,9 +673,23 @@ def main():
     sudo = start_sudo_list(module.params["user"]) if "one" in gather else None
     clock = start_clock() if "system" in gather else None
     ruby_dir = start_ruby_dir() if "ruby_dir" in gather else None
+    # Three groups report the daemon version: "libvirtd --version" runs once. It and the
+    # systemctl calls of the libvirt group run side by side while the groups below read files;
+    # the groups that need them are gathered last.
+    version_call = (
+        start_daemon_version(module, start_command)
+        if {"libvirt", "packages", "qemu"} & set(gather)
+        else UNSET
+    )
+    libvirt = start_libvirt(module, start_command) if "libvirt" in gather else None
     # The live tests wait on the network: they run while everything else is gathered. The SSH
     # hops load this host and its peers: they wait for the children above, which have deadlines.
-    held = (ruby and ruby[1], sudo and sudo[0], getattr(clock, "proc", None))
+    held = (
+        ruby and ruby[1],
+        sudo and sudo[0],
+        getattr(clock, "proc", None),
+        *started_procs(version_call, libvirt),
+    )
     peers = (
         start_peers(
             module.params["peers"],
@@ -681,18 +701,12 @@ def main():
         if "peers" in gather
         else None
     )
-    # Three groups report the daemon version: run "libvirtd --version" once.
-    version = daemon_version(module) if {"libvirt", "packages", "qemu"} & set(gather) else UNSET
     if "kvm" in gather:
         probe["kvm"] = gather_kvm()
-    if "libvirt" in gather:
-        probe["libvirt"] = gather_libvirt(module, version, errors)
     if "config" in gather:
         probe["config"] = gather_config(errors)
     if "accounts" in gather:
         probe["accounts"] = gather_accounts(module.params["user"], module.params["groups"])
-    if "packages" in gather:
-        probe["packages"] = gather_packages(module, version)
     if "listen" in gather:
         probe["listen"] = gather_listen(errors)
     if "devices" in gather:
@@ -701,8 +715,6 @@ def main():
         probe["access"] = gather_access(module.params["user"], errors)
     if "identity" in gather:
         probe["identity"] = gather_identity()
-    if "qemu" in gather:
-        probe["qemu"] = gather_qemu(version, module.params["emulator"], errors=errors)
     if "one" in gather:
         probe["one"] = gather_one(
             module.params["user"],
@@ -731,6 +743,13 @@ def main():
         probe["blocks"] = gather_blocks(module.params["blocks"])
     if "domains" in gather:
         probe["domains"] = gather_domains(errors=errors)
+    version = UNSET if version_call is UNSET else finish_daemon_version(module, version_call)
+    if "libvirt" in gather:
+        probe["libvirt"] = gather_libvirt(module, version, errors, started=libvirt)
+    if "packages" in gather:
+        probe["packages"] = gather_packages(module, version)
+    if "qemu" in gather:
+        probe["qemu"] = gather_qemu(version, module.params["emulator"], errors=errors)
     if "system" in gather:
         probe["system"] = gather_system(errors, clock=lambda: gather_clock(started=clock))
     if peers is not None:

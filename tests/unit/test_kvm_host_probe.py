@@ -304,6 +304,94 @@ def test_gather_unit_states_falls_back_per_unit_when_output_misaligns(tmp_path):
     assert units["libvirtd.socket"]["enabled"] == "unknown"
 
 
+class FakeStart:
+    """Stands in for probe_common.start: records what was started, answers when read."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.started = []
+        self.read = []
+
+    def __call__(self, args):
+        self.started.append(list(args))
+        fake = self
+
+        class Call:
+            proc = None
+
+            def result(self):
+                fake.read.append(list(args))
+                return fake.answers(list(args))
+
+        return Call()
+
+
+def test_unit_states_started_before_they_are_read(tmp_path):
+    present = ["libvirtd.service", "libvirtd-tcp.socket"]
+    dirs = _unit_dirs(tmp_path, present)
+    answers = {"is-enabled": "enabled\ndisabled\n", "is-active": "active\ninactive\n"}
+    start = FakeStart(lambda args: (0, answers[args[1]]))
+    module = FakeModule(bins={"systemctl": "/bin/systemctl"})
+    started = probe_libvirt.start_unit_states(module, True, dirs, start=start)
+    # Both calls run side by side from here; nothing read yet, nothing run through the module.
+    assert start.started == [
+        ["/bin/systemctl", "is-enabled", *present],
+        ["/bin/systemctl", "is-active", *present],
+    ]
+    assert start.read == []
+    assert module.calls == []
+    units = probe_libvirt.finish_unit_states(module, started)
+    assert units["libvirtd-tcp.socket"] == {
+        "present": True,
+        "enabled": "disabled",
+        "active": "inactive",
+    }
+    assert units["libvirtd.service"]["active"] == "active"
+    assert module.calls == []
+
+
+def test_daemon_version_started_falls_back_to_virtqemud():
+    bins = {"libvirtd": "/usr/sbin/libvirtd", "virtqemud": "/usr/sbin/virtqemud"}
+    start = FakeStart(lambda args: (1, ""))
+    module = FakeModule(bins=bins, outputs=lambda args: (0, "virtqemud (libvirt) 10.0.0\n", ""))
+    started = probe_libvirt.start_daemon_version(module, start)
+    assert start.started == [["/usr/sbin/libvirtd", "--version"]]
+    # libvirtd answered nothing usable: virtqemud is asked then, through the module.
+    assert probe_libvirt.finish_daemon_version(module, started) == "10.0.0"
+    assert module.calls == [["/usr/sbin/virtqemud", "--version"]]
+    assert probe_libvirt.start_daemon_version(FakeModule(), start) is None
+    assert probe_libvirt.finish_daemon_version(FakeModule(), None) is None
+
+
+def test_started_procs_are_what_the_peers_wait_for(tmp_path):
+    dirs = _unit_dirs(tmp_path, ["libvirtd.service"])
+    module = FakeModule(bins={"systemctl": "/bin/true", "libvirtd": "/bin/true"})
+    version = probe_libvirt.start_daemon_version(module, probe_common.start)
+    libvirt = probe_libvirt.start_unit_states(module, True, dirs, start=probe_common.start)
+    procs = probe_libvirt.started_procs(version, libvirt)
+    assert len(procs) == 3
+    assert all(isinstance(proc, subprocess.Popen) for proc in procs)
+    probe_libvirt.finish_unit_states(module, libvirt)
+    probe_libvirt.finish_daemon_version(module, version)
+    assert all(proc.returncode == 0 for proc in procs)
+    assert probe_libvirt.started_procs(probe_common.UNSET, None) == []
+
+
+def test_start_runs_the_command_and_reads_it_later():
+    call = probe_common.start(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert call.result() == (3, "out\n")
+    assert call.result() == (3, "out\n")  # read once, kept
+    assert probe_common.start(["/nonexistent/kvmprep-probe-test"]).result() == (None, "")
+
+
+def test_start_gives_up_on_a_command_past_its_deadline():
+    began = time.monotonic()
+    call = probe_common.start(["sleep", "30"], timeout=0.2)
+    assert call.result() == (None, "")
+    assert time.monotonic() - began < 10
+    assert call.proc.returncode is not None  # killed and reaped, not left behind
+
+
 def test_gather_unit_states_without_systemd(tmp_path):
     dirs = _unit_dirs(tmp_path, ["libvirtd.service"])
     module = FakeModule(bins={"systemctl": "/bin/systemctl"})
