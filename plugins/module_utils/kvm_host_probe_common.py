@@ -107,34 +107,47 @@ def run(module, args):
 
 class Started(object):
     """A command running while the probe gathers the rest: result() gives what run() would,
-    (rc, stdout), or (None, "") when it could not run or did not end in time."""
+    (rc, stdout), or (None, "") when it could not run or did not end in time; outcome() gives
+    (rc, stdout, stderr), stderr saying why when rc is None."""
 
-    def __init__(self, proc, deadline):
+    def __init__(self, proc, deadline, why=""):
         self.proc = proc
         self.deadline = deadline
+        self.timeout = 0.0
+        self.why = why
         self.answer = None
 
     def result(self):
+        return self.outcome()[:2]
+
+    def outcome(self):
         if self.answer is None:
             self.answer = self._read()
         return self.answer
 
     def _read(self):
         if self.proc is None:
-            return None, ""
+            return None, "", self.why
         try:
-            out, _err = communicate_by(self.proc, self.deadline)
+            out, err = communicate_by(self.proc, self.deadline)
         except subprocess.TimeoutExpired:
+            # Reaped, not read to the end: a child it started may hold the pipes open.
             self.proc.kill()
-            self.proc.communicate()
-            return None, ""
-        return self.proc.returncode, (out or b"").decode("utf-8", "replace")
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+            return None, "", "no answer within %g s" % self.timeout
+        return (
+            self.proc.returncode,
+            (out or b"").decode("utf-8", "replace"),
+            (err or b"").decode("utf-8", "replace"),
+        )
 
 
 def start(args, timeout=STARTED_TIMEOUT):
     """Start a command given as an argument list now (C locale, no stdin), to read its result
-    later: the probe's slow commands (a daemon's --version, systemctl) run side by side and
-    while the probe reads files, instead of one after the other."""
+    later: the probe's slow commands (a daemon's --version, systemctl, timedatectl) run side
+    by side and while the probe reads files, instead of one after the other."""
     # Not AnsibleModule.run_command, which waits for the process.
     try:
         proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
@@ -146,9 +159,11 @@ def start(args, timeout=STARTED_TIMEOUT):
             cwd="/",
             close_fds=True,
         )
-    except OSError:
-        return Started(None, 0.0)
-    return Started(proc, time.monotonic() + timeout)
+    except OSError as exc:
+        return Started(None, 0.0, errtext(exc))
+    call = Started(proc, time.monotonic() + timeout)
+    call.timeout = timeout
+    return call
 
 
 class _Deferred(object):

@@ -8,14 +8,12 @@ Standard library only, Python 3.6 syntax: runs on the host.
 import ctypes
 import ctypes.util
 import os
-import subprocess
-import time
 
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
-    communicate_by,
     find_program,
     read_text_why,
     search_dirs,
+    start,
 )
 
 CLOCK_TIMEOUT = 3.0  # each clock command; chronyc and ntpq wait for their daemon
@@ -27,28 +25,8 @@ TIME_ERROR = 5
 
 def _run(args, timeout=CLOCK_TIMEOUT):
     """(rc, stdout, stderr) of a short command; rc None and the reason when it cannot run."""
-    try:
-        # Not AnsibleModule.run_command: it has no timeout, and a hung chronyc must not hang
-        # check.
-        done = subprocess.run(  # pylint: disable=ansible-bad-function
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            env=dict(os.environ, LC_ALL="C"),
-            cwd="/",
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, "", "no answer within %g s" % timeout
-    except OSError as exc:
-        return None, "", exc.strerror or str(exc)
-    return (
-        done.returncode,
-        done.stdout.decode("utf-8", "replace"),
-        done.stderr.decode("utf-8", "replace"),
-    )
+    # Not AnsibleModule.run_command: it has no timeout, and a hung chronyc must not hang check.
+    return start(args, timeout=timeout).outcome()
 
 
 def _first_line(text):
@@ -121,30 +99,12 @@ def start_clock(dirs=None, systemd=None):
     args = _timedatectl(dirs, systemd)
     if args is None:
         return None
-    try:
-        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(os.environ, LC_ALL="C"),
-            cwd="/",
-        )
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        return lambda: (None, "", why)
-    deadline = time.monotonic() + CLOCK_TIMEOUT
+    call = start(args, timeout=CLOCK_TIMEOUT)
 
     def finish():
-        try:
-            out, err = communicate_by(proc, deadline)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return None, "", "no answer within %g s" % CLOCK_TIMEOUT
-        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return call.outcome()
 
-    finish.proc = proc  # for what waits on it ending (the peers' hops)
+    finish.proc = call.proc  # for what waits on it ending (the peers' hops)
     return finish
 
 
