@@ -25,11 +25,8 @@ def prompt_close() -> Iterator[bool]:
     """While active, ``pexpect.spawn`` children close without ptyprocess's sleep.
 
     Yields whether the change was made (False: this pexpect has no ``spawn`` to wrap)."""
-    try:
-        import pexpect
-    except ImportError:
-        yield False
-        return
+    import pexpect  # ansible-runner's own dependency, imported by it already
+
     original = getattr(pexpect, "spawn", None)
     if not isinstance(original, type):
         yield False

@@ -110,10 +110,10 @@ class Started(object):
     (rc, stdout), or (None, "") when it could not run or did not end in time; outcome() gives
     (rc, stdout, stderr), stderr saying why when rc is None."""
 
-    def __init__(self, proc, deadline, why=""):
+    def __init__(self, proc, timeout, why=""):
         self.proc = proc
-        self.deadline = deadline
-        self.timeout = 0.0
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
         self.why = why
         self.answer = None
 
@@ -160,10 +160,22 @@ def start(args, timeout=STARTED_TIMEOUT):
             close_fds=True,
         )
     except OSError as exc:
-        return Started(None, 0.0, errtext(exc))
-    call = Started(proc, time.monotonic() + timeout)
-    call.timeout = timeout
-    return call
+        return Started(None, timeout, errtext(exc))
+    return Started(proc, timeout)
+
+
+class Starter(object):
+    """start(), remembering the processes it started: what must wait for them to end (the
+    peers' SSH hops) finds them in ``procs``."""
+
+    def __init__(self):
+        self.procs = []
+
+    def __call__(self, args, timeout=STARTED_TIMEOUT):
+        call = start(args, timeout=timeout)
+        if call.proc is not None:
+            self.procs.append(call.proc)
+        return call
 
 
 class _Deferred(object):

@@ -233,17 +233,6 @@ def start_libvirt(module, start=None):
     return start_unit_states(module, os.path.isdir("/run/systemd/system"), start=start)
 
 
-def started_procs(version, libvirt):
-    """The processes start_daemon_version and start_libvirt started (for the peers' hops to
-    wait on)."""
-    calls = []
-    if isinstance(version, tuple):
-        calls.append(version[0])
-    if libvirt is not None and libvirt[1] is not None:
-        calls.extend(libvirt[1][2].values())
-    return [call.proc for call in calls if getattr(call, "proc", None) is not None]
-
-
 def gather_libvirt(module, version=UNSET, errors=None, started=None):
     systemd = os.path.isdir("/run/systemd/system")
     units = finish_unit_states(

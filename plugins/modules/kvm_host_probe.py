@@ -556,9 +556,9 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_apply i
     gather_sasl,
     start_ruby_dir,
 )
-from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import UNSET
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_common import (
-    start as start_command,
+    UNSET,
+    Starter,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_config import gather_config
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_domains import (
@@ -576,7 +576,6 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_libvirt
     gather_libvirt,
     start_daemon_version,
     start_libvirt,
-    started_procs,
 )
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_listen import gather_listen
 from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_probe_one import (
@@ -673,22 +672,23 @@ def main():
     sudo = start_sudo_list(module.params["user"]) if "one" in gather else None
     clock = start_clock() if "system" in gather else None
     ruby_dir = start_ruby_dir() if "ruby_dir" in gather else None
+    starter = Starter()
     # Three groups report the daemon version: "libvirtd --version" runs once. It and the
     # systemctl calls of the libvirt group run side by side while the groups below read files;
     # the groups that need them are gathered last.
     version_call = (
-        start_daemon_version(module, start_command)
+        start_daemon_version(module, starter)
         if {"libvirt", "packages", "qemu"} & set(gather)
         else UNSET
     )
-    libvirt = start_libvirt(module, start_command) if "libvirt" in gather else None
+    libvirt = start_libvirt(module, starter) if "libvirt" in gather else None
     # The live tests wait on the network: they run while everything else is gathered. The SSH
     # hops load this host and its peers: they wait for the children above, which have deadlines.
     held = (
         ruby and ruby[1],
         sudo and sudo[0],
         getattr(clock, "proc", None),
-        *started_procs(version_call, libvirt),
+        *starter.procs,
     )
     peers = (
         start_peers(

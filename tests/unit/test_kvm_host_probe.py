@@ -366,15 +366,20 @@ def test_daemon_version_started_falls_back_to_virtqemud():
 def test_started_procs_are_what_the_peers_wait_for(tmp_path):
     dirs = _unit_dirs(tmp_path, ["libvirtd.service"])
     module = FakeModule(bins={"systemctl": "/bin/true", "libvirtd": "/bin/true"})
-    version = probe_libvirt.start_daemon_version(module, probe_common.start)
-    libvirt = probe_libvirt.start_unit_states(module, True, dirs, start=probe_common.start)
-    procs = probe_libvirt.started_procs(version, libvirt)
+    starter = probe_common.Starter()
+    version = probe_libvirt.start_daemon_version(module, starter)
+    libvirt = probe_libvirt.start_unit_states(module, True, dirs, start=starter)
+    procs = starter.procs
     assert len(procs) == 3
     assert all(isinstance(proc, subprocess.Popen) for proc in procs)
     probe_libvirt.finish_unit_states(module, libvirt)
     probe_libvirt.finish_daemon_version(module, version)
     assert all(proc.returncode == 0 for proc in procs)
-    assert probe_libvirt.started_procs(probe_common.UNSET, None) == []
+    assert probe_common.Starter().procs == []
+    # A command that cannot start leaves nothing to wait for.
+    starter = probe_common.Starter()
+    assert starter(["/nonexistent/kvmprep-probe-test"]).result() == (None, "")
+    assert starter.procs == []
 
 
 def test_start_runs_the_command_and_reads_it_later():
