@@ -29,7 +29,15 @@ description:
     result's diff (content before/after, attributes before/after), as the built-in modules do.
   - The entries are processed in order, so a directory listed before a file in it is there when
     the file is written. The first entry that fails stops the call; the entries before it stay
-    done.
+    done. I(secret_files) come after I(files).
+  - I(secret_files) are files whose content is a secret (a password, a private key). Their content
+    is a no_log value (Ansible masks it wherever it would appear), and a change to one is
+    reported without its content, before or after (the diff says that it changed, and the
+    attributes), so the task need not be C(no_log) as a whole, and the other entries keep their
+    diff.
+  - With I(snapshot), the paths it names are saved first, before any entry is done, to roll back
+    a failed restart (see M(kvmprep.kvm.kvm_host_snapshot), C(state=saved)), in the same round
+    trip.
 version_added: "0.1.0"
 author:
   - kvmprep maintainers (!UNKNOWN)
@@ -38,7 +46,7 @@ options:
     description: What to ensure, in order.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       path:
         description: Absolute path of the file, directory or link.
@@ -83,6 +91,71 @@ options:
           - Command run on the temporary file before it replaces I(path), C(%s) standing for its
             path (as M(ansible.builtin.copy) does); a non-zero exit leaves I(path) untouched.
         type: str
+  secret_files:
+    description:
+      - What to ensure after I(files), in order, for entries whose content is a secret; the
+        suboptions are those of I(files), I(content) being no_log.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: As in I(files).
+        type: path
+        required: true
+      state:
+        description: As in I(files).
+        type: str
+        choices: [file, directory, link]
+        default: file
+      content:
+        description: As in I(files); never shown.
+        type: str
+      src:
+        description: As in I(files).
+        type: str
+      owner:
+        description: As in I(files).
+        type: str
+      group:
+        description: As in I(files).
+        type: str
+      mode:
+        description: As in I(files).
+        type: str
+      backup:
+        description: As in I(files).
+        type: bool
+        default: false
+      recurse:
+        description: As in I(files).
+        type: bool
+        default: false
+      validate:
+        description: As in I(files).
+        type: str
+  snapshot:
+    description:
+      - Paths to save before the first entry (as M(kvmprep.kvm.kvm_host_snapshot) saves them), so
+        that a restart that fails later in the run can put them back.
+    type: dict
+    suboptions:
+      paths:
+        description: Paths or shell globs to save.
+        type: list
+        elements: str
+        required: true
+      dest:
+        description: Directory that holds the snapshot, an absolute path.
+        type: str
+        required: true
+      service:
+        description:
+          - The systemd unit of the daemon that reads these paths; files changed since the
+            earlier snapshot that it has not read are returned in I(restart_pending), and that
+            snapshot is kept. Empty skips the comparison.
+        type: str
+        default: ""
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -129,6 +202,13 @@ diff:
   description: One before/after pair per change (content or attributes), headed by the path.
   returned: when something changed (Ansible shows it in diff mode)
   type: list
+restart_pending:
+  description:
+    - With I(snapshot) and its I(service), the files changed since the earlier snapshot that the
+      running daemon has not read (an earlier run was interrupted before its restart).
+  returned: always (empty without I(snapshot))
+  type: list
+  elements: str
 kvmprep_changes:
   description:
     - What changed (in check mode, would change), one sentence per path, for kvmprep's change
@@ -166,6 +246,7 @@ from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_safepath impo
     set_attributes,
     walk,
 )
+from ansible_collections.kvmprep.kvm.plugins.module_utils.kvm_host_snapshot import take
 
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
 
@@ -473,8 +554,19 @@ def change_sentence(diff):
     return "%s %s" % (path, ", ".join(parts))
 
 
-def run_entry(module, entry, diffs):
-    """The result of one entry; every refusal or error fails the module naming the path."""
+def hide_content(diff):
+    """A secret file's content diff without the content, before or after."""
+    if not isinstance(diff["before"], str):
+        return diff
+    hidden = dict(diff)
+    hidden["before"] = "(a secret: not shown)\n" if diff["before"] else ""
+    hidden["after"] = "(a secret, changed: not shown)\n"
+    return hidden
+
+
+def run_entry(module, entry, diffs, secret=False):
+    """The result of one entry; every refusal or error fails the module naming the path. A
+    secret entry's content diff is replaced by one without the content."""
     path = entry["path"]
     if not os.path.isabs(path):
         module.fail_json(msg="%s: the path must be absolute" % path)
@@ -490,6 +582,8 @@ def run_entry(module, entry, diffs):
             exc.filename if isinstance(exc.filename, str) and exc.filename.startswith("/") else path
         )
         module.fail_json(msg="%s: %s" % (where, exc.strerror or to_native(exc)))
+    if secret:
+        diffs[first:] = [hide_content(d) for d in diffs[first:]]
     item = {"path": path, "state": entry["state"], "changed": changed}
     item.update(extra)
     # The recursion's diff is a sentence of its own; every other diff is about the path.
@@ -504,38 +598,77 @@ def run_entry(module, entry, diffs):
     return item
 
 
+def entry_options(secret):
+    """The suboptions of an entry of files (secret: of secret_files, content no_log)."""
+    return {
+        "path": {"type": "path", "required": True},
+        "state": {
+            "type": "str",
+            "choices": ["file", "directory", "link"],
+            "default": "file",
+        },
+        "content": {"type": "str", "no_log": secret},
+        "src": {"type": "str"},
+        "owner": {"type": "str"},
+        "group": {"type": "str"},
+        "mode": {"type": "str"},
+        "backup": {"type": "bool", "default": False},
+        "recurse": {"type": "bool", "default": False},
+        "validate": {"type": "str"},
+    }
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "files": {
                 "type": "list",
                 "elements": "dict",
-                "required": True,
+                "default": [],
+                "options": entry_options(secret=False),
+            },
+            # The entries are not secret as a whole (their paths, owners and modes are shown);
+            # their content is (entry_options).
+            "secret_files": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "no_log": False,
+                "options": entry_options(secret=True),
+            },
+            "snapshot": {
+                "type": "dict",
                 "options": {
-                    "path": {"type": "path", "required": True},
-                    "state": {
-                        "type": "str",
-                        "choices": ["file", "directory", "link"],
-                        "default": "file",
-                    },
-                    "content": {"type": "str"},
-                    "src": {"type": "str"},
-                    "owner": {"type": "str"},
-                    "group": {"type": "str"},
-                    "mode": {"type": "str"},
-                    "backup": {"type": "bool", "default": False},
-                    "recurse": {"type": "bool", "default": False},
-                    "validate": {"type": "str"},
+                    "paths": {"type": "list", "elements": "str", "required": True},
+                    "dest": {"type": "str", "required": True},
+                    "service": {"type": "str", "default": ""},
                 },
-            }
+            },
         },
         supports_check_mode=True,
     )
+    pending = []
+    snapshot = module.params["snapshot"]
+    if snapshot:
+        try:
+            pending, _saved = take(
+                snapshot["paths"],
+                snapshot["dest"],
+                snapshot["service"],
+                module.check_mode,
+                module.warn,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            module.fail_json(msg="snapshot {0}: {1}".format(snapshot["dest"], exc))
     diffs = []
     results = [run_entry(module, entry, diffs) for entry in module.params["files"]]
+    results.extend(
+        run_entry(module, entry, diffs, secret=True) for entry in module.params["secret_files"]
+    )
     result = {
         "changed": any(item["changed"] for item in results),
         "files": results,
+        "restart_pending": pending,
         "kvmprep_changes": [
             {"concern": "files", "text": text}
             for item in results

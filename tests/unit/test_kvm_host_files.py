@@ -169,3 +169,72 @@ def test_change_report_lines_name_paths_never_content(tmp_path):
     unchanged = run_ansible(tmp_path, "kvm_host_files", args)
     assert unchanged["changed"] is False
     assert unchanged["kvmprep_changes"] == []
+
+
+@pytest.mark.ansible
+def test_a_secret_file_changes_without_its_content_ever_shown(tmp_path):
+    root = tmp_path / "etc"
+    root.mkdir()
+    old, new = "kvmprep-old-canary-17", "kvmprep-new-canary-23"
+    secret = {"path": str(root / "auth.conf"), "content": f"password={old}\n", "mode": "0600"}
+    plain = {"path": str(root / "plain.conf"), "content": "plain\n", "mode": "0644"}
+    run_ansible(tmp_path, "kvm_host_files", {"secret_files": [secret]})
+    assert (root / "auth.conf").read_text() == f"password={old}\n"
+
+    # The password changes, a plain file beside it is written in the same call, in diff mode.
+    args = {"files": [plain], "secret_files": [{**secret, "content": f"password={new}\n"}]}
+    changed = run_ansible(tmp_path, "kvm_host_files", args, "--diff")
+    assert (root / "auth.conf").read_text() == f"password={new}\n"
+    assert _mode(root / "auth.conf") == 0o600
+    assert [(f["path"], f["changed"]) for f in changed["files"]] == [
+        (plain["path"], True),
+        (secret["path"], True),
+    ]
+    shown = str(changed)
+    assert old not in shown
+    assert new not in shown
+    by_path = {d["before_header"]: d for d in changed["diff"]}
+    assert by_path[plain["path"]]["after"] == "plain\n"  # an ordinary file keeps its diff
+    assert by_path[secret["path"]]["before"] == "(a secret: not shown)\n"
+    assert by_path[secret["path"]]["after"] == "(a secret, changed: not shown)\n"
+    assert {"concern": "files", "text": f"{secret['path']} written"} in changed["kvmprep_changes"]
+
+    # Its attributes are shown as any file's; the content, unchanged, is not.
+    (root / "auth.conf").chmod(0o644)
+    again = run_ansible(tmp_path, "kvm_host_files", args, "--diff")
+    assert again["diff"] == [
+        {
+            "before_header": secret["path"],
+            "after_header": secret["path"],
+            "before": {"path": secret["path"], "mode": "0644"},
+            "after": {"path": secret["path"], "mode": "0600"},
+        }
+    ]
+    assert new not in str(again)
+
+
+@pytest.mark.ansible
+def test_the_snapshot_is_taken_before_the_first_write(tmp_path):
+    conf = tmp_path / "etc" / "libvirtd.conf"
+    conf.parent.mkdir()
+    conf.write_text("listen_tcp = 0\n")
+    entry = {"path": str(conf), "content": "listen_tcp = 1\n", "mode": "0644"}
+    snapshot = {"paths": [str(tmp_path / "etc" / "*.conf")], "dest": str(tmp_path / "snap")}
+
+    checked = run_ansible(
+        tmp_path, "kvm_host_files", {"files": [entry], "snapshot": snapshot}, "--check"
+    )
+    assert checked["changed"] is True
+    assert checked["restart_pending"] == []
+    assert not (tmp_path / "snap").exists()  # check mode saves nothing
+    assert conf.read_text() == "listen_tcp = 0\n"
+
+    done = run_ansible(tmp_path, "kvm_host_files", {"files": [entry], "snapshot": snapshot})
+    assert done["changed"] is True
+    assert done["restart_pending"] == []
+    assert conf.read_text() == "listen_tcp = 1\n"
+    saved = tmp_path / "snap" / "tree" / str(conf).lstrip("/")
+    assert saved.read_text() == "listen_tcp = 0\n"  # as it was before the call wrote it
+    without = run_ansible(tmp_path, "kvm_host_files", {"files": [entry]})
+    assert without["changed"] is False
+    assert without["restart_pending"] == []

@@ -1,5 +1,6 @@
-"""kvm_host_snapshot: a restore makes the saved paths exactly what they were, including paths a
-run created after the snapshot (removed) and trees (replaced whole)."""
+"""kvm_host_snapshot (module_utils, used by the kvm_host_snapshot and kvm_host_files modules): a
+restore makes the saved paths exactly what they were, including paths a run created after the
+snapshot (removed) and trees (replaced whole)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.unit.test_kvm_host_conf import load_library_module
-
-snapshot = load_library_module("kvm_host_snapshot")
+from ansible_collections.kvmprep.kvm.plugins.module_utils import kvm_host_snapshot as snapshot
 
 
 def make_tree(root: Path) -> None:
