@@ -94,7 +94,8 @@ options:
   secret_files:
     description:
       - What to ensure after I(files), in order, for entries whose content is a secret; the
-        suboptions are those of I(files), I(content) being no_log.
+        suboptions are those of I(files), I(content) being no_log, without I(validate) (a
+        validating command's output could show the content).
     type: list
     elements: dict
     default: []
@@ -131,9 +132,6 @@ options:
         description: As in I(files).
         type: bool
         default: false
-      validate:
-        description: As in I(files).
-        type: str
   snapshot:
     description:
       - Paths to save before the first entry (as M(kvmprep.kvm.kvm_host_snapshot) saves them), so
@@ -599,8 +597,9 @@ def run_entry(module, entry, diffs, secret=False):
 
 
 def entry_options(secret):
-    """The suboptions of an entry of files (secret: of secret_files, content no_log)."""
-    return {
+    """The suboptions of an entry of files (secret: of secret_files, content no_log and no
+    validate, whose output could show the content)."""
+    options = {
         "path": {"type": "path", "required": True},
         "state": {
             "type": "str",
@@ -614,8 +613,10 @@ def entry_options(secret):
         "mode": {"type": "str"},
         "backup": {"type": "bool", "default": False},
         "recurse": {"type": "bool", "default": False},
-        "validate": {"type": "str"},
     }
+    if not secret:
+        options["validate"] = {"type": "str"}
+    return options
 
 
 def main():

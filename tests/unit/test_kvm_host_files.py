@@ -212,6 +212,13 @@ def test_a_secret_file_changes_without_its_content_ever_shown(tmp_path):
     ]
     assert new not in str(again)
 
+    # No validating command for a secret file: its output could show the content.
+    checked = {**secret, "validate": "cat %s"}
+    refused = run_ansible(tmp_path, "kvm_host_files", {"secret_files": [checked]})
+    assert refused["failed"] is True
+    assert "validate" in refused["msg"]
+    assert old not in str(refused)
+
 
 @pytest.mark.ansible
 def test_the_snapshot_is_taken_before_the_first_write(tmp_path):
